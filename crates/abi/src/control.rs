@@ -1,0 +1,213 @@
+//! Control messages: client <-> daemon and daemon <-> domain.
+//!
+//! Transport: `SOCK_SEQPACKET` Unix sockets, one JSON document per packet,
+//! descriptors (region memfds) attached with `SCM_RIGHTS`. Control traffic is
+//! rare (registration, fork, status), so readability beats compactness.
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+
+/// Largest control message.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most descriptors one message carries.
+pub const MAX_FDS: usize = 8;
+
+/// Name of the storage domain.
+pub const STORAGE: &str = "storage";
+
+/// Credentials a shadow process takes on, copied from its client.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+/// Client -> daemon. The daemon identifies the sender by `SO_PEERCRED`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// A new process wants regions for `domain`.
+    Register { domain: String },
+    /// The same process after `execve`: hand back its existing regions.
+    Reattach { domain: String },
+    /// A forked child claims the shadow its parent prepared (`OP_FORK_PREPARE`).
+    ClaimFork {
+        domain: String,
+        parent_pid: u32,
+        token: u64,
+    },
+    /// What runs, for `virtuos status`.
+    Status,
+    /// Stop every domain and the daemon (`virtuos down`).
+    Shutdown,
+}
+
+/// Daemon -> client.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DaemonReply {
+    /// Attached: descriptors [request region (rw), state page (read-only)].
+    Registered {
+        client_id: u64,
+        storage_mount: String,
+    },
+    Status(StatusReport),
+    Ok,
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct StatusReport {
+    pub daemon_pid: u32,
+    pub domains: Vec<DomainStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainStatus {
+    pub name: String,
+    pub backend: String,
+    /// registered, connecting, connected, disconnected (the paper's states).
+    pub state: String,
+    pub pid: Option<u32>,
+    pub data: String,
+    pub clients: Vec<ClientStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientStatus {
+    pub client_id: u64,
+    pub pid: u32,
+}
+
+/// Daemon -> domain.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DomainCommand {
+    /// Start a shadow for a client; descriptors [region, state page] (rw).
+    AddClient {
+        client_id: u64,
+        pid: u32,
+        creds: Credentials,
+    },
+    /// Give the pending shadow `token` (forked from `parent_client_id`'s
+    /// shadow) its own regions; descriptors [region, state page].
+    AttachForked {
+        client_id: u64,
+        parent_client_id: u64,
+        token: u64,
+        pid: u32,
+    },
+    /// The client is gone: end its shadow.
+    RemoveClient {
+        client_id: u64,
+    },
+    Shutdown,
+}
+
+/// Domain -> daemon, in answer to each command (and `Ready` once at start).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DomainReply {
+    Ready { cpus: u32 },
+    Ok,
+    Error { message: String },
+}
+
+/// Send one message with descriptors attached.
+pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if bytes.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "control message too large",
+        ));
+    }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !anc.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("ancillary buffer too small"));
+    }
+    let sent = sendmsg(sock, &[IoSlice::new(&bytes)], &mut anc, SendFlags::NOSIGNAL)?;
+    if sent != bytes.len() {
+        return Err(io::Error::other("short control message"));
+    }
+    Ok(())
+}
+
+/// Receive one message and its descriptors. `Ok(None)` when the peer closed.
+pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(
+        sock,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = m {
+            fds.extend(rights);
+        }
+    }
+    if got.bytes == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if got.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated",
+        ));
+    }
+    let msg = serde_json::from_slice(&buf[..got.bytes]).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad control message: {e}"),
+        )
+    })?;
+    Ok(Some((msg, fds)))
+}
+
+/// Convenience: a borrowed view of owned descriptors.
+pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
+    fds.iter().map(|f| f.as_fd()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+
+    #[test]
+    fn message_with_fds_roundtrip_and_garbage_is_an_error() {
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let memfd = crate::mapping::create_memfd("x", 4096).unwrap();
+        let msg = ClientRequest::ClaimFork {
+            domain: STORAGE.into(),
+            parent_pid: 7,
+            token: 3,
+        };
+        send(a.as_fd(), &msg, &[memfd.as_fd()]).unwrap();
+        let (got, fds): (ClientRequest, _) = recv(b.as_fd()).unwrap().unwrap();
+        assert_eq!(got, msg);
+        assert_eq!(fds.len(), 1);
+        assert_eq!(rustix::fs::fstat(&fds[0]).unwrap().st_size, 4096);
+
+        rustix::net::send(&a, b"{not json", SendFlags::empty()).unwrap();
+        assert!(recv::<ClientRequest>(b.as_fd()).is_err());
+        drop(a);
+        assert!(recv::<ClientRequest>(b.as_fd()).unwrap().is_none());
+    }
+}

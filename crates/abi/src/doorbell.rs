@@ -1,0 +1,25 @@
+//! Sleeping and waking on a 32-bit word of shared memory.
+//!
+//! Process backend: a shared (not process-private) futex, which works across
+//! processes that map the same memfd. A VM backend cannot futex across the VM
+//! boundary and relays these through ivshmem doorbells instead; both sides
+//! keep the rule "ring only when the other side announced that it sleeps".
+
+use core::sync::atomic::AtomicU32;
+use rustix::thread::futex;
+use std::time::Duration;
+
+/// Sleep while `*word == expected`, at most `timeout`. Returns early on a
+/// wake, a signal, or a changed value: callers always re-check their state.
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs() as i64,
+        tv_nsec: t.subsec_nanos() as i64,
+    });
+    let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
+}
+
+/// Wake up to `count` sleepers on `word`.
+pub fn wake(word: &AtomicU32, count: u32) {
+    let _ = futex::wake(word, futex::Flags::empty(), count);
+}

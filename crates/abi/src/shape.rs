@@ -1,0 +1,292 @@
+//! How each forwarded system call's arguments travel (gVisor-style table).
+//!
+//! The client marshals by this table: scalars are copied, descriptors are
+//! translated to the domain's numbers, and every pointer argument is replaced
+//! by an offset into the call's data chunk, with the data copied in (inputs)
+//! or out (outputs). The domain validates each offset and length against the
+//! chunk with the same table before it executes the call, so both sides agree
+//! on what a call may touch. A syscall with no shape is never executed by a
+//! domain.
+
+use crate::layout::NULL_ARG;
+
+/// Kind of one argument slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// Slot unused.
+    Unused,
+    /// Scalar, passed through.
+    Val,
+    /// A descriptor of this domain (translated by the client).
+    Fd,
+    /// A descriptor or `AT_FDCWD`.
+    DirFd,
+    /// NUL-terminated path in the chunk (offset).
+    Path,
+    /// Path or `NULL_ARG`.
+    OptPath,
+    /// NUL-terminated non-path string in the chunk (symlink target, xattr name).
+    Str,
+    /// Input bytes in the chunk; their length is argument `n`.
+    InBuf(u8),
+    /// Output bytes in the chunk; capacity is argument `n`. The result is the
+    /// number of bytes the domain wrote (for calls that return a length).
+    OutBuf(u8),
+    /// Fixed-size input struct in the chunk.
+    In(u16),
+    /// Fixed-size input struct or `NULL_ARG`.
+    OptIn(u16),
+    /// Fixed-size output struct in the chunk.
+    Out(u16),
+    /// Fixed-size struct copied in and back out.
+    InOut(u16),
+    /// InOut struct or `NULL_ARG`.
+    OptInOut(u16),
+}
+
+impl Arg {
+    /// Whether this slot carries a pointer (an offset into the chunk).
+    pub fn is_pointer(self) -> bool {
+        !matches!(self, Arg::Unused | Arg::Val | Arg::Fd | Arg::DirFd)
+    }
+
+    /// Whether a NULL pointer is allowed in this slot.
+    pub fn nullable(self) -> bool {
+        matches!(self, Arg::OptPath | Arg::OptIn(_) | Arg::OptInOut(_))
+    }
+
+    /// Whether data flows from the client into the domain.
+    pub fn copies_in(self) -> bool {
+        matches!(
+            self,
+            Arg::Path
+                | Arg::OptPath
+                | Arg::Str
+                | Arg::InBuf(_)
+                | Arg::In(_)
+                | Arg::OptIn(_)
+                | Arg::InOut(_)
+                | Arg::OptInOut(_)
+        )
+    }
+
+    /// Whether data flows back from the domain to the client.
+    pub fn copies_out(self) -> bool {
+        matches!(
+            self,
+            Arg::OutBuf(_) | Arg::Out(_) | Arg::InOut(_) | Arg::OptInOut(_)
+        )
+    }
+}
+
+/// Longest path or string accepted in a chunk (PATH_MAX, with its NUL).
+pub const MAX_STRING: usize = 4096;
+
+pub type Shape = [Arg; 6];
+
+const fn s(a: &[Arg]) -> Shape {
+    let mut out = [Arg::Unused; 6];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    out
+}
+
+use Arg::*;
+
+const STAT: u16 = 144; // struct stat
+const STATFS: u16 = 120; // struct statfs
+const STATX: u16 = 256; // struct statx
+const TIMESPEC2: u16 = 32; // struct timespec[2]
+const TIMEVAL2: u16 = 32; // struct timeval[2]
+const UTIMBUF: u16 = 16; // struct utimbuf
+const OFF: u16 = 8; // loff_t
+const FLOCK: u16 = 32; // struct flock
+const F_OWNER_EX: u16 = 8; // struct f_owner_ex
+const RW_HINT: u16 = 8; // u64
+
+/// The shape of system call `nr`, if it may be forwarded to a domain.
+///
+/// `fcntl` and `ioctl` return a shape whose third slot is `Val`; their real
+/// third slot depends on the command: see `fcntl_arg` and `ioctl_arg`.
+pub fn shape(nr: u16) -> Option<Shape> {
+    let nr = nr as i64;
+    Some(match nr {
+        // Data transfer.
+        libc::SYS_read => s(&[Fd, OutBuf(2), Val]),
+        libc::SYS_write => s(&[Fd, InBuf(2), Val]),
+        libc::SYS_pread64 => s(&[Fd, OutBuf(2), Val, Val]),
+        libc::SYS_pwrite64 => s(&[Fd, InBuf(2), Val, Val]),
+        libc::SYS_lseek => s(&[Fd, Val, Val]),
+        libc::SYS_getdents64 => s(&[Fd, OutBuf(2), Val]),
+        libc::SYS_copy_file_range => s(&[Fd, OptInOut(OFF), Fd, OptInOut(OFF), Val, Val]),
+        libc::SYS_sendfile => s(&[Fd, Fd, OptInOut(OFF), Val]),
+        libc::SYS_splice => s(&[Fd, OptInOut(OFF), Fd, OptInOut(OFF), Val, Val]),
+        libc::SYS_fadvise64 => s(&[Fd, Val, Val, Val]),
+        libc::SYS_readahead => s(&[Fd, Val, Val]),
+        // Opening and descriptors.
+        libc::SYS_open => s(&[Path, Val, Val]),
+        libc::SYS_creat => s(&[Path, Val]),
+        libc::SYS_openat => s(&[DirFd, Path, Val, Val]),
+        libc::SYS_openat2 => s(&[DirFd, Path, InBuf(3), Val]),
+        libc::SYS_close => s(&[Fd]),
+        libc::SYS_dup => s(&[Fd]),
+        libc::SYS_fcntl => s(&[Fd, Val, Val]),
+        libc::SYS_ioctl => s(&[Fd, Val, Val]),
+        libc::SYS_flock => s(&[Fd, Val]),
+        // Metadata.
+        libc::SYS_fstat => s(&[Fd, Out(STAT)]),
+        libc::SYS_stat | libc::SYS_lstat => s(&[Path, Out(STAT)]),
+        libc::SYS_newfstatat => s(&[DirFd, Path, Out(STAT), Val]),
+        libc::SYS_statx => s(&[DirFd, Path, Val, Val, Out(STATX)]),
+        libc::SYS_statfs => s(&[Path, Out(STATFS)]),
+        libc::SYS_fstatfs => s(&[Fd, Out(STATFS)]),
+        libc::SYS_access => s(&[Path, Val]),
+        libc::SYS_faccessat => s(&[DirFd, Path, Val]),
+        libc::SYS_faccessat2 => s(&[DirFd, Path, Val, Val]),
+        libc::SYS_chmod => s(&[Path, Val]),
+        libc::SYS_fchmod => s(&[Fd, Val]),
+        libc::SYS_fchmodat => s(&[DirFd, Path, Val]),
+        452 /* fchmodat2 */ => s(&[DirFd, Path, Val, Val]),
+        libc::SYS_chown | libc::SYS_lchown => s(&[Path, Val, Val]),
+        libc::SYS_fchown => s(&[Fd, Val, Val]),
+        libc::SYS_fchownat => s(&[DirFd, Path, Val, Val, Val]),
+        libc::SYS_utimensat => s(&[DirFd, OptPath, OptIn(TIMESPEC2), Val]),
+        libc::SYS_utimes => s(&[Path, OptIn(TIMEVAL2)]),
+        libc::SYS_futimesat => s(&[DirFd, OptPath, OptIn(TIMEVAL2)]),
+        libc::SYS_utime => s(&[Path, OptIn(UTIMBUF)]),
+        libc::SYS_truncate => s(&[Path, Val]),
+        libc::SYS_ftruncate => s(&[Fd, Val]),
+        libc::SYS_fallocate => s(&[Fd, Val, Val, Val]),
+        // Durability.
+        libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_syncfs => s(&[Fd]),
+        libc::SYS_sync_file_range => s(&[Fd, Val, Val, Val]),
+        // Names.
+        libc::SYS_mkdir => s(&[Path, Val]),
+        libc::SYS_mkdirat => s(&[DirFd, Path, Val]),
+        libc::SYS_mknod => s(&[Path, Val, Val]),
+        libc::SYS_mknodat => s(&[DirFd, Path, Val, Val]),
+        libc::SYS_rmdir | libc::SYS_unlink => s(&[Path]),
+        libc::SYS_unlinkat => s(&[DirFd, Path, Val]),
+        libc::SYS_rename | libc::SYS_link => s(&[Path, Path]),
+        libc::SYS_renameat => s(&[DirFd, Path, DirFd, Path]),
+        libc::SYS_renameat2 => s(&[DirFd, Path, DirFd, Path, Val]),
+        libc::SYS_linkat => s(&[DirFd, Path, DirFd, Path, Val]),
+        libc::SYS_symlink => s(&[Str, Path]),
+        libc::SYS_symlinkat => s(&[Str, DirFd, Path]),
+        libc::SYS_readlink => s(&[Path, OutBuf(2), Val]),
+        libc::SYS_readlinkat => s(&[DirFd, Path, OutBuf(3), Val]),
+        // Working directory.
+        libc::SYS_chdir => s(&[Path]),
+        libc::SYS_fchdir => s(&[Fd]),
+        libc::SYS_getcwd => s(&[OutBuf(1), Val]),
+        // Extended attributes.
+        libc::SYS_getxattr | libc::SYS_lgetxattr => s(&[Path, Str, OutBuf(3), Val]),
+        libc::SYS_fgetxattr => s(&[Fd, Str, OutBuf(3), Val]),
+        libc::SYS_setxattr | libc::SYS_lsetxattr => s(&[Path, Str, InBuf(3), Val, Val]),
+        libc::SYS_fsetxattr => s(&[Fd, Str, InBuf(3), Val, Val]),
+        libc::SYS_listxattr | libc::SYS_llistxattr => s(&[Path, OutBuf(2), Val]),
+        libc::SYS_flistxattr => s(&[Fd, OutBuf(2), Val]),
+        libc::SYS_removexattr | libc::SYS_lremovexattr => s(&[Path, Str]),
+        libc::SYS_fremovexattr => s(&[Fd, Str]),
+        _ => return None,
+    })
+}
+
+/// Third argument of `fcntl(fd, cmd, arg)` by command. None: the command is
+/// not forwarded (the client handles it, or it is unsupported: EINVAL).
+///
+/// F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD and F_SETFD are handled by the client's
+/// descriptor table and never reach a domain.
+pub fn fcntl_arg(cmd: u64) -> Option<Arg> {
+    let cmd = cmd as i32;
+    Some(match cmd {
+        libc::F_GETFL | libc::F_SETFL | libc::F_GETOWN | libc::F_SETOWN | 11 /* F_SETSIG */ | 12 /* F_GETSIG */
+        | libc::F_GETLEASE | libc::F_SETLEASE | libc::F_NOTIFY | libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ
+        | libc::F_ADD_SEALS | libc::F_GET_SEALS => Val,
+        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => InOut(FLOCK),
+        16 /* F_GETOWN_EX */ => Out(F_OWNER_EX),
+        15 /* F_SETOWN_EX */ => In(F_OWNER_EX),
+        // F_GET_RW_HINT, F_SET_RW_HINT, F_GET_FILE_RW_HINT, F_SET_FILE_RW_HINT
+        1035 | 1037 => Out(RW_HINT),
+        1036 | 1038 => In(RW_HINT),
+        _ => return None,
+    })
+}
+
+/// Third argument of `ioctl(fd, request, arg)`. Encoded requests carry their
+/// direction and size; a few classic ones are listed by hand. None: not
+/// forwarded (ENOTTY), because an unknown request could make the domain
+/// follow a client pointer.
+pub fn ioctl_arg(request: u64) -> Option<Arg> {
+    let req = request as u32;
+    match req as libc::c_ulong {
+        libc::FIONREAD => return Some(Out(4)),
+        libc::FIONBIO | libc::FIOASYNC => return Some(In(4)),
+        libc::TCGETS => return Some(Out(36)), // kernel struct termios
+        _ => {}
+    }
+    // _IOC layout: dir(2) size(14) type(8) nr(8).
+    let dir = req >> 30;
+    let size = ((req >> 16) & 0x3fff) as u16;
+    match (dir, size) {
+        (0, 0) => None,
+        (0, _) => None,
+        (1, n) => Some(In(n)),    // _IOW: user writes, kernel reads
+        (2, n) => Some(Out(n)),   // _IOR: kernel writes
+        (3, n) => Some(InOut(n)), // _IOWR
+        _ => None,
+    }
+}
+
+/// Encode a NULL pointer for a nullable slot.
+pub fn null_arg() -> u64 {
+    NULL_ARG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_buffer_length_refers_to_a_scalar_slot() {
+        for nr in 0..1024u16 {
+            let Some(sh) = shape(nr) else { continue };
+            for a in sh {
+                if let InBuf(n) | OutBuf(n) = a {
+                    assert_eq!(
+                        sh[n as usize], Val,
+                        "syscall {nr}: length slot {n} must be a scalar"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dangerous_calls_have_no_shape() {
+        for nr in [
+            libc::SYS_execve,
+            libc::SYS_mmap,
+            libc::SYS_ptrace,
+            libc::SYS_kill,
+            libc::SYS_clone,
+            libc::SYS_mount,
+        ] {
+            assert!(shape(nr as u16).is_none(), "{nr} must not be forwardable");
+        }
+    }
+
+    #[test]
+    fn ioctl_decoding() {
+        assert_eq!(ioctl_arg(libc::FIONREAD), Some(Out(4)));
+        // FS_IOC_GETFLAGS = _IOR('f', 1, long)
+        assert_eq!(ioctl_arg(0x8008_6601), Some(Out(8)));
+        assert_eq!(ioctl_arg(0x5402 /* TCSETS */), None);
+        assert_eq!(fcntl_arg(libc::F_SETLK as u64), Some(InOut(32)));
+        assert_eq!(fcntl_arg(libc::F_DUPFD as u64), None);
+    }
+}
