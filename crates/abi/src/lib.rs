@@ -9,6 +9,7 @@
 //! Hot-path code in this crate (entries, lists, doorbells, chunk copies) never
 //! allocates: the preload library calls it from a `SIGSYS` handler.
 
+pub mod call;
 pub mod control;
 pub mod doorbell;
 pub mod entry;
