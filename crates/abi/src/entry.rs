@@ -93,14 +93,30 @@ impl RequestEntry {
     /// Domain: take a submitted entry. Fails if the entry is not in the
     /// Submitted phase (a duplicate on the list, or a hostile client).
     pub fn claim(&self) -> Option<Request> {
-        let cur = self.state.load(Ordering::Acquire);
-        if cur & PHASE_MASK != Phase::Submitted as u32 {
+        // The client may set flag bits (SLEEPING, INTERRUPT) concurrently, so
+        // a failed CAS is retried as long as the phase is still Submitted;
+        // the retry bound only matters against a hostile client.
+        let mut cur = self.state.load(Ordering::Acquire);
+        let mut claimed_ok = false;
+        for _ in 0..crate::list::MAX_CAS_RETRIES {
+            if cur & PHASE_MASK != Phase::Submitted as u32 {
+                return None;
+            }
+            let claimed = (cur & !PHASE_MASK) | Phase::Claimed as u32;
+            match self
+                .state
+                .compare_exchange_weak(cur, claimed, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    claimed_ok = true;
+                    break;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+        if !claimed_ok {
             return None;
         }
-        let claimed = (cur & !PHASE_MASK) | Phase::Claimed as u32;
-        self.state
-            .compare_exchange(cur, claimed, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
         let chunk = self.chunk.load(Ordering::Relaxed);
         Some(Request {
             op: self.op.load(Ordering::Relaxed),

@@ -1,1 +1,165 @@
-fn main() {}
+//! virtuos-bench: the paper's §5.1 microbenchmarks (fcntl latency vs spin
+//! threshold, write throughput vs buffer size) plus a queue-level ping,
+//! forwarded through virtuos and compared with native Linux.
+//!
+//! `worker ...` subcommands are what runs inside the measured process; the
+//! others are drivers that start workers natively and under `virtuos run`,
+//! and report medians and ratios.
+
+mod drivers;
+mod plot;
+mod report;
+mod results;
+mod stats;
+mod workers;
+
+use clap::{Parser, Subcommand};
+use drivers::Common;
+
+#[derive(Parser)]
+#[command(name = "virtuos-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one measurement in this process and print one JSON line.
+    #[command(subcommand)]
+    Worker(Worker),
+    /// fcntl(F_GETFL) latency: native, forwarded per spin threshold, floor.
+    Fcntl {
+        #[command(flatten)]
+        opts: drivers::fcntl::Opts,
+        #[command(flatten)]
+        common: Common,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Write throughput per buffer size: native tmpfs vs forwarded /storage.
+    Write {
+        #[command(flatten)]
+        opts: drivers::write::Opts,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// OP_PING round trips through the request queue, without the preload library.
+    QueuePing {
+        #[command(flatten)]
+        opts: drivers::queue_ping::Opts,
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Everything; writes RESULTS.md, results.json and plots to --out.
+    All {
+        #[command(flatten)]
+        opts: drivers::all::Opts,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-render RESULTS.md and the plots from an existing results.json.
+    Render {
+        #[arg(long, default_value = "bench/results.json")]
+        json: std::path::PathBuf,
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Worker {
+    /// ns per fcntl(fd, F_GETFL) call.
+    Fcntl {
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value_t = 100_000)]
+        iters: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
+    /// MB/s writing --total bytes in --chunk-byte writes.
+    Write {
+        #[arg(long)]
+        path: String,
+        #[arg(long, value_parser = stats::parse_size, default_value = "16MiB")]
+        total: u64,
+        #[arg(long, value_parser = stats::parse_size)]
+        chunk: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
+    /// ns per cache-line round trip between two pinned threads.
+    Pingpong {
+        #[arg(long, default_value_t = 1_000_000)]
+        iters: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
+}
+
+fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, v: &T) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)? + "\n")?;
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("virtuos-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Worker(w) => {
+            let out = match w {
+                Worker::Fcntl { path, iters, reps } => {
+                    workers::fcntl::run(&workers::fcntl::Params { path, iters, reps })?
+                }
+                Worker::Write {
+                    path,
+                    total,
+                    chunk,
+                    reps,
+                } => workers::write::run(&workers::write::Params {
+                    path,
+                    total,
+                    chunk,
+                    reps,
+                })?,
+                Worker::Pingpong { iters, reps } => {
+                    workers::pingpong::run(&workers::pingpong::Params { iters, reps })?
+                }
+            };
+            out.print()
+        }
+        Cmd::Fcntl { opts, common, json } => {
+            let r = drivers::fcntl::run(&opts, &common)?;
+            drivers::fcntl::print(&r);
+            write_json(json.as_deref(), &r)
+        }
+        Cmd::Write { opts, common, json } => {
+            let r = drivers::write::run(&opts, &common)?;
+            drivers::write::print(&r);
+            write_json(json.as_deref(), &r)
+        }
+        Cmd::QueuePing { opts, common, json } => {
+            let r = drivers::queue_ping::run(&opts, &common)?;
+            drivers::queue_ping::print(&r);
+            write_json(json.as_deref(), &r)
+        }
+        Cmd::All { opts, common } => {
+            drivers::all::run(&opts, &common)?;
+            Ok(())
+        }
+        Cmd::Render { json, out } => drivers::all::render(&json, &out),
+    }
+}

@@ -1,0 +1,299 @@
+//! `all`: every benchmark, then RESULTS.md, results.json and the plots.
+
+use super::{fcntl, fs_type, queue_ping, write, Common};
+use crate::report::{self, FCNTL_PLOT, WRITE_PLOT};
+use crate::results::{Meta, Results};
+use crate::stats::parse_size;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Opts {
+    /// Spin thresholds for fcntl (VIRTUOS_SPIN) and queue-ping (client polls).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,10,100,1000,2000,10000,100000"
+    )]
+    pub spin: Vec<u32>,
+    /// fcntl calls per repetition.
+    #[arg(long, default_value_t = 20_000)]
+    pub fcntl_iters: u64,
+    /// Repetitions of the fcntl, floor and queue-ping measurements.
+    #[arg(long, default_value_t = 7)]
+    pub fcntl_reps: u32,
+    /// Round trips per repetition of the ping-pong floor.
+    #[arg(long, default_value_t = 200_000)]
+    pub floor_iters: u64,
+    /// Buffer sizes of the write benchmark.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = write::PAPER_CHUNKS)]
+    pub chunks: Vec<u64>,
+    /// Bytes written per repetition.
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub total: u64,
+    /// Repetitions of the write benchmark.
+    #[arg(long, default_value_t = 5)]
+    pub write_reps: u32,
+    /// OP_PING round trips per repetition.
+    #[arg(long, default_value_t = 50_000)]
+    pub ping_iters: u64,
+    /// Output directory (RESULTS.md, results.json, plots).
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+}
+
+impl Opts {
+    /// The command line that reproduces a run with these options.
+    pub fn command(&self, common: &Common) -> String {
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let spins = self
+            .spin
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = format!(
+            "target/release/virtuos-bench all --spin {spins} --fcntl-iters {} --fcntl-reps {} \
+             --floor-iters {} --chunks {} --total {} --write-reps {} --ping-iters {} --out {}",
+            self.fcntl_iters,
+            self.fcntl_reps,
+            self.floor_iters,
+            list(&self.chunks),
+            self.total,
+            self.write_reps,
+            self.ping_iters,
+            self.out.display()
+        );
+        if common.native_only {
+            c.push_str(" --native-only");
+        }
+        if common.tmp != Path::new("/dev/shm") {
+            c.push_str(&format!(" --tmp {}", common.tmp.display()));
+        }
+        c
+    }
+}
+
+pub fn run(o: &Opts, common: &Common) -> anyhow::Result<Results> {
+    common.check_binaries()?;
+    std::fs::create_dir_all(&o.out).with_context(|| format!("create {}", o.out.display()))?;
+    let mut results = Results {
+        meta: meta(o, common),
+        ..Results::default()
+    };
+    let f = fcntl::run(
+        &fcntl::Opts {
+            spin: o.spin.clone(),
+            iters: o.fcntl_iters,
+            reps: o.fcntl_reps,
+            floor_iters: o.floor_iters,
+        },
+        common,
+    )?;
+    fcntl::print(&f);
+    results.fcntl = Some(f);
+    let q = queue_ping::run(
+        &queue_ping::Opts {
+            spin: o.spin.clone(),
+            iters: o.ping_iters,
+            reps: o.fcntl_reps,
+        },
+        common,
+    )?;
+    queue_ping::print(&q);
+    results.queue_ping = Some(q);
+    let w = write::run(
+        &write::Opts {
+            chunks: o.chunks.clone(),
+            total: o.total,
+            reps: o.write_reps,
+        },
+        common,
+    )?;
+    write::print(&w);
+    results.write = Some(w);
+
+    results.meta.load_end = loadavg();
+    results.notes = report::derive_notes(&results);
+    results.notes.extend(method_notes());
+    let plots = draw_plots(&o.out, &results);
+    results.notes.push(plots);
+    write_outputs(&o.out, &results)?;
+    Ok(results)
+}
+
+/// Re-render RESULTS.md and the plots from a results.json (no measuring).
+pub fn render(json: &Path, out: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(json).with_context(|| format!("read {}", json.display()))?;
+    let mut r: Results =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", json.display()))?;
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    // Every note is generated: derive them again from the data.
+    r.notes = report::derive_notes(&r);
+    r.notes.extend(method_notes());
+    let plots = draw_plots(out, &r);
+    r.notes.push(plots);
+    write_outputs(out, &r)
+}
+
+fn draw_plots(out: &Path, r: &Results) -> String {
+    let mut failed = Vec::new();
+    if let Some(f) = &r.fcntl {
+        if let Err(e) = crate::plot::fcntl_figure(out, FCNTL_PLOT, f, r.queue_ping.as_ref()) {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    if let Some(w) = &r.write {
+        if let Err(e) = crate::plot::write_figure(out, WRITE_PLOT, w) {
+            failed.push(format!("{e:#}"));
+        }
+    }
+    let how = match crate::plot::font() {
+        Some(font) => format!(
+            "Plots: drawn with the `plotters` crate straight to SVG and PNG (no conversion \
+             step); text rendered in pure Rust (`ab_glyph`) from `{font}`."
+        ),
+        None => "Plots: no TrueType font was found (install `fonts-dejavu-core`), so the SVG \
+                 and PNG figures have no text; the tables above carry the numbers."
+            .to_string(),
+    };
+    if failed.is_empty() {
+        how
+    } else {
+        format!("{how} Failed: {}", failed.join("; "))
+    }
+}
+
+fn method_notes() -> Vec<String> {
+    vec![
+        "Method: workers are `virtuos-bench worker ...` processes; forwarded runs are \
+         `virtuos run -- virtuos-bench worker ...` against a private daemon (`virtuos up` / \
+         `virtuos down`) whose `VIRTUOS_RUNTIME_DIR` and `VIRTUOS_DATA_DIR` are fresh \
+         directories under the temp dir, so no user data is touched. Each worker does an \
+         untimed warm-up, then the timed repetitions."
+            .into(),
+        "Machine: the paper's domains had dedicated cores; here the client, the domain's \
+         workers and everything else share 2 noisy vCPUs, so a spinning domain worker \
+         competes with the caller. Compare ratios, not absolute numbers."
+            .into(),
+    ]
+}
+
+pub fn write_outputs(out: &Path, r: &Results) -> anyhow::Result<()> {
+    let md = out.join("RESULTS.md");
+    std::fs::write(&md, report::render_markdown(r))
+        .with_context(|| format!("write {}", md.display()))?;
+    let js = out.join("results.json");
+    std::fs::write(&js, report::to_json(r)).with_context(|| format!("write {}", js.display()))?;
+    eprintln!("wrote {} and {}", md.display(), js.display());
+    Ok(())
+}
+
+fn meta(o: &Opts, common: &Common) -> Meta {
+    let data = common.tmp.join("virtuos-bench-stack-*/data");
+    Meta {
+        date: utc_now(),
+        command: o.command(common),
+        kernel: rustix::system::uname()
+            .release()
+            .to_string_lossy()
+            .into_owned(),
+        cpu_model: cpu_model(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        native_dir: common
+            .tmp
+            .join("virtuos-bench-native-*")
+            .display()
+            .to_string(),
+        native_fs: fs_type(&common.tmp),
+        data_dir: data.display().to_string(),
+        data_fs: fs_type(&common.tmp),
+        revision: revision(),
+        load_start: loadavg(),
+        load_end: String::new(),
+    }
+}
+
+/// The three load averages from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{rev} (with uncommitted changes)")
+            } else {
+                rev
+            }
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// Now, UTC, ISO 8601 (no external date crate).
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    iso8601(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian,
+/// the days-to-civil algorithm of H. Hinnant).
+pub fn iso8601(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso8601(1_735_787_045), "2025-01-02T03:04:05Z");
+    }
+}

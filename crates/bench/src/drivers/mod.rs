@@ -1,0 +1,335 @@
+//! Drivers orchestrate workers: native runs on tmpfs, forwarded runs under
+//! `virtuos run` against a throw-away daemon and data directory, and compute
+//! medians and ratios.
+
+pub mod all;
+pub mod fcntl;
+pub mod queue_ping;
+pub mod write;
+
+use crate::workers::WorkerOutput;
+use anyhow::{bail, Context};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options every driver takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Common {
+    /// The `virtuos` binary [default: next to this binary, or $VIRTUOS_BIN].
+    #[arg(long, global = true)]
+    pub virtuos: Option<PathBuf>,
+    /// Only measure natively (no daemon, no forwarded runs).
+    #[arg(long, global = true)]
+    pub native_only: bool,
+    /// Kill a worker run that takes longer than this many seconds.
+    #[arg(long, global = true, default_value_t = 900)]
+    pub timeout: u64,
+    /// Where temporary files go (must be tmpfs to compare with the paper).
+    #[arg(long, global = true, default_value = "/dev/shm")]
+    pub tmp: PathBuf,
+}
+
+impl Common {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
+
+    /// Fail early (before measuring anything) when forwarded runs are asked
+    /// for but the virtuos binaries are not there.
+    pub fn check_binaries(&self) -> anyhow::Result<()> {
+        if self.native_only {
+            return Ok(());
+        }
+        find_virtuos(self.virtuos.as_deref())
+            .map(drop)
+            .context("forwarded runs need the virtuos stack (or pass --native-only)")
+    }
+}
+
+/// The bench binary itself: workers are `current_exe() worker ...`.
+pub fn bench_exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the virtuos-bench executable")
+}
+
+/// Locate the `virtuos` CLI: `--virtuos`, `$VIRTUOS_BIN`, or the same
+/// target directory as this binary. Also checks that `libvirtuos.so` is
+/// there (the CLI itself decides where it loads it from).
+pub fn find_virtuos(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    const HINT: &str = "cargo build --release --workspace first";
+    let candidate = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("VIRTUOS_BIN") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => bench_exe()?
+                .parent()
+                .map(|d| d.join("virtuos"))
+                .context("bench executable has no parent directory")?,
+        },
+    };
+    if !candidate.is_file() {
+        bail!(
+            "the virtuos binary is missing at {} ({HINT}, or pass --virtuos PATH / set \
+             VIRTUOS_BIN)",
+            candidate.display()
+        );
+    }
+    let dir = candidate.parent().unwrap_or(Path::new("."));
+    for sibling in ["libvirtuos.so", "virtuos-domain"] {
+        if !dir.join(sibling).is_file() {
+            bail!(
+                "{} is missing next to {} ({HINT})",
+                sibling,
+                candidate.display()
+            );
+        }
+    }
+    Ok(candidate)
+}
+
+/// A fresh directory under `base`, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(base: &Path, what: &str) -> anyhow::Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = base.join(format!(
+            "virtuos-bench-{what}-{}-{nanos:08x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A private virtuos daemon with its own runtime and data directories.
+/// `virtuos up` on start, `virtuos down` on drop.
+pub struct Stack {
+    virtuos: PathBuf,
+    tmp: TempDir,
+    timeout: Duration,
+    up: bool,
+}
+
+impl Stack {
+    pub fn start(common: &Common) -> anyhow::Result<Stack> {
+        let virtuos = find_virtuos(common.virtuos.as_deref())?;
+        let tmp = TempDir::new(&common.tmp, "stack")?;
+        for d in ["runtime", "data"] {
+            std::fs::create_dir_all(tmp.path().join(d))?;
+        }
+        let mut stack = Stack {
+            virtuos,
+            tmp,
+            timeout: common.timeout(),
+            up: false,
+        };
+        let out = run_with_timeout(stack.command(["up"]), Duration::from_secs(60), "virtuos up")?;
+        if !out.status_ok {
+            bail!("`virtuos up` failed: {}", out.stderr_tail());
+        }
+        stack.up = true;
+        let sock = stack.socket();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            if Instant::now() > deadline {
+                bail!(
+                    "`virtuos up` returned but {} never appeared",
+                    sock.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(stack)
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.tmp.path().join("runtime")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_dir().join("virtuosd.sock")
+    }
+
+    fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let mut c = Command::new(&self.virtuos);
+        c.args(args.into_iter().map(Into::into))
+            .env("VIRTUOS_RUNTIME_DIR", self.runtime_dir())
+            .env("VIRTUOS_DATA_DIR", self.data_dir())
+            .env_remove("VIRTUOS_CONFIG")
+            .env_remove("VIRTUOS_SPIN");
+        c
+    }
+
+    /// Run `virtuos run -- <bench> worker ARGS` with extra environment.
+    pub fn run_worker(
+        &self,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<WorkerOutput> {
+        let mut c = self.command(["run", "--"]);
+        c.arg(bench_exe()?).arg("worker").args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
+        parse_worker(run_with_timeout(c, self.timeout, &what)?, &what)
+    }
+
+    /// The daemon's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.runtime_dir().join("virtuosd.log")).unwrap_or_default();
+        tail(&log, 15)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.up {
+            let r = run_with_timeout(
+                self.command(["down"]),
+                Duration::from_secs(30),
+                "virtuos down",
+            );
+            match r {
+                Ok(out) if out.status_ok => {}
+                Ok(out) => eprintln!("warning: `virtuos down` failed: {}", out.stderr_tail()),
+                Err(e) => eprintln!("warning: `virtuos down`: {e:#}"),
+            }
+        }
+    }
+}
+
+/// Run `<bench> worker ARGS` natively.
+pub fn run_native(args: &[String], timeout: Duration) -> anyhow::Result<WorkerOutput> {
+    let mut c = Command::new(bench_exe()?);
+    c.arg("worker").args(args).env_remove("LD_PRELOAD");
+    let what = format!("virtuos-bench worker {}", args.join(" "));
+    parse_worker(run_with_timeout(c, timeout, &what)?, &what)
+}
+
+pub struct Finished {
+    pub status_ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    fn stderr_tail(&self) -> String {
+        let t = tail(&self.stderr, 10);
+        if t.is_empty() {
+            "(no stderr)".into()
+        } else {
+            t
+        }
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Run a command to completion, killing it after `timeout`.
+fn run_with_timeout(mut c: Command, timeout: Duration, what: &str) -> anyhow::Result<Finished> {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().with_context(|| format!("cannot start {what}"))?;
+    // Drain the pipes on threads so that a chatty child cannot block.
+    let mut so = child.stdout.take().context("no stdout pipe")?;
+    let mut se = child.stderr.take().context("no stderr pipe")?;
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut so, &mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut se, &mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    match status {
+        None => bail!(
+            "{what}: killed after {} s (timeout); stderr: {}",
+            timeout.as_secs(),
+            tail(&stderr, 10)
+        ),
+        Some(st) => Ok(Finished {
+            status_ok: st.success(),
+            stdout,
+            stderr,
+        }),
+    }
+}
+
+fn parse_worker(f: Finished, what: &str) -> anyhow::Result<WorkerOutput> {
+    if !f.status_ok {
+        bail!("{what} failed: {}", f.stderr_tail());
+    }
+    WorkerOutput::parse(&f.stdout).with_context(|| format!("{what}: stderr: {}", f.stderr_tail()))
+}
+
+/// File system type of the file system holding `p` (from /proc/self/mounts:
+/// the longest mount point that is a prefix).
+pub fn fs_type(p: &Path) -> String {
+    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let _dev = it.next()?;
+            let mp = it.next()?;
+            let ty = it.next()?;
+            Some((mp.to_string(), ty.to_string()))
+        })
+        .filter(|(mp, _)| p.starts_with(mp))
+        .max_by_key(|(mp, _)| mp.len())
+        .map(|(_, ty)| ty)
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Strings for a worker's command line.
+pub fn args<const N: usize>(a: [&dyn std::fmt::Display; N]) -> Vec<String> {
+    a.iter().map(|x| x.to_string()).collect()
+}

@@ -1,0 +1,104 @@
+//! Write throughput per buffer size, native tmpfs vs forwarded /storage
+//! (the paper's Figures 3 and 4).
+
+use super::{args, run_native, Common, Stack, TempDir};
+use crate::results::{Forwarded, WritePoint, WriteResults};
+use crate::stats::{fmt_bytes, fmt_ratio, parse_size, ratio, Summary};
+use anyhow::Context;
+
+/// 32 B, 64 B, ..., 2 MiB: the paper's buffer sizes.
+pub const PAPER_CHUNKS: &str =
+    "32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576,2097152";
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct Opts {
+    /// Buffer sizes (bytes per write(2)); suffixes k/M allowed.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = PAPER_CHUNKS)]
+    pub chunks: Vec<u64>,
+    /// Bytes written per repetition.
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub total: u64,
+    /// Timed repetitions per configuration.
+    #[arg(long, default_value_t = 5)]
+    pub reps: u32,
+}
+
+pub fn run(o: &Opts, common: &Common) -> anyhow::Result<WriteResults> {
+    common.check_binaries()?;
+    let tmp = TempDir::new(&common.tmp, "native")?;
+    let native_path = tmp.path().join("bench-write");
+    let native_path = native_path
+        .to_str()
+        .context("non-UTF-8 temp path")?
+        .to_string();
+    let worker = |path: &str, chunk: u64| {
+        args([
+            &"write", &"--path", &path, &"--total", &o.total, &"--chunk", &chunk, &"--reps",
+            &o.reps,
+        ])
+    };
+    let stack = if common.native_only {
+        Err("not measured (--native-only)".to_string())
+    } else {
+        Stack::start(common).map_err(|e| {
+            let msg = format!("{e:#}");
+            eprintln!("write: forwarded runs skipped: {msg}");
+            msg
+        })
+    };
+    let mut points = Vec::new();
+    // Native and forwarded alternate per size, so slow drift of the machine
+    // hits both alike.
+    for &chunk in &o.chunks {
+        eprintln!("write: {} native", fmt_bytes(chunk));
+        let native = run_native(&worker(&native_path, chunk), common.timeout())?;
+        let native = Summary::of(&native.samples).context("native run produced no samples")?;
+        let forwarded = match &stack {
+            Err(msg) => Forwarded::failed(msg.clone()),
+            Ok(stack) => {
+                eprintln!("write: {} forwarded", fmt_bytes(chunk));
+                match stack.run_worker(&worker("/storage/bench-write", chunk), &[]) {
+                    Ok(w) => Summary::of(&w.samples)
+                        .map(Forwarded::ok)
+                        .unwrap_or_else(|| Forwarded::failed("worker produced no samples")),
+                    Err(e) => {
+                        eprintln!("write: {chunk} B failed: {e:#}\n{}", stack.log_tail());
+                        Forwarded::failed(format!("{e:#}"))
+                    }
+                }
+            }
+        };
+        points.push(WritePoint {
+            chunk,
+            native,
+            forwarded,
+        });
+    }
+    Ok(WriteResults {
+        total: o.total,
+        reps: o.reps,
+        points,
+    })
+}
+
+pub fn print(r: &WriteResults) {
+    println!(
+        "write: {} per repetition, {} repetitions, MB/s = 10^6 B/s",
+        fmt_bytes(r.total),
+        r.reps
+    );
+    println!(
+        "{:>10}  {:>10}  {:>10}  {:>10}",
+        "buffer", "native", "forwarded", "fwd/native"
+    );
+    for p in &r.points {
+        let fwd = p.forwarded.median();
+        println!(
+            "{:>10}  {:>10.1}  {:>10}  {:>10}",
+            fmt_bytes(p.chunk),
+            p.native.median,
+            fwd.map_or("n/a".into(), |m| format!("{m:.1}")),
+            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! The two figures, as SVG and PNG, with `plotters`.
+//!
+//! Text needs a font: with the `ab_glyph` feature plotters lays out and
+//! renders text from a TrueType file registered at run time, so we look for a
+//! common system font (DejaVu Sans or Liberation Sans, Debian's
+//! `fonts-dejavu-core` / `fonts-liberation`). Without one the figures are
+//! drawn without any text (axes, lines and points only) and the caller
+//! records that in the notes; the tables in RESULTS.md carry the numbers.
+
+use crate::results::{FcntlResults, QueuePingResults, WriteResults};
+use crate::stats::{fmt_bytes, fmt_ns};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_CANDIDATES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+/// Register a system font as "sans-serif" once. Returns its path, or None
+/// when no usable font exists (figures are then drawn without text).
+/// `VIRTUOS_BENCH_NO_FONT=1` forces the no-text mode (to test it).
+pub fn font() -> Option<&'static str> {
+    static FONT: OnceLock<Option<&'static str>> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        if std::env::var_os("VIRTUOS_BENCH_NO_FONT").is_some_and(|v| v == "1") {
+            return None;
+        }
+        FONT_CANDIDATES.iter().copied().find(|p| {
+            let Ok(bytes) = std::fs::read(p) else {
+                return false;
+            };
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+        })
+    })
+}
+
+const FWD: RGBColor = RGBColor(200, 30, 30);
+const QUEUE: RGBColor = RGBColor(30, 80, 200);
+const NATIVE: RGBColor = RGBColor(0, 0, 0);
+const FLOOR: RGBColor = RGBColor(120, 120, 120);
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Write `<stem>.svg` and `<stem>.png` of the fcntl figure.
+pub fn fcntl_figure(
+    dir: &Path,
+    stem: &str,
+    f: &FcntlResults,
+    q: Option<&QueuePingResults>,
+) -> anyhow::Result<()> {
+    let text = font().is_some();
+    let size = (900, 560);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_fcntl(&root, f, q, text).map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+    }
+    let root = BitMapBackend::new(&png, size).into_drawing_area();
+    draw_fcntl(&root, f, q, text).map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    root.present()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    Ok(())
+}
+
+/// Write `<stem>.svg` and `<stem>.png` of the write-throughput figure.
+pub fn write_figure(dir: &Path, stem: &str, w: &WriteResults) -> anyhow::Result<()> {
+    let text = font().is_some();
+    let size = (900, 900);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_write(&root, w, text).map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+    }
+    let root = BitMapBackend::new(&png, size).into_drawing_area();
+    draw_write(&root, w, text).map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    root.present()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    Ok(())
+}
+
+/// A log-scale range around `values` with some head room.
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return 1.0..10.0;
+    }
+    (lo / 1.6)..(hi * 1.6)
+}
+
+fn draw_fcntl<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    f: &FcntlResults,
+    q: Option<&QueuePingResults>,
+    text: bool,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let spins: Vec<u32> = f.forwarded.iter().map(|p| p.spin).collect();
+    let n = spins.len().max(1);
+    let fwd: Vec<(f64, f64)> = f
+        .forwarded
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i as f64, p.forwarded.median()?)))
+        .collect();
+    // Queue pings at the same spin values as the fcntl points.
+    let queue: Vec<(f64, f64)> = q
+        .map(|q| {
+            q.points
+                .iter()
+                .filter_map(|p| {
+                    let i = spins.iter().position(|&s| s == p.spin)?;
+                    Some((i as f64, p.forwarded.median()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let floor = f.floor.as_ref().map(|s| s.median);
+    let all = fwd
+        .iter()
+        .chain(&queue)
+        .map(|p| p.1)
+        .chain([f.native.median])
+        .chain(floor);
+    let y = log_range(all);
+    let x = -0.3..(n as f64 - 0.7);
+
+    let mut b = ChartBuilder::on(root);
+    b.margin(20);
+    if text {
+        b.caption(
+            "fcntl(F_GETFL) latency vs spin threshold (median)",
+            ("sans-serif", 24),
+        )
+        .x_label_area_size(50)
+        .y_label_area_size(80);
+    }
+    let mut chart = b.build_cartesian_2d(x.clone(), y.log_scale())?;
+    let label_spin = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < spins.len() {
+            spins[i as usize].to_string()
+        } else {
+            String::new()
+        }
+    };
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh().max_light_lines(4);
+    if text {
+        mesh.x_desc("spin threshold (VIRTUOS_SPIN / client polls before sleeping)")
+            .y_desc("ns per call (log)")
+            .x_labels(4 * n + 1)
+            .x_label_formatter(&label_spin)
+            .y_label_formatter(&|v| fmt_ns(*v))
+            .label_style(("sans-serif", 15));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+
+    let hline = |v: f64| vec![(x.start, v), (x.end, v)];
+    let native = chart.draw_series(DashedLineSeries::new(
+        hline(f.native.median),
+        10,
+        6,
+        NATIVE.stroke_width(2),
+    ))?;
+    if text {
+        native
+            .label(format!("native ({})", fmt_ns(f.native.median)))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], NATIVE.stroke_width(2)));
+    }
+    if let Some(fl) = floor {
+        let s = chart.draw_series(DashedLineSeries::new(
+            hline(fl),
+            4,
+            4,
+            FLOOR.stroke_width(2),
+        ))?;
+        if text {
+            s.label(format!("floor: cache-line round trip ({})", fmt_ns(fl)))
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], FLOOR.stroke_width(2))
+                });
+        }
+    }
+    if !fwd.is_empty() {
+        let s = chart.draw_series(LineSeries::new(fwd.clone(), FWD.stroke_width(2)))?;
+        if text {
+            s.label("forwarded fcntl (preload + queue + domain)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FWD.stroke_width(2)));
+        }
+        chart.draw_series(fwd.iter().map(|&p| Circle::new(p, 5, FWD.filled())))?;
+    }
+    if !queue.is_empty() {
+        let s = chart.draw_series(LineSeries::new(queue.clone(), QUEUE.stroke_width(2)))?;
+        if text {
+            s.label("OP_PING queue round trip (no preload)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], QUEUE.stroke_width(2))
+                });
+        }
+        chart.draw_series(
+            queue
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 6, QUEUE.filled())),
+        )?;
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()?;
+    }
+    Ok(())
+}
+
+fn draw_write<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    w: &WriteResults,
+    text: bool,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(520);
+    let log2 = |c: u64| (c as f64).log2();
+    let native: Vec<(f64, f64)> = w
+        .points
+        .iter()
+        .map(|p| (log2(p.chunk), p.native.median))
+        .collect();
+    let fwd: Vec<(f64, f64)> = w
+        .points
+        .iter()
+        .filter_map(|p| Some((log2(p.chunk), p.forwarded.median()?)))
+        .collect();
+    let ratio: Vec<(f64, f64)> = w
+        .points
+        .iter()
+        .filter_map(|p| Some((log2(p.chunk), p.forwarded.median()? / p.native.median)))
+        .collect();
+    let (xlo, xhi) = native
+        .iter()
+        .map(|p| p.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let (xlo, xhi) = if xlo.is_finite() {
+        (xlo, xhi)
+    } else {
+        (5.0, 21.0)
+    };
+    let x = (xlo - 0.3)..(xhi + 0.3);
+    let label_size = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 {
+            fmt_bytes(1u64 << i as u32).replace(' ', "")
+        } else {
+            String::new()
+        }
+    };
+    let nlabels = (xhi - xlo) as usize + 2;
+
+    // Top: absolute throughput (Figure 3).
+    let y = log_range(native.iter().chain(&fwd).map(|p| p.1));
+    let mut b = ChartBuilder::on(&top);
+    b.margin(20);
+    if text {
+        b.caption(
+            format!(
+                "write throughput vs buffer size, {} per run (median)",
+                fmt_bytes(w.total)
+            ),
+            ("sans-serif", 24),
+        )
+        .x_label_area_size(40)
+        .y_label_area_size(80);
+    }
+    let mut chart = b.build_cartesian_2d(x.clone(), y.log_scale())?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.y_desc("MB/s (log)")
+            .max_light_lines(1)
+            .x_labels(nlabels)
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .x_label_formatter(&label_size)
+            .label_style(("sans-serif", 14));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    let s = chart.draw_series(LineSeries::new(native.clone(), NATIVE.stroke_width(2)))?;
+    if text {
+        s.label("native tmpfs")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], NATIVE.stroke_width(2)));
+    }
+    chart.draw_series(native.iter().map(|&p| Circle::new(p, 4, NATIVE.filled())))?;
+    if !fwd.is_empty() {
+        let s = chart.draw_series(LineSeries::new(fwd.clone(), FWD.stroke_width(2)))?;
+        if text {
+            s.label("forwarded /storage (storage domain, tmpfs)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FWD.stroke_width(2)));
+        }
+        chart.draw_series(fwd.iter().map(|&p| Circle::new(p, 4, FWD.filled())))?;
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()?;
+    }
+
+    // Bottom: ratio (Figure 4).
+    let rmax = ratio.iter().map(|p| p.1).fold(1.0f64, f64::max);
+    let mut b = ChartBuilder::on(&bottom);
+    b.margin(20);
+    if text {
+        b.caption("throughput ratio forwarded / native", ("sans-serif", 20))
+            .x_label_area_size(50)
+            .y_label_area_size(80);
+    }
+    let mut chart = b.build_cartesian_2d(x.clone(), 0.0..(rmax * 1.15))?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc("buffer size (bytes per write)")
+            .y_desc("ratio")
+            .max_light_lines(1)
+            .x_labels(nlabels)
+            .x_label_formatter(&label_size)
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .label_style(("sans-serif", 14));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    chart.draw_series(DashedLineSeries::new(
+        vec![(x.start, 1.0), (x.end, 1.0)],
+        10,
+        6,
+        NATIVE.stroke_width(1),
+    ))?;
+    if !ratio.is_empty() {
+        chart.draw_series(LineSeries::new(ratio.clone(), FWD.stroke_width(2)))?;
+        chart.draw_series(ratio.iter().map(|&p| Circle::new(p, 4, FWD.filled())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! What the drivers measured: the data behind RESULTS.md, results.json and
+//! the plots. Forwarded measurements may be missing (the stack is not built,
+//! or a run failed): they carry the error instead, and the report says so.
+
+use crate::stats::Summary;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    pub meta: Meta,
+    pub fcntl: Option<FcntlResults>,
+    pub write: Option<WriteResults>,
+    pub queue_ping: Option<QueuePingResults>,
+    /// Free-form observations added by the drivers (and the report).
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    /// UTC, ISO 8601.
+    pub date: String,
+    /// The command that reproduces these results, with every parameter.
+    pub command: String,
+    /// `uname -r`.
+    pub kernel: String,
+    pub cpu_model: String,
+    /// CPUs this process may use.
+    pub cpus: usize,
+    /// Where the native runs wrote, and its file system type.
+    pub native_dir: String,
+    pub native_fs: String,
+    /// Where the storage domain's data lived (forwarded runs).
+    pub data_dir: String,
+    pub data_fs: String,
+    /// `git describe`-like identification of the code, if known.
+    pub revision: String,
+    /// /proc/loadavg (1, 5, 15 min) when the run started and ended: other
+    /// work on the machine shows up here.
+    #[serde(default)]
+    pub load_start: String,
+    #[serde(default)]
+    pub load_end: String,
+}
+
+/// A measurement of the forwarded configuration: a summary, or why none.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Forwarded {
+    pub summary: Option<Summary>,
+    pub error: Option<String>,
+}
+
+impl Forwarded {
+    pub fn ok(s: Summary) -> Forwarded {
+        Forwarded {
+            summary: Some(s),
+            error: None,
+        }
+    }
+    pub fn failed(e: impl Into<String>) -> Forwarded {
+        Forwarded {
+            summary: None,
+            error: Some(e.into()),
+        }
+    }
+    pub fn median(&self) -> Option<f64> {
+        self.summary.as_ref().map(|s| s.median)
+    }
+}
+
+/// One spin threshold's forwarded latency.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SpinPoint {
+    pub spin: u32,
+    pub forwarded: Forwarded,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FcntlResults {
+    pub iters: u64,
+    pub reps: u32,
+    /// ns/call, native, on tmpfs (samples of a run before and one after the
+    /// forwarded runs, pooled).
+    pub native: Summary,
+    /// ns per cache-line round trip between two pinned threads.
+    pub floor: Option<Summary>,
+    /// ns/call, forwarded to the storage domain, per `VIRTUOS_SPIN`.
+    pub forwarded: Vec<SpinPoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WritePoint {
+    pub chunk: u64,
+    /// MB/s (10^6 bytes per second).
+    pub native: Summary,
+    pub forwarded: Forwarded,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WriteResults {
+    pub total: u64,
+    pub reps: u32,
+    pub points: Vec<WritePoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueuePingResults {
+    pub iters: u64,
+    pub reps: u32,
+    /// ns per cache-line round trip between two pinned threads.
+    pub floor: Option<Summary>,
+    /// ns per OP_PING round trip, per client spin threshold.
+    pub points: Vec<SpinPoint>,
+    /// Set when the daemon could not be reached at all.
+    pub error: Option<String>,
+}

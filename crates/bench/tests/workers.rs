@@ -1,0 +1,193 @@
+//! The workers run natively with tiny sizes and print one parsable JSON
+//! line. No timing is asserted: benchmarks are not tests.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_virtuos-bench"))
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("virtuos-bench-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run `virtuos-bench worker ARGS`, check the exit status and parse stdout.
+fn worker(args: &[&str]) -> serde_json::Value {
+    let out = bench().arg("worker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "worker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stdout: {stdout:?}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+fn samples(v: &serde_json::Value, reps: usize) -> Vec<f64> {
+    let s: Vec<f64> = v["samples"]
+        .as_array()
+        .expect("samples array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    assert_eq!(s.len(), reps);
+    assert!(s.iter().all(|x| x.is_finite() && *x > 0.0), "{s:?}");
+    s
+}
+
+#[test]
+fn fcntl_worker_prints_json() {
+    let d = tmpdir("fcntl");
+    let path = d.join("f");
+    let v = worker(&[
+        "fcntl",
+        "--path",
+        path.to_str().unwrap(),
+        "--iters",
+        "200",
+        "--reps",
+        "3",
+    ]);
+    assert_eq!(v["bench"], "fcntl");
+    assert_eq!(v["unit"], "ns/call");
+    assert_eq!(v["info"]["iters"], 200);
+    samples(&v, 3);
+    assert!(path.exists(), "fcntl worker creates its file");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn write_worker_prints_json_and_writes_total() {
+    let d = tmpdir("write");
+    let path = d.join("w");
+    let v = worker(&[
+        "write",
+        "--path",
+        path.to_str().unwrap(),
+        "--total",
+        "64k",
+        "--chunk",
+        "1000",
+        "--reps",
+        "2",
+    ]);
+    assert_eq!(v["bench"], "write");
+    assert_eq!(v["unit"], "MB/s");
+    assert_eq!(v["info"]["total"], 65536);
+    assert_eq!(v["info"]["chunk"], 1000);
+    samples(&v, 2);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        65536,
+        "last rep wrote all bytes"
+    );
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn pingpong_worker_prints_json() {
+    let v = worker(&["pingpong", "--iters", "1000", "--reps", "2"]);
+    assert_eq!(v["bench"], "pingpong");
+    assert_eq!(v["unit"], "ns/roundtrip");
+    samples(&v, 2);
+}
+
+#[test]
+fn missing_virtuos_binary_is_a_clear_error() {
+    let out = bench()
+        .args([
+            "fcntl",
+            "--iters",
+            "10",
+            "--reps",
+            "1",
+            "--floor-iters",
+            "10",
+        ])
+        .args(["--virtuos", "/nonexistent/virtuos"])
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "must fail before measuring");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cargo build --release --workspace first"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("/nonexistent/virtuos"), "{stderr}");
+}
+
+#[test]
+fn native_only_all_writes_report_and_plots() {
+    let d = tmpdir("all");
+    let out = bench()
+        .args([
+            "all",
+            "--native-only",
+            "--fcntl-iters",
+            "100",
+            "--fcntl-reps",
+            "2",
+        ])
+        .args([
+            "--floor-iters",
+            "100",
+            "--chunks",
+            "512,4k",
+            "--total",
+            "16k",
+        ])
+        .args(["--write-reps", "2", "--ping-iters", "10", "--out"])
+        .arg(&d)
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "RESULTS.md",
+        "results.json",
+        "fcntl_spin.svg",
+        "fcntl_spin.png",
+        "write_throughput.svg",
+        "write_throughput.png",
+    ] {
+        let len = std::fs::metadata(d.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
+    let md = std::fs::read_to_string(d.join("RESULTS.md")).unwrap();
+    assert!(md.contains("| 512 B |"), "{md}");
+    let js: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
+    assert_eq!(js["write"]["points"].as_array().unwrap().len(), 2);
+
+    // `render` regenerates the outputs from results.json alone.
+    let again = d.join("again");
+    let out = bench()
+        .arg("render")
+        .arg("--json")
+        .arg(d.join("results.json"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md2 = std::fs::read_to_string(again.join("RESULTS.md")).unwrap();
+    assert_eq!(md2, md, "render reproduces RESULTS.md");
+    assert!(again.join("write_throughput.png").exists());
+    std::fs::remove_dir_all(d).unwrap();
+}

@@ -1,0 +1,49 @@
+//! Executing one forwarded request: validation against the shape table and
+//! the data chunk, then the real system call (or a virtual op).
+//!
+//! Everything in a request comes from the client and may be hostile: every
+//! descriptor is checked against the shadow's descriptor limit
+//! (`DOMAIN_FD_LIMIT`, or lower: see `Host::fd_limit`), every pointer slot is an
+//! offset that must lie inside the call's chunk, strings must end inside it.
+//! A bad request fails with an errno; nothing here panics on peer data.
+
+use std::os::fd::BorrowedFd;
+use virtuos_abi::entry::Request;
+use virtuos_abi::ops;
+use virtuos_abi::ClientRegion;
+
+mod fcntl;
+mod generic;
+mod ioctl;
+mod virtual_ops;
+
+#[cfg(test)]
+mod tests;
+
+/// What a request may need from the shadow executing it.
+pub trait Host {
+    /// Client descriptors are below this number; the shadow's own ones are
+    /// at or above it. `DOMAIN_FD_LIMIT` normally; lower when the domain may
+    /// not raise `RLIMIT_NOFILE` past it (no CAP_SYS_RESOURCE).
+    fn fd_limit(&self) -> u64;
+    /// `O_PATH` descriptor of the domain's `/proc`.
+    fn procfd(&self) -> BorrowedFd<'_>;
+    /// `OP_FORK_PREPARE`: fork the shadow; result: the token, or -errno.
+    fn fork_prepare(&self) -> i64;
+    /// `OP_FORK_ABORT`: drop the pending shadow `token`.
+    fn fork_abort(&self, token: u64) -> i64;
+}
+
+/// Execute `req` (already claimed) for the client owning `region`. Returns
+/// the result to publish: >= 0, or a negative errno.
+pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
+    if ops::is_virtual(req.op) {
+        virtual_ops::execute(region, host, req)
+    } else {
+        generic::execute(region, host.fd_limit(), req)
+    }
+}
+
+pub(crate) fn neg(errno: i32) -> i64 {
+    -(errno as i64)
+}

@@ -1,0 +1,48 @@
+//! Virtual operations (`virtuos_abi::ops`): requests that are not one Linux
+//! system call.
+
+use super::{neg, Host};
+use std::os::fd::AsRawFd;
+use virtuos_abi::entry::Request;
+use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
+
+pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
+    match req.op {
+        OP_PING => 0,
+        OP_FD_PATH => fd_path(region, host, req),
+        OP_FORK_PREPARE => host.fork_prepare(),
+        OP_FORK_ABORT => host.fork_abort(req.args[0]),
+        _ => neg(libc::ENOSYS),
+    }
+}
+
+/// `[fd, off, len]`: what `/proc/self/fd/<fd>` names, written into the chunk.
+/// "self" resolves per calling process even through a dirfd opened by the
+/// main process, so each (forked) shadow sees its own table.
+fn fd_path(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
+    let [fd, off, len, ..] = req.args;
+    if fd >= host.fd_limit().min(DOMAIN_FD_LIMIT) {
+        return neg(libc::EBADF);
+    }
+    let Some(chunk) = req.chunk else {
+        return neg(libc::EFAULT);
+    };
+    let Some(buf) = region.chunk_ptr(chunk, off, len) else {
+        return neg(libc::EFAULT);
+    };
+    let name = format!("self/fd/{fd}\0");
+    let procfd = host.procfd().as_raw_fd();
+    let args = [
+        procfd as i64 as u64,
+        name.as_ptr() as u64,
+        buf as u64,
+        len,
+        0,
+        0,
+    ];
+    // SAFETY: readlinkat reads the NUL-terminated `name` (alive until the
+    // call returns) and writes at most `len` bytes at `buf`, a range of the
+    // call's chunk checked by `chunk_ptr`.
+    unsafe { crate::sys::syscall(libc::SYS_readlinkat, args) }
+}

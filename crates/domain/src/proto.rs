@@ -1,0 +1,32 @@
+//! The internal protocol between the domain's main process and its shadows.
+//!
+//! Each shadow has one `SOCK_SEQPACKET` socket to the main process (its
+//! "control socket", kept in the shadow's own descriptor range), carrying the same JSON
+//! framing as the daemon protocol (`virtuos_abi::control::{send, recv}`).
+//! A shadow executes its client's calls, so the main process treats every
+//! message from it as untrusted: tokens are checked against the process tree
+//! and the sender's client id before anything is done with them.
+
+use serde::{Deserialize, Serialize};
+
+/// Shadow -> main.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ShadowMsg {
+    /// Set up and serving (the first message of every shadow, sent after
+    /// `AddClient`'s fork or after `Attach`).
+    Ready,
+    /// Setup failed; the shadow exits.
+    SetupFailed { message: String },
+    /// `OP_FORK_PREPARE`: a forked child shadow waits for its regions on the
+    /// attached socket (1 descriptor). `token` is the child's pid.
+    ForkPending { token: u64 },
+    /// `OP_FORK_ABORT`: drop the pending shadow `token`.
+    ForkAbort { token: u64 },
+}
+
+/// Main -> a pending (forked, not yet attached) shadow.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MainMsg {
+    /// You serve `client_id` now; descriptors [region, state page].
+    Attach { client_id: u64 },
+}

@@ -1,0 +1,602 @@
+//! The domain's main process: the daemon's control loop and the table of
+//! shadows.
+//!
+//! Single threaded on purpose: it forks a shadow for every `AddClient`,
+//! which is only simple in a single-threaded process. It is a child
+//! subreaper, so shadows forked by shadows (`OP_FORK_PREPARE`) that lose
+//! their parent are reaped here.
+//!
+//! Tokens: a pending forked shadow is named by its pid. A shadow announces
+//! one with `ShadowMsg::ForkPending`; before accepting it the main process
+//! checks that the pid's parent is that shadow and pins the process with a
+//! pidfd, so a misbehaving shadow can neither name nor signal an unrelated
+//! process.
+
+use crate::backend::Root;
+use crate::proto::{MainMsg, ShadowMsg};
+use crate::shadow::{self, NewShadow};
+use crate::sys::{self, Forked};
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, AsRawFd, OwnedFd};
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use virtuos_abi::control::{self, Credentials, DomainCommand, DomainReply};
+
+/// How long a new shadow may take to report that it serves.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll period of the main loop (reaping, housekeeping).
+const TICK_MS: i64 = 200;
+
+/// A running shadow.
+struct ShadowProc {
+    pid: u32,
+    pidfd: OwnedFd,
+    sock: OwnedFd,
+}
+
+impl ShadowProc {
+    fn kill(&self) {
+        let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+    }
+
+    /// Kill and reap, if it is our child (a forked shadow usually belongs to
+    /// its parent shadow, which reaps it). Through the pidfd, so a pid that
+    /// was reaped and reused meanwhile cannot make us wait for a stranger.
+    fn kill_and_reap(&self) {
+        self.kill();
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        );
+    }
+}
+
+/// A forked shadow waiting for `AttachForked`.
+struct Pending {
+    parent_client: u64,
+    proc_: ShadowProc,
+    created: Instant,
+}
+
+pub struct Server {
+    ctl: OwnedFd,
+    root: Root,
+    procfd: OwnedFd,
+    cpus: u32,
+    clients: HashMap<u64, ShadowProc>,
+    pending: HashMap<u64, Pending>,
+    /// Clients whose shadow died on its own, until the daemon removes them.
+    dead: HashSet<u64>,
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+impl Server {
+    pub fn new(ctl: OwnedFd, root: Root, procfd: OwnedFd, cpus: u32) -> Server {
+        Server {
+            ctl,
+            root,
+            procfd,
+            cpus,
+            clients: HashMap::new(),
+            pending: HashMap::new(),
+            dead: HashSet::new(),
+        }
+    }
+
+    /// Serve until `Shutdown` or until the daemon closes the control socket.
+    pub fn run(mut self) -> Result<()> {
+        if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+            tracing::warn!("cannot become a child subreaper: {e}");
+        }
+        control::send(
+            self.ctl.as_fd(),
+            &DomainReply::Ready { cpus: self.cpus },
+            &[],
+        )
+        .context("cannot send Ready on the control socket")?;
+        let result = self.main_loop();
+        self.kill_all();
+        result
+    }
+
+    fn main_loop(&mut self) -> Result<()> {
+        loop {
+            self.reap();
+            let ids: Vec<(bool, u64)> = self
+                .clients
+                .keys()
+                .map(|&id| (true, id))
+                .chain(self.pending.keys().map(|&t| (false, t)))
+                .collect();
+            let mut fds = Vec::with_capacity(ids.len() + 1);
+            fds.push(PollFd::new(&self.ctl, PollFlags::IN));
+            for &(is_client, id) in &ids {
+                let sock = if is_client {
+                    &self.clients[&id].sock
+                } else {
+                    &self.pending[&id].proc_.sock
+                };
+                // Pending shadows send nothing: only watch for their death.
+                let ev = if is_client {
+                    PollFlags::IN
+                } else {
+                    PollFlags::empty()
+                };
+                fds.push(PollFd::new(sock, ev));
+            }
+            let tick = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: TICK_MS * 1_000_000,
+            };
+            match poll(&mut fds, Some(&tick)) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(anyhow!("poll: {e}")),
+            }
+            let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+            drop(fds);
+            for (&(is_client, id), rev) in ids.iter().zip(&revents[1..]) {
+                if rev.is_empty() {
+                    continue;
+                }
+                if is_client {
+                    self.shadow_readable(id, *rev);
+                } else {
+                    tracing::debug!(token = id, "pending shadow exited");
+                    self.drop_pending(id);
+                }
+            }
+            if !revents[0].is_empty() {
+                if let Flow::Exit = self.control_readable()? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn control_readable(&mut self) -> Result<Flow> {
+        let got = control::recv::<DomainCommand>(self.ctl.as_fd());
+        let (cmd, fds) = match got {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                tracing::info!("control socket closed: exiting");
+                return Ok(Flow::Exit);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!("bad command: {e}");
+                self.reply(DomainReply::Error {
+                    message: format!("{e}"),
+                })?;
+                return Ok(Flow::Continue);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(Flow::Continue),
+            Err(e) => return Err(anyhow!("control socket: {e}")),
+        };
+        tracing::debug!(?cmd, fds = fds.len(), "command");
+        let (reply, flow) = match cmd {
+            DomainCommand::AddClient {
+                client_id,
+                pid,
+                creds,
+            } => (self.add_client(client_id, pid, &creds, fds), Flow::Continue),
+            DomainCommand::AttachForked {
+                client_id,
+                parent_client_id,
+                token,
+                pid,
+            } => (
+                self.attach_forked(client_id, parent_client_id, token, pid, fds),
+                Flow::Continue,
+            ),
+            DomainCommand::RemoveClient { client_id } => {
+                (self.remove_client(client_id), Flow::Continue)
+            }
+            DomainCommand::Shutdown => {
+                self.kill_all();
+                (Ok(()), Flow::Exit)
+            }
+        };
+        let reply = match reply {
+            Ok(()) => DomainReply::Ok,
+            Err(e) => {
+                tracing::warn!("command failed: {e:#}");
+                DomainReply::Error {
+                    message: format!("{e:#}"),
+                }
+            }
+        };
+        self.reply(reply)?;
+        Ok(flow)
+    }
+
+    fn reply(&self, reply: DomainReply) -> Result<()> {
+        control::send(self.ctl.as_fd(), &reply, &[]).context("cannot reply on the control socket")
+    }
+
+    fn add_client(
+        &mut self,
+        client_id: u64,
+        pid: u32,
+        creds: &Credentials,
+        fds: Vec<OwnedFd>,
+    ) -> Result<()> {
+        if self.clients.contains_key(&client_id) {
+            bail!("client {client_id} already has a shadow");
+        }
+        self.dead.remove(&client_id);
+        let [region, state]: [OwnedFd; 2] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+            anyhow!(
+                "AddClient needs 2 descriptors [region, state], got {}",
+                v.len()
+            )
+        })?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .context("socketpair")?;
+        let child = match sys::fork().context("cannot fork a shadow")? {
+            Forked::Child => shadow::start_new(NewShadow {
+                client_id,
+                control: theirs.as_raw_fd(),
+                procfd: self.procfd.as_raw_fd(),
+                region: region.as_raw_fd(),
+                state: state.as_raw_fd(),
+                root: &self.root.dir,
+                mount: &self.root.mount,
+                creds,
+                cpus: self.cpus,
+            }),
+            Forked::Parent(child) => child,
+        };
+        drop(theirs);
+        let pidfd = match Pid::from_raw(child as i32)
+            .ok_or_else(|| anyhow!("fork returned pid {child}"))
+            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).context("pidfd_open"))
+        {
+            Ok(fd) => fd,
+            Err(e) => {
+                kill_pid(child);
+                wait_pid(child);
+                return Err(e);
+            }
+        };
+        let proc_ = ShadowProc {
+            pid: child,
+            pidfd,
+            sock: ours,
+        };
+        if let Err(e) = wait_ready(&proc_) {
+            proc_.kill_and_reap();
+            return Err(e.context(format!("shadow for client {client_id} did not start")));
+        }
+        tracing::info!(
+            client = client_id,
+            client_pid = pid,
+            shadow = child,
+            uid = creds.uid,
+            "shadow started"
+        );
+        self.clients.insert(client_id, proc_);
+        Ok(())
+    }
+
+    fn attach_forked(
+        &mut self,
+        client_id: u64,
+        parent_client_id: u64,
+        token: u64,
+        pid: u32,
+        fds: Vec<OwnedFd>,
+    ) -> Result<()> {
+        if self.clients.contains_key(&client_id) {
+            bail!("client {client_id} already has a shadow");
+        }
+        let fds: [OwnedFd; 2] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
+            anyhow!(
+                "AttachForked needs 2 descriptors [region, state], got {}",
+                v.len()
+            )
+        })?;
+        // Announcements (and aborts) of the parent shadow were queued before
+        // the client could learn the token: handle them first.
+        self.drain_shadows();
+        let Some(p) = self.pending.get(&token) else {
+            bail!("no pending forked shadow {token}");
+        };
+        if p.parent_client != parent_client_id {
+            bail!("pending shadow {token} was not forked by client {parent_client_id}");
+        }
+        let p = self.pending.remove(&token).expect("checked above");
+        let proc_ = p.proc_;
+        let sent = control::send(
+            proc_.sock.as_fd(),
+            &MainMsg::Attach { client_id },
+            &control::borrow_all(&fds),
+        );
+        if let Err(e) = sent
+            .map_err(anyhow::Error::from)
+            .and_then(|()| wait_ready(&proc_))
+        {
+            proc_.kill();
+            return Err(e.context(format!("forked shadow {token} did not attach")));
+        }
+        tracing::info!(
+            client = client_id,
+            client_pid = pid,
+            shadow = proc_.pid,
+            parent = parent_client_id,
+            "forked shadow attached"
+        );
+        self.clients.insert(client_id, proc_);
+        Ok(())
+    }
+
+    fn remove_client(&mut self, client_id: u64) -> Result<()> {
+        match self.clients.remove(&client_id) {
+            Some(proc_) => proc_.kill_and_reap(),
+            None if self.dead.remove(&client_id) => {}
+            None => bail!("unknown client {client_id}"),
+        }
+        self.drop_pending_of(client_id);
+        tracing::info!(client = client_id, "shadow removed");
+        Ok(())
+    }
+
+    /// Kill the pending forked shadows of `client_id`.
+    fn drop_pending_of(&mut self, client_id: u64) {
+        let orphans: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.parent_client == client_id)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in orphans {
+            self.drop_pending(t);
+        }
+    }
+
+    fn drop_pending(&mut self, token: u64) {
+        if let Some(p) = self.pending.remove(&token) {
+            p.proc_.kill();
+            tracing::debug!(
+                token,
+                age_ms = p.created.elapsed().as_millis() as u64,
+                "pending shadow dropped"
+            );
+        }
+    }
+
+    /// Handle every message already queued on the shadows' sockets.
+    fn drain_shadows(&mut self) {
+        // Bounded: a shadow that keeps sending cannot stall the control loop.
+        for _ in 0..64 {
+            let ids: Vec<u64> = self.clients.keys().copied().collect();
+            let mut fds: Vec<PollFd<'_>> = ids
+                .iter()
+                .map(|id| PollFd::new(&self.clients[id].sock, PollFlags::IN))
+                .collect();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if !matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0) {
+                return;
+            }
+            let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+            drop(fds);
+            for (id, rev) in ids.into_iter().zip(revents) {
+                if !rev.is_empty() {
+                    self.shadow_readable(id, rev);
+                }
+            }
+        }
+    }
+
+    /// A shadow's socket is readable (a message) or hung up (it died).
+    fn shadow_readable(&mut self, client_id: u64, rev: PollFlags) {
+        let Some(proc_) = self.clients.get(&client_id) else {
+            return;
+        };
+        let got = if rev.contains(PollFlags::IN) {
+            control::recv::<ShadowMsg>(proc_.sock.as_fd())
+        } else {
+            Ok(None)
+        };
+        match got {
+            Ok(Some((msg, fds))) => self.shadow_message(client_id, msg, fds),
+            Ok(None) => {
+                tracing::warn!(client = client_id, "shadow exited");
+                if let Some(p) = self.clients.remove(&client_id) {
+                    p.kill();
+                }
+                self.dead.insert(client_id);
+                self.drop_pending_of(client_id);
+            }
+            Err(e) => tracing::warn!(client = client_id, "bad message from shadow: {e}"),
+        }
+    }
+
+    fn shadow_message(&mut self, client_id: u64, msg: ShadowMsg, fds: Vec<OwnedFd>) {
+        match msg {
+            ShadowMsg::ForkPending { token } => {
+                let Some(parent) = self.clients.get(&client_id) else {
+                    return;
+                };
+                let parent_pid = parent.pid;
+                match accept_pending(parent_pid, token, fds) {
+                    Ok(proc_) => {
+                        if let Some(old) = self.pending.insert(
+                            token,
+                            Pending {
+                                parent_client: client_id,
+                                proc_,
+                                created: Instant::now(),
+                            },
+                        ) {
+                            old.proc_.kill();
+                        }
+                        tracing::debug!(client = client_id, token, "fork pending");
+                    }
+                    Err(e) => {
+                        tracing::warn!(client = client_id, token, "rejected forked shadow: {e:#}")
+                    }
+                }
+            }
+            ShadowMsg::ForkAbort { token } => match self.pending.get(&token) {
+                Some(p) if p.parent_client == client_id => self.drop_pending(token),
+                _ => tracing::warn!(
+                    client = client_id,
+                    token,
+                    "fork abort for a shadow it does not own"
+                ),
+            },
+            other => tracing::warn!(
+                client = client_id,
+                "unexpected message from shadow: {other:?}"
+            ),
+        }
+    }
+
+    /// Reap every exited child (direct shadows and adopted orphans).
+    fn reap(&mut self) {
+        while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            tracing::debug!(pid = pid.as_raw_nonzero().get(), ?status, "reaped");
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for (_, p) in self.pending.drain() {
+            p.proc_.kill();
+        }
+        for (_, p) in self.clients.drain() {
+            p.kill_and_reap();
+        }
+        self.reap();
+    }
+}
+
+/// Check a `ForkPending` announcement: one socket attached, and `token` is
+/// a live child of the announcing shadow.
+fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
+    let [sock]: [OwnedFd; 1] = fds
+        .try_into()
+        .map_err(|v: Vec<OwnedFd>| anyhow!("ForkPending carries {} descriptors, not 1", v.len()))?;
+    let pid = u32::try_from(token)
+        .ok()
+        .and_then(|t| Pid::from_raw(t as i32))
+        .ok_or_else(|| anyhow!("bad token"))?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).context("pidfd_open")?;
+    // Checked after pinning the process: the pidfd names the process whose
+    // parent we read (a pid reused in between would fail the check).
+    let ppid = parent_of(token as u32).context("cannot read the child's parent")?;
+    if ppid != parent_pid {
+        bail!("process {token} is not a child of shadow {parent_pid} (parent {ppid})");
+    }
+    Ok(ShadowProc {
+        pid: token as u32,
+        pidfd,
+        sock,
+    })
+}
+
+/// Parent pid from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Result<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("malformed stat"))?;
+    let ppid = rest
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("malformed stat"))?;
+    Ok(ppid.parse()?)
+}
+
+/// Wait for a shadow's first message: `Ready` or `SetupFailed`.
+fn wait_ready(p: &ShadowProc) -> Result<()> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("timed out after {SETUP_TIMEOUT:?}");
+        }
+        let ts = rustix::time::Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: left.subsec_nanos() as i64,
+        };
+        let mut fds = [PollFd::new(&p.sock, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => continue,
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(anyhow!("poll: {e}")),
+        }
+    }
+    match control::recv::<ShadowMsg>(p.sock.as_fd())? {
+        Some((ShadowMsg::Ready, _)) => Ok(()),
+        Some((ShadowMsg::SetupFailed { message }, _)) => Err(anyhow!("{message}")),
+        Some((other, _)) => Err(anyhow!("unexpected first message {other:?}")),
+        None => Err(anyhow!("shadow exited during setup")),
+    }
+}
+
+fn kill_pid(pid: u32) {
+    if let Some(p) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, Signal::KILL);
+    }
+}
+
+/// Reap our own fresh child `pid` (before a pidfd exists for it).
+fn wait_pid(pid: u32) {
+    if let Some(p) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_must_name_a_child_of_the_announcing_shadow() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        assert_eq!(parent_of(child.id()).unwrap(), me);
+        let sock = || {
+            let (a, _b) = socketpair(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .unwrap();
+            a
+        };
+        let ok = accept_pending(me, child.id() as u64, vec![sock()]).unwrap();
+        assert_eq!(ok.pid, child.id());
+        // Not our child, no descriptor, too many descriptors, absurd tokens.
+        assert!(accept_pending(me, me as u64, vec![sock()]).is_err());
+        assert!(accept_pending(me, 1, vec![sock()]).is_err());
+        assert!(accept_pending(me, child.id() as u64, vec![]).is_err());
+        assert!(accept_pending(me, child.id() as u64, vec![sock(), sock()]).is_err());
+        assert!(accept_pending(me, 0, vec![sock()]).is_err());
+        assert!(accept_pending(me, u64::MAX, vec![sock()]).is_err());
+        assert!(accept_pending(me + 1, child.id() as u64, vec![sock()]).is_err());
+        ok.kill();
+        child.wait().unwrap();
+    }
+}

@@ -1,0 +1,357 @@
+//! A shadow process: the domain-side twin of one client process.
+//!
+//! It runs with the client's credentials, chrooted into the domain's private
+//! root, and executes the client's forwarded calls with a pool of worker
+//! threads (`workers.rs`). Its own descriptors (control socket, `/proc`
+//! dirfd, log) sit at BASE and above, and the `RLIMIT_NOFILE` soft limit
+//! (= BASE) keeps every descriptor the client's calls create below it; the
+//! executor refuses descriptors >= BASE. BASE is `DOMAIN_FD_LIMIT` when the
+//! hard limit can be raised past it (CAP_SYS_RESOURCE), otherwise the hard
+//! limit minus `OWN_FDS`. A forked shadow (`fork.rs`) inherits the parent's
+//! descriptor table, cwd and BASE.
+//!
+//! Descriptor layout of a shadow created by `AddClient`:
+//!
+//! | fd | what |
+//! |---|---|
+//! | 0, 1, 2 | `/dev/null` (the client may close and reuse them) |
+//! | BASE + 0 | control socket to the main process |
+//! | BASE + 1 | `/proc` (`O_PATH`), for `OP_FD_PATH` |
+//! | BASE + 2 | log (the domain's stderr) |
+
+use crate::proto::ShadowMsg;
+use crate::{exec, log, sys};
+use anyhow::{Context, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use virtuos_abi::control::{self, Credentials};
+use virtuos_abi::region::StatePage;
+use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
+
+mod fork;
+mod workers;
+
+/// Descriptor numbers a shadow reserves for itself above the client's.
+const OWN_FDS: u64 = 64;
+/// Smallest acceptable client descriptor range.
+const MIN_CLIENT_FDS: u64 = 1024;
+
+/// Client descriptors are below `base`; the shadow's own in `[base, hard)`.
+#[derive(Clone, Copy, Debug)]
+pub struct FdLimits {
+    base: u64,
+    hard: u64,
+}
+
+impl FdLimits {
+    fn base_fd(self) -> RawFd {
+        self.base as RawFd
+    }
+}
+
+/// Set RLIMIT_NOFILE to room for the client's descriptors plus our own
+/// (hard = soft for now; `finish_setup` lowers the soft limit to `base`).
+fn choose_limits() -> Result<FdLimits> {
+    let want = DOMAIN_FD_LIMIT + OWN_FDS;
+    let set = |n: u64| {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            },
+        )
+    };
+    if set(want).is_ok() {
+        return Ok(FdLimits {
+            base: DOMAIN_FD_LIMIT,
+            hard: want,
+        });
+    }
+    // Without CAP_SYS_RESOURCE the hard limit cannot grow: carve our own
+    // descriptors out of its top instead.
+    let hard = getrlimit(Resource::Nofile)
+        .maximum
+        .unwrap_or(want)
+        .min(want);
+    anyhow::ensure!(
+        hard >= MIN_CLIENT_FDS + OWN_FDS,
+        "RLIMIT_NOFILE hard limit {hard} is too small for a shadow"
+    );
+    set(hard).context("cannot set RLIMIT_NOFILE")?;
+    tracing::debug!(
+        hard,
+        "cannot raise RLIMIT_NOFILE past DOMAIN_FD_LIMIT: client descriptors stay below {}",
+        hard - OWN_FDS
+    );
+    Ok(FdLimits {
+        base: hard - OWN_FDS,
+        hard,
+    })
+}
+/// How often the housekeeping thread bumps the heartbeat.
+const HEARTBEAT_MS: i64 = 50;
+
+pub struct Shadow {
+    client_id: u64,
+    region: ClientRegion,
+    state: StatePage,
+    cpus: u32,
+    /// Socket to the main process (shadow -> main messages).
+    control: OwnedFd,
+    procfd: OwnedFd,
+    /// Workers not executing a request (sleeping, spinning or looking).
+    idle: AtomicU32,
+    workers: AtomicU32,
+    /// One `OP_FORK_PREPARE` at a time.
+    fork_lock: Mutex<()>,
+    list_error_logged: AtomicBool,
+    limits: FdLimits,
+}
+
+/// What `AddClient` hands a freshly forked shadow (raw numbers of the main
+/// process's descriptors, which the shadow inherited).
+pub struct NewShadow<'a> {
+    pub client_id: u64,
+    pub control: RawFd,
+    pub procfd: RawFd,
+    pub region: RawFd,
+    pub state: RawFd,
+    pub root: &'a Path,
+    pub mount: &'a Path,
+    pub creds: &'a Credentials,
+    pub cpus: u32,
+}
+
+/// Body of a shadow forked by the main process for `AddClient`. Never
+/// returns: the process ends with `exit_now`.
+pub fn start_new(a: NewShadow<'_>) -> ! {
+    let (fds, limits) = match early_setup(&a) {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::error!(client = a.client_id, "shadow setup failed: {e:#}");
+            sys::exit_now(1)
+        }
+    };
+    let [control, procfd, logfd, region, state]: [OwnedFd; 5] = match fds.try_into() {
+        Ok(a) => a,
+        Err(_) => sys::exit_now(1),
+    };
+    // Process lifetime: the log writer uses it by number.
+    std::mem::forget(logfd);
+    match finish_setup(&a, limits, region, state) {
+        Ok((region, state)) => {
+            let shadow = Shadow::new(a.client_id, region, state, a.cpus, control, procfd, limits);
+            shadow.announce_and_serve()
+        }
+        Err(e) => {
+            let msg = ShadowMsg::SetupFailed {
+                message: format!("{e:#}"),
+            };
+            let _ = control::send(control.as_fd(), &msg, &[]);
+            sys::exit_now(1)
+        }
+    }
+}
+
+/// Single threaded, still root: signals, limits, descriptor layout.
+fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
+    // Forked shadows are reaped automatically; F_SETOWN'd files must not
+    // kill the shadow with SIGIO.
+    sys::ignore_signal(libc::SIGCHLD).context("signal(SIGCHLD)")?;
+    sys::ignore_signal(libc::SIGIO).context("signal(SIGIO)")?;
+    sys::ignore_signal(libc::SIGPIPE).context("signal(SIGPIPE)")?;
+    let limits = choose_limits()?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null")?;
+    let stderr = std::io::stderr();
+    let log_src = if rustix::fs::fstat(stderr.as_fd()).is_ok() {
+        2
+    } else {
+        devnull.as_raw_fd()
+    };
+    let keep = [a.control, a.procfd, log_src, a.region, a.state];
+    let fds = sys::compact_fds(&keep, devnull.as_raw_fd(), limits.base_fd())
+        .context("cannot move the shadow's descriptors")?;
+    // Closed (or now 0..2) by `compact_fds`: must not be closed again.
+    std::mem::forget(devnull);
+    log::set_fd(fds[2].as_raw_fd());
+    Ok((fds, limits))
+}
+
+/// Chroot, map the regions, take the client's credentials.
+fn finish_setup(
+    a: &NewShadow<'_>,
+    limits: FdLimits,
+    region_fd: OwnedFd,
+    state_fd: OwnedFd,
+) -> Result<(ClientRegion, StatePage)> {
+    rustix::process::chroot(a.root)
+        .with_context(|| format!("chroot({}) failed", a.root.display()))?;
+    rustix::process::chdir(a.mount)
+        .with_context(|| format!("chdir({}) failed", a.mount.display()))?;
+    let (region, state) = map_regions(region_fd, state_fd)?;
+    sys::drop_privileges(a.creds.uid, a.creds.gid, &a.creds.groups).with_context(|| {
+        format!(
+            "cannot take the client's credentials uid {} gid {}",
+            a.creds.uid, a.creds.gid
+        )
+    })?;
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(limits.base),
+            maximum: Some(limits.hard),
+        },
+    )
+    .context("cannot lower RLIMIT_NOFILE")?;
+    state.get().init(a.cpus);
+    Ok((region, state))
+}
+
+/// Map and check a client's region and state page (closing the memfds).
+fn map_regions(region_fd: OwnedFd, state_fd: OwnedFd) -> Result<(ClientRegion, StatePage)> {
+    let region = ClientRegion::map(&region_fd).context("cannot map the request region")?;
+    region
+        .validate()
+        .context("the request region is not valid")?;
+    let state = StatePage::map(&state_fd, true).context("cannot map the state page")?;
+    Ok((region, state))
+}
+
+/// Run `f` with the `RLIMIT_NOFILE` soft limit raised to the hard limit, so
+/// that descriptors in the shadow's own range can be created.
+fn with_high_fds<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let lim = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    )?;
+    let r = f();
+    let _ = setrlimit(Resource::Nofile, lim);
+    r
+}
+
+/// Duplicate `fd` into the shadow's own range (>= `limits.base`).
+fn dup_high(fd: BorrowedFd<'_>, limits: FdLimits) -> std::io::Result<OwnedFd> {
+    with_high_fds(|| Ok(rustix::io::fcntl_dupfd_cloexec(fd, limits.base_fd())?))
+}
+
+impl Shadow {
+    fn new(
+        client_id: u64,
+        region: ClientRegion,
+        state: StatePage,
+        cpus: u32,
+        control: OwnedFd,
+        procfd: OwnedFd,
+        limits: FdLimits,
+    ) -> Arc<Shadow> {
+        let st = state.get();
+        st.workers.store(0, Ordering::Relaxed);
+        st.spinning_workers.store(0, Ordering::Relaxed);
+        Arc::new(Shadow {
+            client_id,
+            region,
+            state,
+            cpus: cpus.max(1),
+            control,
+            procfd,
+            idle: AtomicU32::new(0),
+            workers: AtomicU32::new(0),
+            fork_lock: Mutex::new(()),
+            list_error_logged: AtomicBool::new(false),
+            limits,
+        })
+    }
+
+    /// Tell the main process we serve, start the workers, and keep the
+    /// heartbeat going on this thread. Never returns.
+    fn announce_and_serve(self: Arc<Self>) -> ! {
+        if !workers::spawn(&self) {
+            tracing::error!(client = self.client_id, "cannot start a worker");
+            sys::exit_now(1);
+        }
+        if let Err(e) = control::send(self.control.as_fd(), &ShadowMsg::Ready, &[]) {
+            tracing::error!(client = self.client_id, "cannot reach the domain: {e}");
+            sys::exit_now(1);
+        }
+        tracing::debug!(
+            client = self.client_id,
+            pid = std::process::id(),
+            "shadow serving"
+        );
+        self.housekeeping()
+    }
+
+    /// Heartbeat, and exit when the main process goes away (its end of the
+    /// control socket closes).
+    fn housekeeping(&self) -> ! {
+        let st = self.state.get();
+        let period = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: HEARTBEAT_MS * 1_000_000,
+        };
+        loop {
+            st.heartbeat.fetch_add(1, Ordering::Release);
+            let mut fds = [PollFd::new(&self.control, PollFlags::IN)];
+            match poll(&mut fds, Some(&period)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::error!(client = self.client_id, "poll on control socket: {e}");
+                    sys::exit_now(1);
+                }
+            }
+            let rev = fds[0].revents();
+            if rev.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                tracing::debug!(client = self.client_id, "domain main process gone");
+                sys::exit_now(0);
+            }
+            match control::recv::<serde_json::Value>(self.control.as_fd()) {
+                Ok(None) => sys::exit_now(0),
+                Ok(Some((msg, _fds))) => {
+                    tracing::warn!(client = self.client_id, "unexpected message {msg}")
+                }
+                Err(e) => tracing::warn!(client = self.client_id, "bad control message: {e}"),
+            }
+        }
+    }
+
+    /// Send a message to the main process.
+    fn tell_main(&self, msg: &ShadowMsg, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        control::send(self.control.as_fd(), msg, fds)
+    }
+}
+
+impl exec::Host for Shadow {
+    fn fd_limit(&self) -> u64 {
+        self.limits.base
+    }
+
+    fn procfd(&self) -> BorrowedFd<'_> {
+        self.procfd.as_fd()
+    }
+
+    fn fork_prepare(&self) -> i64 {
+        fork::prepare(self)
+    }
+
+    fn fork_abort(&self, token: u64) -> i64 {
+        match self.tell_main(&ShadowMsg::ForkAbort { token }, &[]) {
+            Ok(()) => 0,
+            Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The crate's thin layer over the raw system interface.
+//!
+//! Every `unsafe` block of the domain server lives in this module, each
+//! with its `SAFETY:` note, apart from the two calls of `syscall` in
+//! `exec::generic` and `exec::virtual_ops`, where validated arguments are
+//! handed to the kernel (and a test's `pre_exec`).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+fn cstring(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Execute system call `nr` with six raw arguments. Returns the kernel's
+/// result, or `-errno` on failure.
+///
+/// # Safety
+/// Every argument the kernel interprets as a pointer must point to memory
+/// the calling process may let the kernel read or write for the call's
+/// length (the executor points them into the checked range of a data chunk
+/// or into private buffers), and the call must not be one that changes this
+/// process's memory map or control flow (the shape table has none).
+pub unsafe fn syscall(nr: i64, a: [u64; 6]) -> i64 {
+    // SAFETY: forwarded to the caller's contract above.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r == -1 {
+        -(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO) as i64)
+    } else {
+        r
+    }
+}
+
+/// Take ownership of an inherited descriptor given on the command line.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table entry.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    check(flags)?;
+    // SAFETY: the descriptor is open (F_GETFD succeeded) and, by the command
+    // line contract, handed to this process for its exclusive use.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: as above, only descriptor flags change.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    Ok(owned)
+}
+
+/// What `fork` returned in this process.
+pub enum Forked {
+    Parent(u32),
+    Child,
+}
+
+/// `fork(2)` through libc (so that glibc's atfork handlers, in particular
+/// its malloc locks, run).
+///
+/// After a fork of a multithreaded process only the calling thread exists in
+/// the child; locks other threads held stay locked. The callers keep the
+/// child's work before it has set itself up small: it only uses its own
+/// stack, the allocator (made fork-safe by glibc), the crate's log writer
+/// (lock-free: a plain `write(2)`) and system calls, and never returns into
+/// code of the parent's other threads.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: see the function comment: the child restricts itself to work
+    // that does not depend on locks held by threads that vanished.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(p as u32)),
+    }
+}
+
+/// Terminate this process at once, without running destructors or atexit
+/// handlers (a forked child must not flush or free the parent's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Write raw bytes to a descriptor by number (the log writer).
+pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes; a stale or closed `fd`
+    // only makes the call fail.
+    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Ignore signal `sig` in this process.
+pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code.
+    let prev = unsafe { libc::signal(sig, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `unshare(CLONE_NEWNS)`. Must be called while the process is single
+/// threaded (the domain's main process is, at setup).
+pub fn unshare_mount_namespace() -> io::Result<()> {
+    // SAFETY: CLONE_NEWNS only gives this thread a private copy of the mount
+    // table; it does not affect descriptors or memory.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(io::Error::from)
+}
+
+/// `mount(2)`.
+pub fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = source.map(cstring).transpose()?;
+    let target = cstring(target)?;
+    let fstype = fstype
+        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    let data = data
+        .map(|s| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL)))
+        .transpose()?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(core::ptr::null(), |c| c.as_ptr());
+    // SAFETY: all strings are NUL-terminated and outlive the call; NULL is
+    // allowed for source, fstype and data.
+    check(unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    })
+}
+
+/// `setgroups`, `setresgid`, `setresuid` in this order (process wide: glibc
+/// applies them to every thread).
+pub fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe the `groups` slice.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain credential change.
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: plain credential change.
+    check(unsafe { libc::setresuid(uid, uid, uid) })
+}
+
+/// Move the descriptors in `keep` to `base, base+1, ...` (close-on-exec),
+/// point 0, 1, 2 at `devnull` and close every other descriptor. Used once
+/// by a freshly forked shadow, which then owns exactly the returned
+/// descriptors. The RLIMIT_NOFILE soft limit must exceed `base + keep.len()`.
+///
+/// The caller must never use or drop (`OwnedFd`) descriptors it held before
+/// this call: their numbers are closed or reused. Shadows never return into
+/// the code that owned them (they end with `exit_now`).
+pub fn compact_fds(keep: &[RawFd], devnull: RawFd, base: RawFd) -> io::Result<Vec<OwnedFd>> {
+    let n = keep.len() as RawFd;
+    for (i, &fd) in keep.iter().enumerate() {
+        // SAFETY: duplicates onto a number above every descriptor the caller
+        // uses (`base` is the domain's reserved range); no `OwnedFd` of the
+        // caller refers to `base + i`.
+        let r = unsafe { libc::dup3(fd, base + i as RawFd, libc::O_CLOEXEC) };
+        check(r)?;
+    }
+    for std_fd in 0..3 {
+        // SAFETY: replaces the standard descriptors; see the function comment.
+        check(unsafe { libc::dup2(devnull, std_fd) })?;
+    }
+    // SAFETY: closes every other descriptor; by the function contract the
+    // caller never uses its old descriptors again.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, (base - 1) as u32, 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, for the range past the kept descriptors.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, (base + n) as u32, u32::MAX, 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..n)
+        // SAFETY: `base + i` was just created by dup3 and nothing else owns it.
+        .map(|i| unsafe { OwnedFd::from_raw_fd(base + i) })
+        .collect())
+}
+
+/// Close a descriptor that some `OwnedFd` of a parent process's state still
+/// names, in a forked child that will never use or drop that state.
+pub fn close_inherited(fd: &OwnedFd) {
+    // SAFETY: the caller guarantees that the owner of `fd` is never used or
+    // dropped in this process (forked shadows end with `exit_now`).
+    unsafe { libc::close(fd.as_raw_fd()) };
+}

@@ -1,0 +1,415 @@
+//! Entry and chunk allocation (client-private) and the call itself.
+//!
+//! Free entries and chunks are bitmaps in our private memory (the domain
+//! never sees them, so it cannot corrupt them). Each thread keeps the entry
+//! and chunk of its last call in a thread-local cache and returns them at
+//! thread exit (or at once when other threads are waiting for one).
+
+use super::session::{self, Session};
+use super::usermem::ChunkRef;
+use super::{host, log, state};
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use virtuos_abi::call::{submit_and_wait, WaitPolicy};
+use virtuos_abi::entry::{Phase, PHASE_MASK};
+use virtuos_abi::{ClientRegion, NUM_CHUNKS, NUM_ENTRIES};
+
+const EIO: i64 = -(libc::EIO as i64);
+
+/// A lock-free set of free indices `0..n` (a bitmap).
+pub struct Pool<const W: usize> {
+    bits: [AtomicU64; W],
+    n: usize,
+}
+
+const fn word_mask(n: usize, w: usize) -> u64 {
+    let lo = w * 64;
+    if n <= lo {
+        0
+    } else if n >= lo + 64 {
+        u64::MAX
+    } else {
+        (1u64 << (n - lo)) - 1
+    }
+}
+
+impl<const W: usize> Pool<W> {
+    /// A pool with every index free.
+    pub const fn new(n: usize) -> Self {
+        let mut bits = [const { AtomicU64::new(0) }; W];
+        let mut w = 0;
+        while w < W {
+            bits[w] = AtomicU64::new(word_mask(n, w));
+            w += 1;
+        }
+        Pool { bits, n }
+    }
+
+    /// Mark every index free again.
+    pub fn fill(&self) {
+        for (w, b) in self.bits.iter().enumerate() {
+            b.store(word_mask(self.n, w), Ordering::Release);
+        }
+    }
+
+    pub fn acquire(&self) -> Option<u16> {
+        for (w, b) in self.bits.iter().enumerate() {
+            let mut cur = b.load(Ordering::Acquire);
+            while cur != 0 {
+                let bit = cur.trailing_zeros();
+                match b.compare_exchange_weak(
+                    cur,
+                    cur & !(1u64 << bit),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some((w * 64 + bit as usize) as u16),
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+        None
+    }
+
+    pub fn release(&self, i: u16) {
+        if (i as usize) < self.n {
+            if let Some(b) = self.bits.get(i as usize / 64) {
+                b.fetch_or(1u64 << (i % 64), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Take `i` out of the pool (in use by someone we cannot see).
+    pub fn reserve(&self, i: u16) {
+        if (i as usize) < self.n {
+            if let Some(b) = self.bits.get(i as usize / 64) {
+                b.fetch_and(!(1u64 << (i % 64)), Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub fn free_count(&self) -> u32 {
+        self.bits
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed).count_ones())
+            .sum()
+    }
+}
+
+static ENTRIES: Pool<{ NUM_ENTRIES.div_ceil(64) }> = Pool::new(NUM_ENTRIES);
+static CHUNKS: Pool<{ NUM_CHUNKS.div_ceil(64) }> = Pool::new(NUM_CHUNKS);
+/// Bumped whenever the pools are reset (new session, fork child): cached
+/// indices of an older generation are dropped, never released.
+static GEN: AtomicU32 = AtomicU32::new(1);
+/// Threads waiting for a free entry or chunk.
+static WAITERS: AtomicU32 = AtomicU32::new(0);
+static REPORTED_GONE: AtomicBool = AtomicBool::new(false);
+
+const NONE: u16 = u16::MAX;
+
+#[derive(Clone, Copy)]
+struct Cache {
+    gen: u32,
+    entry: u16,
+    chunk: u16,
+    seq: u16,
+    tid: u32,
+}
+
+const EMPTY: Cache = Cache {
+    gen: 0,
+    entry: NONE,
+    chunk: NONE,
+    seq: 0,
+    tid: 0,
+};
+
+thread_local! {
+    static CACHE: Cell<Cache> = const { Cell::new(EMPTY) };
+}
+
+/// A new session's region: all entries and chunks free, except those a
+/// previous image left in flight (exec while other threads waited).
+pub fn on_new_session(region: &ClientRegion) {
+    ENTRIES.fill();
+    CHUNKS.fill();
+    for i in 0..NUM_ENTRIES as u16 {
+        let Some(e) = region.entry(i) else { continue };
+        let phase = e.state.load(Ordering::Acquire) & PHASE_MASK;
+        if phase == Phase::Submitted as u32 || phase == Phase::Claimed as u32 {
+            ENTRIES.reserve(i);
+            if let Some(c) = e.chunk.load(Ordering::Relaxed).checked_sub(1) {
+                CHUNKS.reserve(c);
+            }
+        }
+    }
+    GEN.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Forked child: forget the parent's allocations (allocation-free).
+pub fn reset_after_fork() {
+    ENTRIES.fill();
+    CHUNKS.fill();
+    WAITERS.store(0, Ordering::Relaxed);
+    GEN.fetch_add(1, Ordering::AcqRel);
+    let _ = CACHE.try_with(|c| c.set(EMPTY));
+}
+
+/// The thread is exiting: give its cached entry and chunk back.
+pub fn on_thread_exit() {
+    let _ = CACHE.try_with(|c| {
+        let cur = c.replace(EMPTY);
+        if cur.gen == GEN.load(Ordering::Acquire) {
+            if cur.entry != NONE {
+                ENTRIES.release(cur.entry);
+            }
+            if cur.chunk != NONE {
+                CHUNKS.release(cur.chunk);
+            }
+        }
+    });
+}
+
+fn acquire_wait<const W: usize>(pool: &Pool<W>, sess: &Session) -> Result<u16, i64> {
+    if let Some(i) = pool.acquire() {
+        return Ok(i);
+    }
+    WAITERS.fetch_add(1, Ordering::AcqRel);
+    let mut result = Err(-(libc::EAGAIN as i64));
+    // About 30 s at most; a dead domain ends it at once.
+    for round in 0..30_000u32 {
+        if let Some(i) = pool.acquire() {
+            result = Ok(i);
+            break;
+        }
+        if !sess.state.get().serving() {
+            result = Err(EIO);
+            break;
+        }
+        if round < 64 {
+            host::sched_yield();
+        } else {
+            host::sleep_ms(1);
+        }
+    }
+    WAITERS.fetch_sub(1, Ordering::AcqRel);
+    result
+}
+
+fn policy() -> WaitPolicy {
+    WaitPolicy {
+        spin: state::config().spin,
+        sleep_slice: std::time::Duration::from_millis(100),
+        deadline: None,
+    }
+}
+
+/// One thread's use of an entry and a chunk, for one or more calls.
+pub struct Call {
+    sess: &'static Session,
+    entry: u16,
+    chunk: u16,
+    seq: u16,
+    tid: u32,
+    gen: u32,
+    poisoned: bool,
+}
+
+impl Call {
+    /// Get the session (registering if needed), an entry and a chunk.
+    pub fn begin() -> Result<Call, i64> {
+        let sess = session::get()?;
+        let gen = GEN.load(Ordering::Acquire);
+        let mut c = CACHE.try_with(|c| c.replace(EMPTY)).unwrap_or(EMPTY);
+        if c.gen != gen {
+            // Indices of an older session: not ours to release.
+            c.entry = NONE;
+            c.chunk = NONE;
+        }
+        if c.tid == 0 || c.gen != gen {
+            c.tid = host::gettid();
+        }
+        let entry = match c.entry {
+            NONE => acquire_wait(&ENTRIES, sess)?,
+            e => e,
+        };
+        let chunk = match c.chunk {
+            NONE => match acquire_wait(&CHUNKS, sess) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    ENTRIES.release(entry);
+                    return Err(e);
+                }
+            },
+            ch => ch,
+        };
+        Ok(Call {
+            sess,
+            entry,
+            chunk,
+            seq: c.seq,
+            tid: c.tid,
+            gen,
+            poisoned: false,
+        })
+    }
+
+    pub fn session(&self) -> &'static Session {
+        self.sess
+    }
+
+    pub fn chunk(&self) -> Option<ChunkRef<'static>> {
+        ChunkRef::new(&self.sess.region, self.chunk)
+    }
+
+    /// Submit `op` with `args` (pointer slots already chunk offsets) and
+    /// wait. The result is only range-checked here (a raw result of the
+    /// domain below -4095 is a lie: EIO).
+    pub fn invoke(&mut self, op: u16, args: [u64; 6], with_chunk: bool) -> Result<(i64, u64), i64> {
+        if self.poisoned {
+            return Err(EIO);
+        }
+        let entry = self.sess.region.entry(self.entry).ok_or(EIO)?;
+        self.seq = self.seq.wrapping_add(1);
+        entry.fill(
+            op,
+            self.seq,
+            self.tid,
+            with_chunk.then_some(self.chunk),
+            args,
+        );
+        match submit_and_wait(
+            &self.sess.region,
+            self.sess.state.get(),
+            self.entry,
+            policy(),
+        ) {
+            Ok((r, extra)) if r >= -4095 => Ok((r, extra)),
+            Ok(_) => Err(EIO),
+            Err(e) => {
+                // The entry (and chunk) may still be in the domain's hands.
+                self.poisoned = true;
+                log::once(
+                    &REPORTED_GONE,
+                    format_args!(
+                        "the storage domain stopped answering ({e:?}); its calls fail with EIO"
+                    ),
+                );
+                Err(EIO)
+            }
+        }
+    }
+
+    /// `invoke` returning the raw result, errors as -errno.
+    pub fn result(&mut self, op: u16, args: [u64; 6], with_chunk: bool) -> i64 {
+        match self.invoke(op, args, with_chunk) {
+            Ok((r, _)) => r,
+            Err(e) => e,
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.poisoned || self.gen != GEN.load(Ordering::Acquire) {
+            // Leak: the domain may still use them / they belong to an old
+            // session. Keep the sequence number going.
+            let (seq, tid) = (self.seq, self.tid);
+            let _ = CACHE.try_with(|c| {
+                let mut cur = c.get();
+                cur.seq = seq;
+                cur.tid = tid;
+                c.set(cur)
+            });
+            return;
+        }
+        let me = Cache {
+            gen: self.gen,
+            entry: self.entry,
+            chunk: self.chunk,
+            seq: self.seq,
+            tid: self.tid,
+        };
+        let kept = WAITERS.load(Ordering::Acquire) == 0
+            && CACHE
+                .try_with(|c| {
+                    if c.get().entry == NONE {
+                        c.set(me);
+                        true
+                    } else {
+                        false
+                    }
+                })
+                .unwrap_or(false);
+        if !kept {
+            ENTRIES.release(self.entry);
+            CHUNKS.release(self.chunk);
+            let _ = CACHE.try_with(|c| {
+                let mut cur = c.get();
+                cur.seq = me.seq;
+                cur.tid = me.tid;
+                c.set(cur)
+            });
+        }
+    }
+}
+
+/// A call without data (virtual ops, close, fsync...): -errno on failure.
+pub fn simple_call(op: u16, args: [u64; 6]) -> i64 {
+    match Call::begin() {
+        Ok(mut c) => c.result(op, args, false),
+        Err(e) => e,
+    }
+}
+
+/// Free entries and chunks (tests).
+pub fn free_counts() -> (u32, u32) {
+    (ENTRIES.free_count(), CHUNKS.free_count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    #[test]
+    fn pool_hands_out_each_index_once_under_contention() {
+        let pool: Pool<2> = Pool::new(100);
+        assert_eq!(pool.free_count(), 100);
+        let seen = Mutex::new(HashSet::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut mine = vec![];
+                    for round in 0..5000 {
+                        if let Some(i) = pool.acquire() {
+                            assert!(i < 100);
+                            assert!(seen.lock().unwrap().insert(i), "index {i} handed out twice");
+                            mine.push(i);
+                        }
+                        if round % 3 == 0 {
+                            if let Some(i) = mine.pop() {
+                                seen.lock().unwrap().remove(&i);
+                                pool.release(i);
+                            }
+                        }
+                    }
+                    for i in mine {
+                        seen.lock().unwrap().remove(&i);
+                        pool.release(i);
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.free_count(), 100);
+        pool.reserve(5);
+        pool.release(200); // out of range: ignored
+        assert_eq!(pool.free_count(), 99);
+        let all: Vec<u16> = std::iter::from_fn(|| pool.acquire()).collect();
+        assert_eq!(all.len(), 99);
+        assert!(!all.contains(&5));
+        pool.fill();
+        assert_eq!(pool.free_count(), 100);
+    }
+}

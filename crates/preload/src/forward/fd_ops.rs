@@ -1,0 +1,236 @@
+//! Descriptor-table operations: close, dup, dup2, dup3, fcntl (F_DUPFD*,
+//! F_GETFD, F_SETFD and the forwarded commands), ioctl (FIOCLEX/FIONCLEX
+//! and the forwarded requests), close_range.
+
+use super::caller::{self, Call};
+use super::generic::{bind, forward, remote_close};
+use super::{fdtable, host, log, Action};
+use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
+use virtuos_abi::DOMAIN_FD_LIMIT;
+
+const EIO: i64 = -(libc::EIO as i64);
+const FICLONE: u32 = 0x4004_9409;
+const FICLONERANGE: u32 = 0x4020_940d;
+const FIDEDUPERANGE: u32 = 0xc018_9436;
+const EINVAL: i64 = -(libc::EINVAL as i64);
+
+pub fn close(fd: u64) -> Action {
+    if !fdtable::is_forwarded(fd) {
+        return Action::Local;
+    }
+    // Clear the entry first: the placeholder keeps the number reserved
+    // until the host close below, so no one else can get it meanwhile.
+    let Some(e) = fdtable::take(fd) else {
+        return Action::Local;
+    };
+    let r = caller::simple_call(libc::SYS_close as u16, [e.remote as u64, 0, 0, 0, 0, 0]);
+    let h = host::close(fd as i32);
+    // The descriptor is gone either way (POSIX); report a real error of
+    // the domain's close (e.g. a deferred write error), not a dead domain.
+    Action::Done(if r < 0 && r != EIO { r } else { h })
+}
+
+/// Remote dup of `rfd`; checks the domain's answer.
+fn remote_dup(call: &mut Call, rfd: u32) -> i64 {
+    let r = call.result(libc::SYS_dup as u16, [rfd as u64, 0, 0, 0, 0, 0], false);
+    if r >= 0 && r as u64 >= DOMAIN_FD_LIMIT {
+        return EIO;
+    }
+    r
+}
+
+/// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`.
+fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let rnew = remote_dup(&mut call, e.remote);
+    if rnew < 0 {
+        return rnew;
+    }
+    let n = host::fcntl(fd as i32, cmd, min);
+    if n < 0 {
+        remote_close(&mut call, rnew as u64);
+        return n;
+    }
+    bind(&mut call, n, rnew as u32, cmd == libc::F_DUPFD_CLOEXEC)
+}
+
+pub fn dup(fd: u64) -> Action {
+    match fdtable::get(fd) {
+        Some(e) => Action::Done(dup_with(fd, e, libc::F_DUPFD, 0)),
+        None => Action::Local,
+    }
+}
+
+/// dup2 (flags None) and dup3.
+pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
+    let (old, new) = (args[0], args[1]);
+    let old_e = fdtable::get(old);
+    let new_e = fdtable::get(new);
+    if old_e.is_none() && new_e.is_none() {
+        return Action::Local;
+    }
+    let flags = flags.unwrap_or(0) as i32;
+    if flags & !libc::O_CLOEXEC != 0 {
+        return Action::Done(EINVAL);
+    }
+    let Some(oe) = old_e else {
+        // Local onto forwarded: run it natively, then drop the remote side.
+        let r = host::reissue(nr, args);
+        if r >= 0 {
+            if let Some(ne) = fdtable::take(new) {
+                let _ =
+                    caller::simple_call(libc::SYS_close as u16, [ne.remote as u64, 0, 0, 0, 0, 0]);
+            }
+        }
+        return Action::Done(r);
+    };
+    if old as u32 == new as u32 {
+        // dup2(fd, fd) is a validity check; dup3(fd, fd) is EINVAL.
+        return Action::Done(if nr as i64 == libc::SYS_dup3 {
+            EINVAL
+        } else {
+            new as u32 as i64
+        });
+    }
+    if new as u32 as usize >= fdtable::CAPACITY {
+        return Action::Done(-(libc::EMFILE as i64));
+    }
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(e) => return Action::Done(e),
+    };
+    let rnew = remote_dup(&mut call, oe.remote);
+    if rnew < 0 {
+        return Action::Done(rnew);
+    }
+    let cloexec = flags & libc::O_CLOEXEC != 0;
+    // The host dup3 atomically replaces whatever `new` was; the table swap
+    // right after it hands us the replaced entry (if `new` was forwarded).
+    let h = host::dup3(old as i32, new as i32, flags);
+    if h < 0 {
+        remote_close(&mut call, rnew as u64);
+        return Action::Done(h);
+    }
+    let prev = fdtable::set(new, fdtable::Entry::storage(rnew as u32, cloexec));
+    match prev {
+        Ok(Some(p)) => {
+            remote_close(&mut call, p.remote as u64);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            host::close(new as i32);
+            remote_close(&mut call, rnew as u64);
+            return Action::Done(e);
+        }
+    }
+    Action::Done(new as u32 as i64)
+}
+
+pub fn fcntl(args: [u64; 6]) -> Action {
+    let fd = args[0];
+    let Some(e) = fdtable::get(fd) else {
+        return Action::Local;
+    };
+    let cmd = args[1] as i32;
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => Action::Done(dup_with(fd, e, cmd, args[2])),
+        libc::F_GETFD => Action::Done(if e.cloexec {
+            libc::FD_CLOEXEC as i64
+        } else {
+            0
+        }),
+        libc::F_SETFD => {
+            let on = args[2] as i32 & libc::FD_CLOEXEC != 0;
+            fdtable::set_cloexec(fd, on);
+            Action::Done(host::fcntl(fd as i32, libc::F_SETFD, args[2]))
+        }
+        _ => match fcntl_arg(args[1]) {
+            Some(third) => {
+                let sh = [
+                    Arg::Fd,
+                    Arg::Val,
+                    third,
+                    Arg::Unused,
+                    Arg::Unused,
+                    Arg::Unused,
+                ];
+                let mut a = args;
+                a[0] = e.remote as u64;
+                Action::Done(forward(libc::SYS_fcntl as u64, &a, &sh))
+            }
+            None => {
+                log::unsupported(
+                    libc::SYS_fcntl as u64,
+                    "(this command, on a forwarded descriptor)",
+                    libc::EINVAL,
+                );
+                Action::Done(EINVAL)
+            }
+        },
+    }
+}
+
+pub fn ioctl(args: [u64; 6]) -> Action {
+    let fd = args[0];
+    let Some(e) = fdtable::get(fd) else {
+        return Action::Local;
+    };
+    let req = args[1] as u32 as libc::c_ulong;
+    if req == libc::FIOCLEX || req == libc::FIONCLEX {
+        let on = req == libc::FIOCLEX;
+        fdtable::set_cloexec(fd, on);
+        let flag = if on { libc::FD_CLOEXEC as u64 } else { 0 };
+        return Action::Done(host::fcntl(fd as i32, libc::F_SETFD, flag));
+    }
+    if matches!(req as u32, FICLONE | FICLONERANGE | FIDEDUPERANGE) {
+        // These carry descriptors (FICLONE even by value although it is
+        // encoded as _IOW(.., int)): never marshal them as buffers.
+        return Action::Done(-(libc::EOPNOTSUPP as i64));
+    }
+    match ioctl_arg(args[1]) {
+        Some(third) => {
+            let sh = [
+                Arg::Fd,
+                Arg::Val,
+                third,
+                Arg::Unused,
+                Arg::Unused,
+                Arg::Unused,
+            ];
+            let mut a = args;
+            a[0] = e.remote as u64;
+            Action::Done(forward(libc::SYS_ioctl as u64, &a, &sh))
+        }
+        None => Action::Done(-(libc::ENOTTY as i64)),
+    }
+}
+
+pub fn close_range(args: [u64; 6]) -> Action {
+    if fdtable::count() == 0 {
+        return Action::Local;
+    }
+    let (first, last, flags) = (args[0] as u32 as u64, args[1] as u32 as u64, args[2] as u32);
+    if first > last {
+        return Action::Local;
+    }
+    if flags & libc::CLOSE_RANGE_CLOEXEC != 0 {
+        fdtable::for_each_in(first, last, |fd, _| {
+            fdtable::set_cloexec(fd as u64, true);
+        });
+        return Action::Local;
+    }
+    // Remote closes for the forwarded descriptors in range, then the host
+    // close_range (which closes their placeholders and the local ones).
+    let mut call = Call::begin().ok();
+    fdtable::for_each_in(first, last, |fd, _| {
+        if let Some(e) = fdtable::take(fd as u64) {
+            if let Some(c) = call.as_mut() {
+                remote_close(c, e.remote as u64);
+            }
+        }
+    });
+    Action::Local
+}

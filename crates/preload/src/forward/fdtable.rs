@@ -1,0 +1,220 @@
+//! The descriptor table: user fd -> (domain, remote fd, close-on-exec).
+//!
+//! A fixed array of `CAPACITY` atomics in an anonymous private mapping,
+//! mapped at the first forwarded descriptor (fork copies it with the rest of
+//! our memory). A lookup is one atomic load of the table pointer and one of
+//! the entry; 0 means "local". Every forwarded descriptor also holds a host
+//! placeholder at the same number, so the kernel never hands that number
+//! out for something else while the entry exists: the updates below rely on
+//! that (an entry is always cleared before its placeholder is closed).
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// User descriptors at or above this are always local.
+pub const CAPACITY: usize = 65536;
+
+/// Domain ids (index of the domain; only storage exists today).
+pub const DOMAIN_STORAGE: u8 = 1;
+
+const VALID: u64 = 1 << 63;
+const CLOEXEC: u64 = 1 << 40;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub domain: u8,
+    pub remote: u32,
+    pub cloexec: bool,
+}
+
+impl Entry {
+    pub fn storage(remote: u32, cloexec: bool) -> Entry {
+        Entry {
+            domain: DOMAIN_STORAGE,
+            remote,
+            cloexec,
+        }
+    }
+
+    fn encode(self) -> u64 {
+        VALID
+            | (self.domain as u64) << 32
+            | if self.cloexec { CLOEXEC } else { 0 }
+            | self.remote as u64
+    }
+
+    fn decode(v: u64) -> Option<Entry> {
+        (v & VALID != 0).then_some(Entry {
+            domain: (v >> 32) as u8,
+            remote: v as u32,
+            cloexec: v & CLOEXEC != 0,
+        })
+    }
+}
+
+static TABLE: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+/// Number of forwarded entries.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// One past the highest index ever set (bounds scans).
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+
+fn table() -> Option<&'static [AtomicU64]> {
+    let p = TABLE.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `map_table`: a private anonymous mapping of
+    // CAPACITY zero-initialised u64s (valid AtomicU64s), never unmapped.
+    Some(unsafe { core::slice::from_raw_parts(p, CAPACITY) })
+}
+
+fn map_table() -> Result<&'static [AtomicU64], i64> {
+    if let Some(t) = table() {
+        return Ok(t);
+    }
+    let len = CAPACITY * 8;
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address; it
+    // aliases nothing.
+    let p = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }
+    .map_err(|e| -(e.raw_os_error() as i64))?;
+    match TABLE.compare_exchange(
+        core::ptr::null_mut(),
+        p.cast(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => {}
+        Err(_) => {
+            // SAFETY: we lost the race; our mapping was never published.
+            let _ = unsafe { rustix::mm::munmap(p, len) };
+        }
+    }
+    table().ok_or(-(libc::EIO as i64))
+}
+
+fn index(fd: u64) -> Option<usize> {
+    let i = fd as u32 as usize;
+    (i < CAPACITY).then_some(i)
+}
+
+/// The entry of user descriptor `fd` (the kernel reads fd arguments as
+/// `unsigned int`: we use the low 32 bits too).
+#[inline]
+pub fn get(fd: u64) -> Option<Entry> {
+    let t = table()?;
+    Entry::decode(t.get(index(fd)?)?.load(Ordering::Acquire))
+}
+
+pub fn is_forwarded(fd: u64) -> bool {
+    get(fd).is_some()
+}
+
+/// Set the entry of `fd`; returns the previous one. EMFILE when `fd` is
+/// beyond the table.
+pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
+    let i = index(fd).ok_or(-(libc::EMFILE as i64))?;
+    let t = map_table()?;
+    let prev = Entry::decode(t[i].swap(e.encode(), Ordering::AcqRel));
+    if prev.is_none() {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+    HIGH.fetch_max(i + 1, Ordering::Relaxed);
+    Ok(prev)
+}
+
+/// Remove and return the entry of `fd` (only one caller wins).
+pub fn take(fd: u64) -> Option<Entry> {
+    let t = table()?;
+    let prev = Entry::decode(t.get(index(fd)?)?.swap(0, Ordering::AcqRel));
+    if prev.is_some() {
+        COUNT.fetch_sub(1, Ordering::Relaxed);
+    }
+    prev
+}
+
+/// Set or clear close-on-exec; false if `fd` is not forwarded.
+pub fn set_cloexec(fd: u64, on: bool) -> bool {
+    let Some(slot) = table().and_then(|t| t.get(index(fd)?)) else {
+        return false;
+    };
+    let mut cur = slot.load(Ordering::Acquire);
+    loop {
+        if cur & VALID == 0 {
+            return false;
+        }
+        let want = if on { cur | CLOEXEC } else { cur & !CLOEXEC };
+        match slot.compare_exchange_weak(cur, want, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Number of forwarded descriptors.
+pub fn count() -> usize {
+    COUNT.load(Ordering::Relaxed)
+}
+
+/// Call `f(fd, entry)` for each forwarded fd in `[first, last]`.
+pub fn for_each_in(first: u64, last: u64, mut f: impl FnMut(u32, Entry)) {
+    let Some(t) = table() else { return };
+    let hi = (HIGH.load(Ordering::Relaxed) as u64).min(last.saturating_add(1));
+    let mut i = first;
+    while i < hi {
+        if let Some(e) = t
+            .get(i as usize)
+            .and_then(|s| Entry::decode(s.load(Ordering::Acquire)))
+        {
+            f(i as u32, e);
+        }
+        i += 1;
+    }
+}
+
+/// Forget every entry (a new image whose record was rejected, tests).
+pub fn clear_all() {
+    if let Some(t) = table() {
+        for s in t.iter().take(HIGH.load(Ordering::Relaxed)) {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+    COUNT.store(0, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_and_capacity() {
+        let e = Entry::storage(12345, true);
+        assert_eq!(Entry::decode(e.encode()), Some(e));
+        assert_eq!(Entry::decode(0), None);
+        assert_eq!(
+            set(CAPACITY as u64, e),
+            Err(-(libc::EMFILE as i64)),
+            "beyond the table"
+        );
+        assert_eq!(get(CAPACITY as u64 + 5), None);
+        // AT_FDCWD and other negatives are never in the table.
+        assert_eq!(get(libc::AT_FDCWD as i64 as u64), None);
+        let fd = 60_000u64;
+        assert_eq!(set(fd, e), Ok(None));
+        assert_eq!(get(fd), Some(e));
+        assert!(set_cloexec(fd, false));
+        assert!(!get(fd).unwrap().cloexec);
+        let mut seen = vec![];
+        for_each_in(59_990, 65_535, |i, e| seen.push((i, e.remote)));
+        assert_eq!(seen, vec![(60_000, 12345)]);
+        assert!(take(fd).is_some());
+        assert!(take(fd).is_none(), "second take loses");
+        assert!(!set_cloexec(fd, true));
+    }
+}

@@ -1,0 +1,324 @@
+//! Shape-driven calls: decide where a call runs from its descriptor and
+//! path arguments, then forward it (translating descriptors), run it on the
+//! host (possibly with a rewritten path), or refuse it (EXDEV).
+//! Also the calls that change or report the cwd.
+
+use super::caller::Call;
+use super::route::{self, PathRoute, PathScratch, PATH_MAX};
+use super::{cwd, fdtable, host, marshal, usermem, Action};
+use virtuos_abi::shape::{Arg, Shape};
+use virtuos_abi::{AT_FDCWD_ARG, DOMAIN_FD_LIMIT};
+
+const EIO: i64 = -(libc::EIO as i64);
+
+/// Where a call goes.
+pub enum Decision {
+    Local,
+    /// On the host with these arguments (rewritten paths point into the
+    /// scratch buffers, which must outlive the call).
+    LocalRewritten([u64; 6]),
+    /// Forward with these (descriptor-translated) arguments.
+    Remote([u64; 6]),
+    /// Errno for the call.
+    Fail(i64),
+}
+
+/// Decide for a call whose descriptor slots are `fd_slots` and whose path
+/// slots are `paths` (each with its dirfd slot, if any).
+pub fn decide(
+    args: &[u64; 6],
+    fd_slots: &[usize],
+    paths: &[(Option<usize>, usize)],
+    scratch: &mut [PathScratch],
+) -> Decision {
+    let mut remote = *args;
+    let mut local = *args;
+    let (mut any_remote, mut any_local, mut rewritten) = (false, false, false);
+    for &i in fd_slots {
+        let Some(&fd) = args.get(i) else { continue };
+        match fdtable::get(fd) {
+            Some(e) => {
+                remote[i] = e.remote as u64;
+                any_remote = true;
+            }
+            None => any_local = true,
+        }
+    }
+    for (k, &(dirslot, pslot)) in paths.iter().enumerate() {
+        let (Some(s), Some(&ptr)) = (scratch.get_mut(k), args.get(pslot)) else {
+            return Decision::Fail(EIO);
+        };
+        let dirfd = dirslot.and_then(|d| args.get(d).copied());
+        match route::classify(dirfd, ptr, s) {
+            Err(e) => return Decision::Fail(e),
+            Ok(PathRoute::Local) => any_local = true,
+            Ok(PathRoute::Rewrite) => {
+                any_local = true;
+                rewritten = true;
+                local[pslot] = s.rewritten().as_ptr() as u64;
+                if let Some(d) = dirslot {
+                    local[d] = AT_FDCWD_ARG;
+                }
+            }
+            Ok(PathRoute::Remote { dirfd }) => {
+                any_remote = true;
+                if let Some(d) = dirslot {
+                    remote[d] = dirfd;
+                }
+            }
+        }
+    }
+    match (any_remote, any_local) {
+        (true, true) => Decision::Fail(-(libc::EXDEV as i64)),
+        (true, false) => Decision::Remote(remote),
+        (false, _) if rewritten => Decision::LocalRewritten(local),
+        _ => Decision::Local,
+    }
+}
+
+/// Descriptor and path slots of a shape.
+pub struct Slots {
+    fds: [usize; 6],
+    nf: usize,
+    paths: [(Option<usize>, usize); 6],
+    np: usize,
+}
+
+impl Slots {
+    pub fn of(sh: &Shape) -> Slots {
+        let mut s = Slots {
+            fds: [0; 6],
+            nf: 0,
+            paths: [(None, 0); 6],
+            np: 0,
+        };
+        for i in 0..6 {
+            match sh[i] {
+                Arg::Fd => {
+                    s.fds[s.nf] = i;
+                    s.nf += 1;
+                }
+                // A DirFd is routed with its path (the next slot); alone,
+                // like an Fd.
+                Arg::DirFd if !matches!(sh.get(i + 1), Some(Arg::Path | Arg::OptPath)) => {
+                    s.fds[s.nf] = i;
+                    s.nf += 1;
+                }
+                Arg::Path | Arg::OptPath => {
+                    let d = (i > 0 && sh[i - 1] == Arg::DirFd).then(|| i - 1);
+                    s.paths[s.np] = (d, i);
+                    s.np += 1;
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    pub fn fds(&self) -> &[usize] {
+        &self.fds[..self.nf]
+    }
+
+    pub fn paths(&self) -> &[(Option<usize>, usize)] {
+        &self.paths[..self.np]
+    }
+}
+
+/// Any call with a shape (after the special cases in `dispatch`).
+pub fn shaped(nr: u64, args: [u64; 6], sh: Shape) -> Action {
+    let slots = Slots::of(&sh);
+    if slots.paths().is_empty() {
+        // Descriptor-only: the fast path for local descriptors.
+        if !slots.fds().iter().any(|&i| fdtable::is_forwarded(args[i])) {
+            return Action::Local;
+        }
+        return run(nr, &sh, decide(&args, slots.fds(), &[], &mut []));
+    }
+    path_call(nr, &args, &sh, slots.fds(), slots.paths())
+}
+
+#[inline(never)]
+fn path_call(
+    nr: u64,
+    args: &[u64; 6],
+    sh: &Shape,
+    fds: &[usize],
+    paths: &[(Option<usize>, usize)],
+) -> Action {
+    if paths.len() == 1 {
+        let mut s = [PathScratch::new()];
+        let d = decide(args, fds, paths, &mut s);
+        run(nr, sh, d)
+    } else {
+        let mut s = [PathScratch::new(), PathScratch::new()];
+        let d = decide(args, fds, paths, &mut s);
+        run(nr, sh, d)
+    }
+}
+
+fn run(nr: u64, sh: &Shape, d: Decision) -> Action {
+    match d {
+        Decision::Local => Action::Local,
+        Decision::LocalRewritten(a) => Action::Done(host::reissue(nr, a)),
+        Decision::Fail(e) => Action::Done(e),
+        Decision::Remote(a) => Action::Done(forward(nr, &a, sh)),
+    }
+}
+
+/// Forward a shaped call and apply its effects on our state.
+pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape) -> i64 {
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let r = marshal::call_shaped(&mut call, nr as u16, sh, a);
+    match nr as i64 {
+        libc::SYS_open | libc::SYS_creat | libc::SYS_openat | libc::SYS_openat2 => {
+            if r < 0 {
+                return r;
+            }
+            let cloexec = match nr as i64 {
+                libc::SYS_open => a[1] as i32 & libc::O_CLOEXEC != 0,
+                libc::SYS_openat => a[2] as i32 & libc::O_CLOEXEC != 0,
+                libc::SYS_openat2 => {
+                    usermem::read_u64(a[2]).unwrap_or(0) as i32 & libc::O_CLOEXEC != 0
+                }
+                _ => false,
+            };
+            install(&mut call, r, cloexec)
+        }
+        _ => r,
+    }
+}
+
+/// Give remote descriptor `rfd` a user number (a fresh placeholder).
+pub fn install(call: &mut Call, rfd: i64, cloexec: bool) -> i64 {
+    if rfd < 0 {
+        return rfd;
+    }
+    if rfd as u64 >= DOMAIN_FD_LIMIT {
+        return EIO;
+    }
+    let ph = host::open_placeholder(cloexec);
+    if ph < 0 {
+        remote_close(call, rfd as u64);
+        return ph;
+    }
+    bind(call, ph, rfd as u32, cloexec)
+}
+
+/// Record user fd `ph` (a placeholder we own) as remote `rfd`.
+pub fn bind(call: &mut Call, ph: i64, rfd: u32, cloexec: bool) -> i64 {
+    match fdtable::set(ph as u64, fdtable::Entry::storage(rfd, cloexec)) {
+        Ok(prev) => {
+            if let Some(p) = prev {
+                // A stale entry for a number the kernel considered free.
+                remote_close(call, p.remote as u64);
+            }
+            ph
+        }
+        Err(e) => {
+            host::close(ph as i32);
+            remote_close(call, rfd as u64);
+            e
+        }
+    }
+}
+
+pub fn remote_close(call: &mut Call, rfd: u64) -> i64 {
+    call.result(libc::SYS_close as u16, [rfd, 0, 0, 0, 0, 0], false)
+}
+
+// ---- cwd ----
+
+/// Ask the domain for its cwd and record it.
+fn refresh_remote_cwd(call: &mut Call) -> i64 {
+    let Some(chunk) = call.chunk() else {
+        return EIO;
+    };
+    let r = call.result(
+        libc::SYS_getcwd as u16,
+        [0, PATH_MAX as u64, 0, 0, 0, 0],
+        true,
+    );
+    if r < 0 {
+        return r;
+    }
+    let n = r as usize;
+    let mut buf = [0u8; PATH_MAX];
+    if n == 0 || n > PATH_MAX || !chunk.read(0, &mut buf[..n]) || buf[n - 1] != 0 {
+        return EIO;
+    }
+    if !cwd::set_remote(&buf[..n - 1]) {
+        return EIO;
+    }
+    0
+}
+
+pub fn chdir(args: [u64; 6]) -> Action {
+    let mut s = [PathScratch::new()];
+    match decide(&args, &[], &[(None, 0)], &mut s) {
+        Decision::Local if !cwd::is_remote() => Action::Local,
+        Decision::Local => local_chdir(args),
+        Decision::LocalRewritten(a) => local_chdir(a),
+        Decision::Fail(e) => Action::Done(e),
+        Decision::Remote(a) => Action::Done(remote_chdir(libc::SYS_chdir, &a)),
+    }
+}
+
+fn local_chdir(a: [u64; 6]) -> Action {
+    let r = host::reissue(libc::SYS_chdir as u64, a);
+    if r == 0 {
+        cwd::set_local();
+    }
+    Action::Done(r)
+}
+
+pub fn fchdir(args: [u64; 6]) -> Action {
+    match fdtable::get(args[0]) {
+        Some(e) => {
+            let mut a = args;
+            a[0] = e.remote as u64;
+            Action::Done(remote_chdir(libc::SYS_fchdir, &a))
+        }
+        None if cwd::is_remote() => {
+            let r = host::reissue(libc::SYS_fchdir as u64, args);
+            if r == 0 {
+                cwd::set_local();
+            }
+            Action::Done(r)
+        }
+        None => Action::Local,
+    }
+}
+
+fn remote_chdir(nr: i64, a: &[u64; 6]) -> i64 {
+    let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
+        return EIO;
+    };
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let r = marshal::call_shaped(&mut call, nr as u16, &sh, a);
+    if r != 0 {
+        return r;
+    }
+    refresh_remote_cwd(&mut call)
+}
+
+pub fn getcwd(args: [u64; 6]) -> Action {
+    let mut buf = [0u8; PATH_MAX];
+    let Some(n) = cwd::copy_remote(&mut buf) else {
+        return Action::Local;
+    };
+    let (ptr, size) = (args[0], args[1]);
+    if size < (n + 1) as u64 {
+        return Action::Done(-(libc::ERANGE as i64));
+    }
+    buf[n] = 0;
+    if !usermem::write_user(ptr, &buf[..n + 1]) {
+        return Action::Done(-(libc::EFAULT as i64));
+    }
+    Action::Done((n + 1) as i64)
+}

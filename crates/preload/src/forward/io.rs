@@ -1,0 +1,340 @@
+//! Data transfer on forwarded descriptors: chunk-sized splitting of
+//! read/write/pread64/pwrite64, vectored I/O gathered and scattered through
+//! the chunk, and copies between a local and a forwarded descriptor
+//! (copy_file_range, sendfile, splice) through the chunk.
+
+use super::caller::Call;
+use super::fdtable::{self, Entry};
+use super::{generic, marshal, usermem, Action};
+use virtuos_abi::shape::shape;
+use virtuos_abi::CHUNK_SIZE;
+
+const EIO: i64 = -(libc::EIO as i64);
+const EINVAL: i64 = -(libc::EINVAL as i64);
+const IOV_MAX: u64 = 1024;
+
+/// read / write / pread64 / pwrite64 on forwarded `e`.
+pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
+    let Some(sh) = shape(nr as u16) else {
+        return Action::Done(EIO);
+    };
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(err) => return Action::Done(err),
+    };
+    let positional = matches!(nr as i64, libc::SYS_pread64 | libc::SYS_pwrite64);
+    let (buf, total, pos) = (args[1], args[2], args[3]);
+    let mut a = [e.remote as u64, buf, total, pos, 0, 0];
+    if total <= CHUNK_SIZE as u64 {
+        return Action::Done(marshal::call_shaped(&mut call, nr as u16, &sh, &a));
+    }
+    let total = total.min(isize::MAX as u64);
+    let mut done = 0u64;
+    while done < total {
+        let piece = (total - done).min(CHUNK_SIZE as u64);
+        a[1] = buf.wrapping_add(done);
+        a[2] = piece;
+        if positional {
+            a[3] = pos.wrapping_add(done);
+        }
+        let r = marshal::call_shaped(&mut call, nr as u16, &sh, &a);
+        if r < 0 {
+            return Action::Done(if done > 0 { done as i64 } else { r });
+        }
+        done += r as u64;
+        if (r as u64) < piece {
+            break;
+        }
+    }
+    Action::Done(done as i64)
+}
+
+/// A cursor over a user iovec array.
+struct Iov {
+    base: u64,
+    count: usize,
+    index: usize,
+    /// Bytes consumed of iov[index].
+    within: u64,
+}
+
+impl Iov {
+    /// Next contiguous user range of at most `max` bytes.
+    fn next(&mut self, max: u64) -> Option<(u64, u64)> {
+        while self.index < self.count {
+            let (b, l) = usermem::read_iovec(self.base, self.index)?;
+            if self.within < l {
+                let n = (l - self.within).min(max);
+                return Some((b.wrapping_add(self.within), n));
+            }
+            self.index += 1;
+            self.within = 0;
+        }
+        None
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.within += n;
+    }
+}
+
+fn iov_total(iov: u64, count: usize) -> Result<u64, i64> {
+    let mut total = 0u64;
+    for i in 0..count {
+        let (_, l) = usermem::read_iovec(iov, i).ok_or(-(libc::EFAULT as i64))?;
+        total = total.checked_add(l).ok_or(EINVAL)?;
+    }
+    if total > isize::MAX as u64 {
+        return Err(EINVAL);
+    }
+    Ok(total)
+}
+
+/// readv / writev / preadv / pwritev / preadv2 / pwritev2.
+pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
+    let (iov, cnt) = (args[1], args[2]);
+    let write = matches!(
+        nr as i64,
+        libc::SYS_writev | libc::SYS_pwritev | libc::SYS_pwritev2
+    );
+    let mut offset: Option<i64> = match nr as i64 {
+        libc::SYS_preadv | libc::SYS_pwritev => Some(args[3] as i64),
+        libc::SYS_preadv2 | libc::SYS_pwritev2 => {
+            // RWF_HIPRI is a hint we may ignore; the rest we cannot honour.
+            if args[5] & !(libc::RWF_HIPRI as u64) != 0 {
+                return Action::Done(-(libc::EOPNOTSUPP as i64));
+            }
+            (args[3] as i64 != -1).then_some(args[3] as i64)
+        }
+        _ => None,
+    };
+    if offset.is_some_and(|o| o < 0) {
+        return Action::Done(EINVAL);
+    }
+    if cnt > IOV_MAX {
+        return Action::Done(EINVAL);
+    }
+    let total = match iov_total(iov, cnt as usize) {
+        Ok(t) => t,
+        Err(err) => return Action::Done(err),
+    };
+    if total == 0 {
+        return Action::Done(0);
+    }
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(err) => return Action::Done(err),
+    };
+    let Some(chunk) = call.chunk() else {
+        return Action::Done(EIO);
+    };
+    let mut cur = Iov {
+        base: iov,
+        count: cnt as usize,
+        index: 0,
+        within: 0,
+    };
+    let mut done = 0u64;
+    while done < total {
+        let want = (total - done).min(CHUNK_SIZE as u64);
+        let (op, pos) = match (write, offset) {
+            (false, None) => (libc::SYS_read, 0),
+            (false, Some(o)) => (libc::SYS_pread64, o as u64),
+            (true, None) => (libc::SYS_write, 0),
+            (true, Some(o)) => (libc::SYS_pwrite64, o as u64),
+        };
+        let r = if write {
+            // Gather up to `want` bytes into the chunk.
+            let mut filled = 0u64;
+            let mut probe = Iov { ..cur };
+            while filled < want {
+                let Some((b, n)) = probe.next(want - filled) else {
+                    break;
+                };
+                if !chunk.from_user(filled as usize, b, n as usize) {
+                    return Action::Done(-(libc::EFAULT as i64));
+                }
+                probe.advance(n);
+                filled += n;
+            }
+            let r = call.result(op as u16, [e.remote as u64, 0, filled, pos, 0, 0], true);
+            if r >= 0 && r as u64 > filled {
+                return Action::Done(EIO);
+            }
+            if r > 0 {
+                skip(&mut cur, r as u64);
+            }
+            r
+        } else {
+            let r = call.result(op as u16, [e.remote as u64, 0, want, pos, 0, 0], true);
+            if r >= 0 && r as u64 > want {
+                return Action::Done(EIO);
+            }
+            // Scatter what arrived.
+            let mut copied = 0u64;
+            while r > 0 && copied < r as u64 {
+                let Some((b, n)) = cur.next(r as u64 - copied) else {
+                    break;
+                };
+                if !chunk.to_user(copied as usize, b, n as usize) {
+                    return Action::Done(-(libc::EFAULT as i64));
+                }
+                cur.advance(n);
+                copied += n;
+            }
+            r
+        };
+        if r < 0 {
+            return Action::Done(if done > 0 { done as i64 } else { r });
+        }
+        done += r as u64;
+        if let Some(o) = offset.as_mut() {
+            *o += r;
+        }
+        if (r as u64) < want {
+            break;
+        }
+    }
+    Action::Done(done as i64)
+}
+
+fn skip(cur: &mut Iov, mut n: u64) {
+    while n > 0 {
+        let Some((_, len)) = cur.next(n) else { break };
+        cur.advance(len);
+        n -= len;
+    }
+}
+
+/// One side of a user-level copy.
+#[derive(Clone, Copy)]
+enum Side {
+    Local(i32),
+    Remote(u32),
+}
+
+/// copy_file_range / sendfile / splice.
+pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
+    // (in fd, in offset ptr, out fd, out offset ptr, length)
+    let (fd_in, off_in, fd_out, off_out, len) = match nr as i64 {
+        libc::SYS_sendfile => (args[1], args[2], args[0], 0, args[3]),
+        _ => (args[0], args[1], args[2], args[3], args[4]),
+    };
+    let (ein, eout) = (fdtable::get(fd_in), fdtable::get(fd_out));
+    match (ein, eout) {
+        (None, None) => return Action::Local,
+        (Some(i), Some(o)) => {
+            let Some(sh) = shape(nr as u16) else {
+                return Action::Done(EIO);
+            };
+            let mut a = args;
+            if nr as i64 == libc::SYS_sendfile {
+                a[0] = o.remote as u64;
+                a[1] = i.remote as u64;
+            } else {
+                a[0] = i.remote as u64;
+                a[2] = o.remote as u64;
+            }
+            return Action::Done(generic::forward(nr, &a, &sh));
+        }
+        _ => {}
+    }
+    if nr as i64 == libc::SYS_copy_file_range && args[5] != 0 {
+        return Action::Done(EINVAL);
+    }
+    let src = ein.map_or(Side::Local(fd_in as i32), |e| Side::Remote(e.remote));
+    let dst = eout.map_or(Side::Local(fd_out as i32), |e| Side::Remote(e.remote));
+    let read_off = |p: u64| -> Result<Option<i64>, i64> {
+        if p == 0 {
+            return Ok(None);
+        }
+        let v = usermem::read_u64(p).ok_or(-(libc::EFAULT as i64))? as i64;
+        if v < 0 {
+            return Err(EINVAL);
+        }
+        Ok(Some(v))
+    };
+    let (mut oin, mut oout) = match (read_off(off_in), read_off(off_out)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Action::Done(e),
+    };
+    let r = copy_loop(src, dst, &mut oin, &mut oout, len);
+    if r >= 0 {
+        if let Some(o) = oin {
+            usermem::write_u64(off_in, o as u64);
+        }
+        if let Some(o) = oout {
+            usermem::write_u64(off_out, o as u64);
+        }
+    }
+    Action::Done(r)
+}
+
+fn copy_loop(src: Side, dst: Side, oin: &mut Option<i64>, oout: &mut Option<i64>, len: u64) -> i64 {
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(chunk) = call.chunk() else {
+        return EIO;
+    };
+    let len = len.min(isize::MAX as u64);
+    let mut done = 0u64;
+    while done < len {
+        let piece = (len - done).min(CHUNK_SIZE as u64) as usize;
+        let Some(ptr) = chunk.ptr(0, piece) else {
+            return EIO;
+        };
+        let n = match src {
+            Side::Local(fd) => super::host::read_raw(fd, ptr, piece, *oin),
+            Side::Remote(r) => {
+                let (op, pos) = match *oin {
+                    Some(o) => (libc::SYS_pread64, o as u64),
+                    None => (libc::SYS_read, 0),
+                };
+                let n = call.result(op as u16, [r as u64, 0, piece as u64, pos, 0, 0], true);
+                if n > piece as i64 {
+                    return EIO;
+                }
+                n
+            }
+        };
+        if n <= 0 {
+            if n < 0 && done == 0 {
+                return n;
+            }
+            break;
+        }
+        let w = match dst {
+            Side::Local(fd) => super::host::write_raw(fd, ptr, n as usize, *oout),
+            Side::Remote(r) => {
+                let (op, pos) = match *oout {
+                    Some(o) => (libc::SYS_pwrite64, o as u64),
+                    None => (libc::SYS_write, 0),
+                };
+                let w = call.result(op as u16, [r as u64, 0, n as u64, pos, 0, 0], true);
+                if w > n {
+                    return EIO;
+                }
+                w
+            }
+        };
+        if w < 0 {
+            if done == 0 {
+                return w;
+            }
+            break;
+        }
+        done += w as u64;
+        if let Some(o) = oin.as_mut() {
+            *o += w;
+        }
+        if let Some(o) = oout.as_mut() {
+            *o += w;
+        }
+        if w < n || (n as usize) < piece {
+            break;
+        }
+    }
+    done as i64
+}

@@ -1,0 +1,198 @@
+//! Forwarding: the decision and the call. Owned by the forwarding half.
+//!
+//! Interface used by `intercept` (keep these signatures stable):
+//! every function here is allocation-free unless it says otherwise, because
+//! it runs inside a SIGSYS/SIGTRAP handler, possibly while the interrupted
+//! code holds libc locks (malloc's during fork).
+//!
+//! Modules: `state` (configuration), `session` (daemon, region, fork,
+//! reattach), `caller` (entries, chunks, the call), `marshal` (shape-driven
+//! copies), `fdtable`, `route` (paths), `cwd`, `generic` (shaped calls,
+//! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
+//! (splitting, vectored, cross-domain copies), `mmap`, `procfs`, `poll`,
+//! `unsupported`, `exec`. Unsafe code lives only in `sync`, `host`,
+//! `usermem` and the table mapping in `fdtable`.
+//!
+//! Stack: the path-taking handlers use up to ~24 KiB of stack (two
+//! 8 KiB path scratch buffers and a cwd copy); the signal stack must
+//! allow for that.
+
+pub mod caller;
+pub mod cwd;
+pub mod exec;
+pub mod fd_ops;
+pub mod fdtable;
+pub mod generic;
+pub mod host;
+pub mod io;
+pub mod log;
+pub mod marshal;
+pub mod mmap;
+pub mod poll;
+pub mod procfs;
+pub mod route;
+pub mod session;
+pub mod state;
+pub mod sync;
+pub mod unsupported;
+pub mod usermem;
+
+use virtuos_abi::ops::VIRTUAL_BASE;
+
+/// What to do with an intercepted system call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Not ours: execute it on the host unchanged.
+    Local,
+    /// Handled (forwarded or emulated): this is the raw result (-errno on error).
+    Done(i64),
+}
+
+/// Decide and, if it belongs to a domain, perform syscall `nr`.
+/// Not called for clone/clone3/fork/vfork/execve/execveat (see below).
+pub fn on_syscall(nr: u64, args: [u64; 6]) -> Action {
+    // A panic must not unwind out of a signal handler: report EIO instead.
+    match std::panic::catch_unwind(|| dispatch(nr, args)) {
+        Ok(a) => a,
+        Err(_) => Action::Done(-(libc::EIO as i64)),
+    }
+}
+
+fn dispatch(nr: u64, a: [u64; 6]) -> Action {
+    if nr >= VIRTUAL_BASE as u64 {
+        // Not a Linux call we know (and never a virtual op of ours).
+        return Action::Local;
+    }
+    match nr as i64 {
+        libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 => {
+            match fdtable::get(a[0]) {
+                Some(e) => io::rw(nr, a, e),
+                None => Action::Local,
+            }
+        }
+        libc::SYS_readv
+        | libc::SYS_writev
+        | libc::SYS_preadv
+        | libc::SYS_pwritev
+        | libc::SYS_preadv2
+        | libc::SYS_pwritev2 => match fdtable::get(a[0]) {
+            Some(e) => io::vectored(nr, a, e),
+            None => Action::Local,
+        },
+        libc::SYS_close => fd_ops::close(a[0]),
+        libc::SYS_dup => fd_ops::dup(a[0]),
+        libc::SYS_dup2 => fd_ops::dup2(nr, a, None),
+        libc::SYS_dup3 => fd_ops::dup2(nr, a, Some(a[2])),
+        libc::SYS_fcntl => fd_ops::fcntl(a),
+        libc::SYS_ioctl => fd_ops::ioctl(a),
+        libc::SYS_close_range => fd_ops::close_range(a),
+        libc::SYS_copy_file_range | libc::SYS_sendfile | libc::SYS_splice => io::transfer(nr, a),
+        libc::SYS_mmap => mmap::mmap(a),
+        libc::SYS_poll | libc::SYS_ppoll => poll::poll(nr, a),
+        libc::SYS_select | libc::SYS_pselect6 => poll::select(nr, a),
+        libc::SYS_epoll_ctl => poll::epoll_ctl(a),
+        libc::SYS_getcwd => generic::getcwd(a),
+        libc::SYS_chdir => generic::chdir(a),
+        libc::SYS_fchdir => generic::fchdir(a),
+        libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 => {
+            procfs::open(nr, a).unwrap_or_else(|| shaped_or_local(nr, a))
+        }
+        libc::SYS_readlink | libc::SYS_readlinkat => {
+            procfs::readlink(nr, a).unwrap_or_else(|| shaped_or_local(nr, a))
+        }
+        _ => shaped_or_local(nr, a),
+    }
+}
+
+fn shaped_or_local(nr: u64, a: [u64; 6]) -> Action {
+    match virtuos_abi::shape::shape(nr as u16) {
+        Some(sh) => generic::shaped(nr, a, sh),
+        None => unsupported::check(nr, a),
+    }
+}
+
+/// Opaque state carried from `before_fork` to the `after_fork_*` calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkTicket {
+    pub token: Option<u64>,
+}
+
+/// A process-creating clone (no CLONE_THREAD) is about to run.
+pub fn before_fork(clone_flags: u64) -> ForkTicket {
+    let _ = clone_flags;
+    ForkTicket {
+        token: session::before_fork(),
+    }
+}
+
+/// In the parent after the fork syscall returned `result` (child pid or -errno).
+pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
+    session::after_fork_parent(ticket.token, result);
+}
+
+/// In the child (a separate process) right after the fork syscall.
+pub fn after_fork_child(ticket: ForkTicket) {
+    session::after_fork_child(ticket.token);
+}
+
+/// True when this process has forwarded state (registered with a domain, or
+/// holds forwarded descriptors or a forwarded cwd): then a CLONE_VM child
+/// must not share our memory (intercept drops CLONE_VM).
+pub fn has_forwarded_state() -> bool {
+    session::has_forwarded_state()
+}
+
+/// An execve/execveat is about to be executed natively.
+pub fn before_exec() {
+    exec::before_exec();
+}
+
+/// The execve/execveat failed with `result` (-errno); undo `before_exec`.
+pub fn after_exec_failed(result: i64) {
+    let _ = result;
+    exec::after_exec_failed();
+}
+
+/// The calling thread is about to exit (SYS_exit).
+pub fn on_thread_exit() {
+    caller::on_thread_exit();
+}
+
+extern "C" fn atfork_child() {
+    session::claim_pending_now();
+}
+
+/// Called once from the library constructor, before interception is armed.
+/// May allocate.
+pub fn init_process() {
+    let record = exec::take_record();
+    let cfg = state::Config::from_env(record.as_ref().map(|r| r.mount.as_slice()));
+    state::set_config(cfg);
+    // SAFETY: registering a plain extern "C" function with no arguments as
+    // the child handler of pthread_atfork; it lives as long as the library.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(atfork_child));
+    }
+    if let Some(r) = record {
+        exec::apply(r);
+    }
+}
+
+/// Test hook: configure the storage mount and install an already mapped
+/// region and state page as this process's session (no daemon involved).
+/// Must run before any other forwarding function. Allocates.
+#[doc(hidden)]
+pub fn install_test_session(
+    region_fd: impl rustix::fd::AsFd,
+    state_fd: impl rustix::fd::AsFd,
+    mount: &str,
+) -> Result<(), String> {
+    let mut cfg = state::Config::defaults();
+    cfg.mount = state::normalized_mount(mount.as_bytes()).ok_or("bad mount")?;
+    if !state::set_config(cfg) {
+        return Err("configuration already in use".into());
+    }
+    let s = session::map_session(region_fd, state_fd)?;
+    session::install(s);
+    Ok(())
+}

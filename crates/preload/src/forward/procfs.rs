@@ -1,0 +1,158 @@
+//! /proc/self/fd/N, /proc/<our pid>/fd/N, /proc/thread-self/fd/N and
+//! /dev/fd/N for a forwarded N: readlink answers with the domain's path
+//! (`OP_FD_PATH`), open reopens that path in the domain.
+
+use super::caller::Call;
+use super::generic::install;
+use super::route::PATH_MAX;
+use super::{fdtable, host, usermem, Action};
+use virtuos_abi::ops::OP_FD_PATH;
+
+const EIO: i64 = -(libc::EIO as i64);
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        v = v * 10 + (b - b'0') as u64;
+    }
+    u32::try_from(v).ok()
+}
+
+/// The descriptor number a /proc or /dev/fd link path names, if it is
+/// about this process.
+pub fn fd_of_path(p: &[u8]) -> Option<u32> {
+    if let Some(rest) = p.strip_prefix(b"/dev/fd/") {
+        return parse_u32(rest);
+    }
+    let rest = p.strip_prefix(b"/proc/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    let (who, tail) = rest.split_at(slash);
+    let ours = who == b"self"
+        || who == b"thread-self"
+        || parse_u32(who).is_some_and(|pid| pid == host::getpid());
+    if !ours {
+        return None;
+    }
+    let tail = tail.strip_prefix(b"/")?;
+    // /proc/thread-self/fd/N and /proc/<pid>/fd/N; also /proc/<pid>/task/<tid>/fd/N
+    let tail = match tail.strip_prefix(b"task/") {
+        Some(t) => {
+            let s = t.iter().position(|&b| b == b'/')?;
+            t.get(s + 1..)?
+        }
+        None => tail,
+    };
+    parse_u32(tail.strip_prefix(b"fd/")?)
+}
+
+/// The forwarded entry a path argument (user pointer) names, if any.
+fn named_entry(ptr: u64) -> Option<fdtable::Entry> {
+    if fdtable::count() == 0 {
+        return None;
+    }
+    let mut buf = [0u8; 64];
+    let n = usermem::read_cstr(ptr, &mut buf)?;
+    let fd = fd_of_path(&buf[..n])?;
+    fdtable::get(fd as u64)
+}
+
+/// OP_FD_PATH into the chunk at 0 with room `cap`; returns the length.
+fn fd_path(call: &mut Call, rfd: u32, cap: u64) -> i64 {
+    let r = call.result(OP_FD_PATH, [rfd as u64, 0, cap, 0, 0, 0], true);
+    if r >= 0 && r as u64 > cap {
+        return EIO;
+    }
+    r
+}
+
+/// readlink / readlinkat of a forwarded descriptor's link.
+pub fn readlink(nr: u64, args: [u64; 6]) -> Option<Action> {
+    let (dirfd, path, buf, size) = match nr as i64 {
+        libc::SYS_readlink => (None, args[0], args[1], args[2]),
+        _ => (Some(args[0]), args[1], args[2], args[3]),
+    };
+    let _ = dirfd; // the paths we translate are absolute
+    let e = named_entry(path)?;
+    if (size as i64) <= 0 {
+        return Some(Action::Done(-(libc::EINVAL as i64)));
+    }
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(err) => return Some(Action::Done(err)),
+    };
+    let Some(chunk) = call.chunk() else {
+        return Some(Action::Done(EIO));
+    };
+    let cap = size.min(PATH_MAX as u64);
+    let r = fd_path(&mut call, e.remote, cap);
+    if r < 0 {
+        return Some(Action::Done(r));
+    }
+    if !chunk.to_user(0, buf, r as usize) {
+        return Some(Action::Done(-(libc::EFAULT as i64)));
+    }
+    Some(Action::Done(r))
+}
+
+/// open / openat / openat2 of a forwarded descriptor's link: reopen.
+pub fn open(nr: u64, args: [u64; 6]) -> Option<Action> {
+    let (path, flags, mode) = match nr as i64 {
+        libc::SYS_open => (args[0], args[1], args[2]),
+        libc::SYS_openat => (args[1], args[2], args[3]),
+        _ => {
+            // openat2: struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how = args[2];
+            (
+                args[1],
+                usermem::read_u64(how).unwrap_or(0),
+                usermem::read_u64(how.wrapping_add(8)).unwrap_or(0),
+            )
+        }
+    };
+    let e = named_entry(path)?;
+    let mut call = match Call::begin() {
+        Ok(c) => c,
+        Err(err) => return Some(Action::Done(err)),
+    };
+    let Some(chunk) = call.chunk() else {
+        return Some(Action::Done(EIO));
+    };
+    let r = fd_path(&mut call, e.remote, (PATH_MAX - 1) as u64);
+    if r <= 0 {
+        return Some(Action::Done(if r == 0 { EIO } else { r }));
+    }
+    if !chunk.put_byte(r as usize, 0) {
+        return Some(Action::Done(EIO));
+    }
+    let rfd = call.result(
+        libc::SYS_openat as u16,
+        [virtuos_abi::AT_FDCWD_ARG, 0, flags, mode, 0, 0],
+        true,
+    );
+    let cloexec = flags as i32 & libc::O_CLOEXEC != 0;
+    Some(Action::Done(install(&mut call, rfd, cloexec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_paths() {
+        assert_eq!(fd_of_path(b"/proc/self/fd/7"), Some(7));
+        assert_eq!(fd_of_path(b"/dev/fd/12"), Some(12));
+        assert_eq!(fd_of_path(b"/proc/thread-self/fd/3"), Some(3));
+        let me = format!("/proc/{}/fd/5", std::process::id());
+        assert_eq!(fd_of_path(me.as_bytes()), Some(5));
+        let me = format!("/proc/{}/task/1/fd/5", std::process::id());
+        assert_eq!(fd_of_path(me.as_bytes()), Some(5));
+        assert_eq!(fd_of_path(b"/proc/1/fd/5"), None, "another process");
+        assert_eq!(fd_of_path(b"/proc/self/fdinfo/5"), None);
+        assert_eq!(fd_of_path(b"/proc/self/fd/"), None);
+        assert_eq!(fd_of_path(b"/proc/self/fd/5x"), None);
+        assert_eq!(fd_of_path(b"/proc/self/fd/99999999999"), None);
+    }
+}

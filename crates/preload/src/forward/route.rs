@@ -1,0 +1,254 @@
+//! Path normalisation and routing: which domain a path belongs to.
+//!
+//! Routing is lexical (`//`, `.`, `..` are resolved without looking at the
+//! file system), which is what decides *where* a call runs. The path that is
+//! executed is still the program's own (forwarded verbatim), except when a
+//! relative path must run on the host while our cwd is in a domain: then we
+//! execute the joined, normalised absolute path.
+
+use super::{cwd, fdtable, state, usermem};
+use virtuos_abi::AT_FDCWD_ARG;
+
+/// Longest path we handle (PATH_MAX, including the NUL).
+pub const PATH_MAX: usize = 4096;
+
+/// Normalise the absolute path in `buf[..len]` in place; returns the new
+/// length. The result starts with `/`, has no empty, `.` or `..`
+/// components and no trailing `/` (except the root itself). `..` at the root
+/// stays at the root. Input that does not start with `/` is left as is.
+pub fn normalize_in_place(buf: &mut [u8], len: usize) -> usize {
+    let len = len.min(buf.len());
+    if buf.first() != Some(&b'/') {
+        return len;
+    }
+    let mut w = 0usize; // bytes of output written (output is buf[..w])
+    let mut r = 0usize;
+    while r < len {
+        while r < len && buf[r] == b'/' {
+            r += 1;
+        }
+        let start = r;
+        while r < len && buf[r] != b'/' {
+            r += 1;
+        }
+        let comp_len = r - start;
+        if comp_len == 0 || (comp_len == 1 && buf[start] == b'.') {
+            continue;
+        }
+        if comp_len == 2 && buf[start] == b'.' && buf[start + 1] == b'.' {
+            // Drop the last output component.
+            while w > 0 && buf[w - 1] != b'/' {
+                w -= 1;
+            }
+            w = w.saturating_sub(1);
+            continue;
+        }
+        // Append "/comp". w <= start - 1 always holds: every output
+        // component is preceded by at least one input '/'.
+        buf[w] = b'/';
+        buf.copy_within(start..r, w + 1);
+        w += 1 + comp_len;
+    }
+    if w == 0 {
+        if let Some(b) = buf.first_mut() {
+            *b = b'/';
+        }
+        w = 1;
+    }
+    w
+}
+
+/// Whether normalised `path` is `mount` or below it.
+pub fn is_under(path: &[u8], mount: &[u8]) -> bool {
+    path == mount || (path.starts_with(mount) && path.get(mount.len()) == Some(&b'/'))
+}
+
+/// `cwd + "/" + rel` into `out`, normalised; None if it does not fit.
+pub fn join_normalize(cwd: &[u8], rel: &[u8], out: &mut [u8]) -> Option<usize> {
+    let total = cwd.len().checked_add(1)?.checked_add(rel.len())?;
+    if total > out.len() {
+        return None;
+    }
+    out[..cwd.len()].copy_from_slice(cwd);
+    out[cwd.len()] = b'/';
+    out[cwd.len() + 1..total].copy_from_slice(rel);
+    Some(normalize_in_place(out, total))
+}
+
+/// Where one path argument goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathRoute {
+    /// Execute on the host as the program passed it.
+    Local,
+    /// Execute on the host with the absolute path in the scratch buffer
+    /// (`PathScratch::rewritten`) and `AT_FDCWD`.
+    Rewrite,
+    /// Forward; `dirfd` is what the domain gets in the dirfd slot.
+    Remote { dirfd: u64 },
+}
+
+/// Room for a user path and, when joining with a remote cwd, the cwd.
+pub struct PathScratch {
+    buf: [u8; 2 * PATH_MAX + 8],
+    len: usize,
+}
+
+impl PathScratch {
+    pub const fn new() -> PathScratch {
+        PathScratch {
+            buf: [0; 2 * PATH_MAX + 8],
+            len: 0,
+        }
+    }
+
+    /// The rewritten absolute path, NUL-terminated (after `Rewrite`).
+    pub fn rewritten(&self) -> &[u8] {
+        &self.buf[..self.len + 1]
+    }
+}
+
+impl Default for PathScratch {
+    fn default() -> Self {
+        PathScratch::new()
+    }
+}
+
+fn is_at_fdcwd(dirfd: u64) -> bool {
+    dirfd as i32 == libc::AT_FDCWD
+}
+
+/// Route the path argument `ptr` (with its dirfd, if the call has one).
+/// Errors are errnos of the call (e.g. ENAMETOOLONG joining a remote cwd).
+pub fn classify(dirfd: Option<u64>, ptr: u64, s: &mut PathScratch) -> Result<PathRoute, i64> {
+    let remote_dirfd = |d: Option<u64>| d.and_then(fdtable::get);
+    if ptr == 0 {
+        // NULL path (utimensat): the call acts on dirfd itself.
+        return Ok(match remote_dirfd(dirfd) {
+            Some(e) => PathRoute::Remote {
+                dirfd: e.remote as u64,
+            },
+            None => PathRoute::Local,
+        });
+    }
+    // Read the user path into the upper half, leaving room for a cwd.
+    let (_, hi) = s.buf.split_at_mut(PATH_MAX + 4);
+    let Some(n) = usermem::read_cstr(ptr, &mut hi[..PATH_MAX]) else {
+        // Too long: the kernel (or the domain) says ENAMETOOLONG.
+        if remote_dirfd(dirfd).is_some() || (dirfd.is_none_or(is_at_fdcwd) && cwd::is_remote()) {
+            return Err(-(libc::ENAMETOOLONG as i64));
+        }
+        return Ok(PathRoute::Local);
+    };
+    let mount = state::mount();
+    if hi.first() == Some(&b'/') {
+        let m = normalize_in_place(hi, n);
+        return Ok(if is_under(&hi[..m], mount) {
+            PathRoute::Remote {
+                dirfd: AT_FDCWD_ARG,
+            }
+        } else {
+            PathRoute::Local
+        });
+    }
+    if let Some(d) = dirfd.filter(|&d| !is_at_fdcwd(d)) {
+        return Ok(match fdtable::get(d) {
+            Some(e) => PathRoute::Remote {
+                dirfd: e.remote as u64,
+            },
+            None => PathRoute::Local,
+        });
+    }
+    if !cwd::is_remote() {
+        return Ok(PathRoute::Local);
+    }
+    let mut cwd_buf = [0u8; PATH_MAX];
+    let Some(clen) = cwd::copy_remote(&mut cwd_buf) else {
+        return Ok(PathRoute::Local);
+    };
+    // Join into the whole buffer: cwd, '/', then the relative path (moved
+    // down from the upper half).
+    let total = clen + 1 + n;
+    if total >= PATH_MAX {
+        return Err(-(libc::ENAMETOOLONG as i64));
+    }
+    let start_hi = PATH_MAX + 4;
+    s.buf.copy_within(start_hi..start_hi + n, clen + 1);
+    s.buf[..clen].copy_from_slice(&cwd_buf[..clen]);
+    s.buf[clen] = b'/';
+    let m = normalize_in_place(&mut s.buf, total);
+    if is_under(&s.buf[..m], mount) {
+        Ok(PathRoute::Remote {
+            dirfd: AT_FDCWD_ARG,
+        })
+    } else {
+        s.buf[m] = 0;
+        s.len = m;
+        Ok(PathRoute::Rewrite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn norm(p: &str) -> String {
+        let mut b = p.as_bytes().to_vec();
+        b.resize(p.len().max(1), 0);
+        let n = normalize_in_place(&mut b, p.len());
+        String::from_utf8(b[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn examples() {
+        assert_eq!(norm("/"), "/");
+        assert_eq!(norm("//"), "/");
+        assert_eq!(norm("/storage/"), "/storage");
+        assert_eq!(norm("/storage//a/./b/"), "/storage/a/b");
+        assert_eq!(norm("/storage/../etc"), "/etc");
+        assert_eq!(norm("/../../storage"), "/storage");
+        assert_eq!(norm("/a/b/../../.."), "/");
+        assert_eq!(norm("/a/.../b"), "/a/.../b");
+        assert_eq!(norm("/a/..b/.c"), "/a/..b/.c");
+    }
+
+    #[test]
+    fn under_the_mount() {
+        assert!(is_under(b"/storage", b"/storage"));
+        assert!(is_under(b"/storage/x", b"/storage"));
+        assert!(!is_under(b"/storagex", b"/storage"));
+        assert!(!is_under(b"/stor", b"/storage"));
+        assert!(!is_under(b"/", b"/storage"));
+    }
+
+    #[test]
+    fn joins() {
+        let mut out = [0u8; 64];
+        let n = join_normalize(b"/storage/d", b"../../etc/passwd", &mut out).unwrap();
+        assert_eq!(&out[..n], b"/etc/passwd");
+        let n = join_normalize(b"/storage", b"", &mut out).unwrap();
+        assert_eq!(&out[..n], b"/storage");
+        assert!(join_normalize(&[b'a'; 60], b"bbbbb", &mut out).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn normalisation_is_idempotent_and_clean(
+            comps in proptest::collection::vec(
+                prop_oneof![Just("".to_string()), Just(".".to_string()), Just("..".to_string()),
+                            "[a-z.]{1,4}"], 0..12),
+            trailing in any::<bool>()
+        ) {
+            let mut p = String::from("/");
+            p.push_str(&comps.join("/"));
+            if trailing { p.push('/'); }
+            let once = norm(&p);
+            prop_assert!(once.starts_with('/'));
+            prop_assert_eq!(norm(&once), once.clone());
+            for c in once.split('/').skip(1) {
+                prop_assert!(c != "." && c != "..", "component {:?} in {:?}", c, once);
+                prop_assert!(!c.is_empty() || once == "/", "empty component in {:?}", once);
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Raw system calls issued from this library's own text (which Syscall User
+//! Dispatch always allows, whatever the selector says).
+//!
+//! rustix (linux_raw backend) also issues its syscalls from inlined code in
+//! this library, so it is safe to use from the handlers too; `raw` is for
+//! passing an intercepted call through with its exact number and arguments.
+//! `kernel` holds the small allocation-free helpers the handlers use.
+
+pub mod kernel;
+pub mod raw;

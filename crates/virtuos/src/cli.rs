@@ -1,0 +1,200 @@
+//! The command line (clap derive).
+
+use crate::config::{Backend, Overrides};
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const ENVIRONMENT: &str = "\
+Files:
+  <runtime>/virtuosd.sock  control socket (SOCK_SEQPACKET)
+  <runtime>/virtuosd.pid   daemon pid (locked while it runs)
+  <runtime>/virtuosd.log   daemon and domain log
+  <runtime>/virtuosd.json  what the running daemon serves
+  <data>/storage/          the storage domain's files (kept across down/up)
+  /etc/virtuos/virtuos.toml (root) or ~/.config/virtuos/virtuos.toml:
+                           optional; keys storage_mount, data_dir, backend
+
+Environment:
+  VIRTUOS_RUNTIME_DIR  runtime directory
+  VIRTUOS_DATA_DIR     data directory
+  VIRTUOS_CONFIG       config file
+  VIRTUOS_DOMAIN_BIN   domain server binary (default: virtuos-domain next to virtuos)
+  VIRTUOS_PRELOAD      preload library (default: libvirtuos.so next to virtuos)
+  VIRTUOS_LOG          daemon log filter (default: info)";
+
+/// virtuos: run unmodified programs with their file system calls served by an
+/// isolated storage domain.
+///
+/// Programs started with `virtuos run` load libvirtuos.so; their calls on
+/// paths under the storage mount (default /storage) travel through shared
+/// memory queues to the storage domain, which keeps its files in
+/// <data-dir>/storage. Nothing appears under the host's /storage.
+#[derive(Parser, Debug)]
+#[command(
+    name = "virtuos",
+    version,
+    propagate_version = true,
+    after_long_help = ENVIRONMENT
+)]
+pub struct Cli {
+    /// Runtime directory of the daemon (socket, pid file, log)
+    /// [default: $VIRTUOS_RUNTIME_DIR, /run/virtuos as root, else $XDG_RUNTIME_DIR/virtuos]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that choose how the storage domain runs.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DomainArgs {
+    /// How the storage domain runs: `process` (a host process in its own
+    /// mount namespace) or `vm` (a microVM; not implemented yet)
+    /// [default: config file, else process]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+
+    /// Paths under this directory go to the storage domain
+    /// [default: config file, else /storage]
+    #[arg(long, value_name = "PATH")]
+    pub storage_mount: Option<PathBuf>,
+
+    /// Where the storage domain keeps its files (in <DIR>/storage; kept
+    /// across down/up) [default: $VIRTUOS_DATA_DIR, config file, else
+    /// /var/lib/virtuos as root or ~/.local/share/virtuos]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a program with its storage calls forwarded to the storage domain.
+    ///
+    /// Starts the daemon if it is not running, then runs CMD with
+    /// LD_PRELOAD=libvirtuos.so and exits with CMD's exit status
+    /// (128+N if a signal N killed it, 127 if CMD was not found).
+    ///
+    /// Example: virtuos run -- sh -c 'echo hi > /storage/hi.txt'
+    Run {
+        #[command(flatten)]
+        domain: DomainArgs,
+
+        /// The program and its arguments (put them after `--`)
+        #[arg(
+            value_name = "CMD",
+            required = true,
+            num_args = 1..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        command: Vec<OsString>,
+    },
+
+    /// Start the daemon and the storage domain in the background (idempotent).
+    Up {
+        #[command(flatten)]
+        domain: DomainArgs,
+    },
+
+    /// Stop the daemon and its domains (idempotent).
+    Down,
+
+    /// Show the daemon, its domains and their clients.
+    Status {
+        /// Print machine-readable JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Try it out: a throw-away daemon runs a few unmodified programs
+    /// against /storage, then compares dd's speed with native.
+    ///
+    /// Uses a temporary runtime and data directory under /tmp, so it never
+    /// touches your data or a running daemon.
+    Demo {
+        /// Keep the temporary directory (and print where it is)
+        #[arg(long)]
+        keep: bool,
+    },
+
+    /// Run the daemon in the foreground (what `virtuos up` starts).
+    #[command(hide = true)]
+    Daemon {
+        #[command(flatten)]
+        domain: DomainArgs,
+    },
+}
+
+impl Cli {
+    pub fn overrides(&self, d: &DomainArgs) -> Overrides {
+        Overrides {
+            runtime_dir: self.runtime_dir.clone(),
+            data_dir: d.data_dir.clone(),
+            storage_mount: d.storage_mount.clone(),
+            backend: d.backend,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("virtuos").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes_or_directly() {
+        let Command::Run { command, domain } =
+            parse(&["run", "--storage-mount", "/s", "--", "ls", "-l", "/s"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(command, ["ls", "-l", "/s"]);
+        assert_eq!(domain.storage_mount, Some(PathBuf::from("/s")));
+        let Command::Run { command, .. } = parse(&["run", "cat", "-n", "x"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(command, ["cat", "-n", "x"]);
+    }
+
+    #[test]
+    fn run_without_command_is_an_error() {
+        let e = parse(&["run"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        let e = parse(&["run", "--"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn bad_backend_and_unknown_commands_are_errors() {
+        let e = parse(&["up", "--backend", "xen"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidValue);
+        assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&["status", "--yaml"]).is_err());
+        let Command::Up { domain } = parse(&["up", "--backend", "vm"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(domain.backend, Some(Backend::Vm));
+    }
+
+    #[test]
+    fn global_runtime_dir() {
+        let cli = parse(&["status", "--json", "--runtime-dir", "/rt"]).unwrap();
+        assert_eq!(cli.runtime_dir, Some(PathBuf::from("/rt")));
+        assert!(matches!(cli.command, Command::Status { json: true }));
+    }
+}

@@ -1,0 +1,27 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod down;
+pub mod run;
+pub mod status;
+pub mod up;
+
+use crate::cli::{Cli, DomainArgs};
+use crate::config::Settings;
+use crate::paths::Env;
+use anyhow::Result;
+
+/// The effective settings of this invocation.
+pub fn settings(cli: &Cli, d: &DomainArgs) -> Result<Settings> {
+    Ok(Settings::resolve(&cli.overrides(d), &Env::current())?)
+}
+
+/// The last `n` lines of `text`, indented, for error messages.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  | {l}\n"))
+        .collect()
+}

@@ -1,0 +1,60 @@
+//! `virtuos status [--json]`.
+
+use crate::client;
+use crate::info::DaemonInfo;
+use crate::paths::Runtime;
+use anyhow::Result;
+
+/// Exit status when the daemon does not run (as `systemctl status`).
+pub const NOT_RUNNING: i32 = 3;
+
+pub fn cmd(rt: &Runtime, json: bool) -> Result<i32> {
+    let report = client::status(rt)?;
+    let info = DaemonInfo::read(&rt.info_file());
+    let Some(report) = report else {
+        if json {
+            let v = serde_json::json!({
+                "running": false,
+                "runtime_dir": rt.dir,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("virtuosd is not running (runtime dir {})", rt.dir.display());
+        }
+        return Ok(NOT_RUNNING);
+    };
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["running"] = true.into();
+        v["runtime_dir"] = serde_json::to_value(&rt.dir)?;
+        if let Some(i) = &info {
+            v["storage_mount"] = i.storage_mount.clone().into();
+            v["data_dir"] = serde_json::to_value(&i.data_dir)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "virtuosd: running (pid {}), runtime dir {}",
+        report.daemon_pid,
+        rt.dir.display()
+    );
+    for d in &report.domains {
+        let pid = d.pid.map_or("-".to_string(), |p| p.to_string());
+        println!(
+            "domain {}: {} (backend {}, pid {pid})",
+            d.name, d.state, d.backend
+        );
+        if let Some(i) = &info {
+            println!("  mount:   {}", i.storage_mount);
+        }
+        println!("  data:    {}", d.data);
+        let pids: Vec<String> = d.clients.iter().map(|c| c.pid.to_string()).collect();
+        if pids.is_empty() {
+            println!("  clients: none");
+        } else {
+            println!("  clients: {} (pid {})", pids.len(), pids.join(", "));
+        }
+    }
+    Ok(0)
+}

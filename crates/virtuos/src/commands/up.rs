@@ -1,0 +1,222 @@
+//! `virtuos up`: start the daemon in the background and wait until its
+//! storage domain is connected. Also the "ensure it runs" step of `run`.
+
+use super::tail;
+use crate::client;
+use crate::config::{Backend, Settings};
+use crate::info::DaemonInfo;
+use crate::paths::{self, Env};
+use anyhow::{bail, Context, Result};
+use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `up` waits for the daemon and its domain.
+pub const START_TIMEOUT: Duration = Duration::from_secs(40);
+
+pub struct Running {
+    pub info: DaemonInfo,
+    /// False when this call started it.
+    pub already: bool,
+}
+
+/// `virtuos up`.
+pub fn cmd(settings: &Settings) -> Result<()> {
+    let r = ensure(settings)?;
+    let verb = if r.already {
+        "is already running"
+    } else {
+        "started"
+    };
+    eprintln!(
+        "virtuosd {verb} (pid {}): storage domain at {} (backend {}, files in {}/storage)",
+        r.info.pid,
+        r.info.storage_mount,
+        r.info.backend,
+        r.info.data_dir.display()
+    );
+    Ok(())
+}
+
+/// Make sure a compatible daemon runs in `settings.runtime`.
+pub fn ensure(settings: &Settings) -> Result<Running> {
+    if settings.backend == Backend::Vm {
+        bail!("the vm backend is not implemented yet; use --backend process");
+    }
+    let rt = &settings.runtime;
+    if let Some(report) = client::status(rt)? {
+        let info = DaemonInfo::read(&rt.info_file()).with_context(|| {
+            format!(
+                "virtuosd runs but {} is unreadable",
+                rt.info_file().display()
+            )
+        })?;
+        check_compatible(settings, &info)?;
+        if let Some(d) = report.domains.iter().find(|d| d.state != "connected") {
+            bail!(
+                "virtuosd runs but its {} domain is {}; see {} and restart with \
+                 `virtuos down && virtuos up`",
+                d.name,
+                d.state,
+                rt.log_file().display()
+            );
+        }
+        return Ok(Running {
+            info,
+            already: true,
+        });
+    }
+    Ok(Running {
+        info: start(settings)?,
+        already: false,
+    })
+}
+
+fn check_compatible(s: &Settings, info: &DaemonInfo) -> Result<()> {
+    if s.mount_explicit && s.storage_mount != info.storage_mount {
+        bail!(
+            "virtuosd already runs with storage mount {} (you asked for {}); \
+             run `virtuos down` first to change it",
+            info.storage_mount,
+            s.storage_mount
+        );
+    }
+    if s.data_explicit && s.data_dir != info.data_dir {
+        bail!(
+            "virtuosd already runs with data dir {} (you asked for {}); \
+             run `virtuos down` first to change it",
+            info.data_dir.display(),
+            s.data_dir.display()
+        );
+    }
+    if s.backend.as_str() != info.backend {
+        bail!(
+            "virtuosd already runs with the {} backend (you asked for {}); \
+             run `virtuos down` first to change it",
+            info.backend,
+            s.backend
+        );
+    }
+    Ok(())
+}
+
+/// Check that the domain server binary exists (before starting anything).
+pub fn domain_bin_present() -> Result<()> {
+    let env = Env::current();
+    let bin = paths::domain_bin(&env).context("cannot locate the virtuos-domain binary")?;
+    if !bin.is_file() {
+        bail!(
+            "the domain server {} is missing: build it with `cargo build --release` \
+             (or set {})",
+            bin.display(),
+            paths::vars::DOMAIN_BIN
+        );
+    }
+    Ok(())
+}
+
+/// Start `virtuos daemon ...` detached and wait until it serves.
+pub fn start(settings: &Settings) -> Result<DaemonInfo> {
+    domain_bin_present()?;
+    let rt = &settings.runtime;
+    std::fs::create_dir_all(&rt.dir)
+        .with_context(|| format!("cannot create runtime dir {}", rt.dir.display()))?;
+    let log_path = rt.log_file();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+
+    // A daemon that is still starting (pid alive, socket not answering yet):
+    // wait for it rather than racing it.
+    let mut child = None;
+    if client::live_pid_in(&rt.pid_file()).is_none() {
+        let exe = std::env::current_exe().context("cannot find the virtuos binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("daemon")
+            .arg("--runtime-dir")
+            .arg(&rt.dir)
+            .arg("--data-dir")
+            .arg(&settings.data_dir)
+            .arg("--storage-mount")
+            .arg(&settings.storage_mount)
+            .arg("--backend")
+            .arg(settings.backend.as_str())
+            // Also in the environment: tools find "their" daemon by it.
+            .env(paths::vars::RUNTIME_DIR, &rt.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        child = Some(cmd.spawn().context("cannot start virtuosd")?);
+    }
+    wait_ready(settings, child.as_mut(), &log_path, log_start)
+}
+
+fn log_since(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let _ = f.read_to_string(&mut text);
+    }
+    if text.trim().is_empty() {
+        "  (the log is empty)\n".to_string()
+    } else {
+        tail(&text, 20)
+    }
+}
+
+fn wait_ready(
+    settings: &Settings,
+    mut child: Option<&mut Child>,
+    log: &Path,
+    log_start: u64,
+) -> Result<DaemonInfo> {
+    let rt = &settings.runtime;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message("starting virtuosd and the storage domain...");
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let fail = |what: String| {
+        anyhow::anyhow!(
+            "{what}; last lines of {}:\n{}",
+            log.display(),
+            log_since(log, log_start)
+        )
+    };
+    let started = Instant::now();
+    let result = loop {
+        if let Ok(Some(report)) = client::status(rt) {
+            let states: Vec<&str> = report.domains.iter().map(|d| d.state.as_str()).collect();
+            if !states.is_empty() && states.iter().all(|s| *s == "connected") {
+                match DaemonInfo::read(&rt.info_file()) {
+                    Some(info) => break Ok(info),
+                    None => break Err(fail("virtuosd wrote no info file".into())),
+                }
+            }
+            if states.contains(&"disconnected") {
+                break Err(fail("the storage domain failed to start".into()));
+            }
+        }
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                break Err(fail(format!("virtuosd exited during start-up ({status})")));
+            }
+        }
+        if started.elapsed() > START_TIMEOUT {
+            break Err(fail(format!(
+                "virtuosd did not come up within {}s",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    result
+}

@@ -1,0 +1,279 @@
+//! The optional config file and the effective settings of one invocation.
+//!
+//! Precedence, highest first: command-line option, environment variable
+//! (`VIRTUOS_DATA_DIR`), config file (`virtuos.toml`), built-in default.
+
+use crate::paths::{self, Env, Runtime};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// The default storage mount: paths under it go to the storage domain.
+pub const DEFAULT_STORAGE_MOUNT: &str = "/storage";
+
+/// How a service domain runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The domain server runs as a host process in its own mount namespace.
+    #[default]
+    Process,
+    /// The domain server runs as PID 1 of a microVM (not implemented yet).
+    Vm,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            Backend::Vm => "vm",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `virtuos.toml`. Every key is optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Paths under this directory go to the storage domain.
+    pub storage_mount: Option<PathBuf>,
+    /// Where the domains keep their files (the storage tree is `<data_dir>/storage`).
+    pub data_dir: Option<PathBuf>,
+    /// `process` or `vm`.
+    pub backend: Option<Backend>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("bad storage mount {path:?}: {why}")]
+    Mount { path: PathBuf, why: &'static str },
+}
+
+impl FileConfig {
+    /// Parse config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Load `path`; a missing file is the default configuration.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => FileConfig::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Options a command line may give (all optional).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub runtime_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub storage_mount: Option<PathBuf>,
+    pub backend: Option<Backend>,
+}
+
+/// The effective settings of the daemon this invocation talks to or starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub runtime: Runtime,
+    pub data_dir: PathBuf,
+    pub storage_mount: String,
+    /// True when the storage mount came from the command line or config
+    /// file, false when it is the default (then a running daemon's wins).
+    pub mount_explicit: bool,
+    /// True when the data dir was chosen (option, environment, config file).
+    pub data_explicit: bool,
+    pub backend: Backend,
+}
+
+impl Settings {
+    /// Resolve settings from overrides, the environment and the config file.
+    pub fn resolve(o: &Overrides, env: &Env) -> Result<Settings, ConfigError> {
+        let file = match paths::config_file(env) {
+            Some(p) => FileConfig::load(&p)?,
+            None => FileConfig::default(),
+        };
+        Settings::from_parts(o, &file, env)
+    }
+
+    /// Resolution without reading any file.
+    pub fn from_parts(
+        o: &Overrides,
+        file: &FileConfig,
+        env: &Env,
+    ) -> Result<Settings, ConfigError> {
+        let runtime = o
+            .runtime_dir
+            .clone()
+            .unwrap_or_else(|| paths::runtime_dir(env));
+        let chosen_data = o
+            .data_dir
+            .clone()
+            .or_else(|| paths::env_data_dir(env))
+            .or_else(|| file.data_dir.clone());
+        let data_explicit = chosen_data.is_some();
+        let data_dir = chosen_data.unwrap_or_else(|| paths::default_data_dir(env));
+        let mount = o
+            .storage_mount
+            .clone()
+            .or_else(|| file.storage_mount.clone());
+        let mount_explicit = mount.is_some();
+        let storage_mount =
+            normalize_mount(&mount.unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_MOUNT)))?;
+        Ok(Settings {
+            runtime: Runtime::new(absolute(runtime)),
+            data_dir: absolute(data_dir),
+            storage_mount,
+            mount_explicit,
+            data_explicit,
+            backend: o.backend.or(file.backend).unwrap_or_default(),
+        })
+    }
+
+    /// The storage domain's tree.
+    pub fn storage_dir(&self) -> PathBuf {
+        self.data_dir.join(paths::STORAGE_SUBDIR)
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p)
+    }
+}
+
+/// A storage mount must be an absolute, normalised, UTF-8 path below `/`.
+pub fn normalize_mount(p: &Path) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::Mount {
+        path: p.to_path_buf(),
+        why,
+    };
+    if !p.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    let mut out = String::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => {
+                out.push('/');
+                out.push_str(s.to_str().ok_or_else(|| bad("must be valid UTF-8"))?);
+            }
+            Component::ParentDir => return Err(bad("must not contain `..`")),
+            Component::Prefix(_) => return Err(bad("unsupported path")),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("cannot be `/` (everything would go to the domain)"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Env {
+        Env {
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect(),
+            root: true,
+        }
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let s =
+            Settings::from_parts(&Overrides::default(), &FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(s.runtime.dir, PathBuf::from("/run/virtuos"));
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/virtuos"));
+        assert_eq!(s.storage_dir(), PathBuf::from("/var/lib/virtuos/storage"));
+        assert_eq!(s.storage_mount, "/storage");
+        assert!(!s.mount_explicit);
+        assert!(!s.data_explicit);
+        assert_eq!(s.backend, Backend::Process);
+    }
+
+    #[test]
+    fn precedence_cli_env_file_default() {
+        let file = FileConfig::parse(
+            "storage_mount = \"/mnt/fs\"\ndata_dir = \"/file\"\nbackend = \"vm\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let e = env(&[("VIRTUOS_DATA_DIR", "/envdata")]);
+        let s = Settings::from_parts(&Overrides::default(), &file, &e).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/envdata"));
+        assert_eq!(s.storage_mount, "/mnt/fs");
+        assert!(s.mount_explicit);
+        assert_eq!(s.backend, Backend::Vm);
+        let o = Overrides {
+            data_dir: Some("/cli".into()),
+            storage_mount: Some("/cli/mount/".into()),
+            backend: Some(Backend::Process),
+            runtime_dir: Some("/rt".into()),
+        };
+        let s = Settings::from_parts(&o, &file, &e).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/cli"));
+        assert_eq!(s.storage_mount, "/cli/mount");
+        assert_eq!(s.backend, Backend::Process);
+        assert_eq!(s.runtime.dir, PathBuf::from("/rt"));
+        let s = Settings::from_parts(&Overrides::default(), &file, &env(&[])).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/file"));
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        let e = FileConfig::parse("storage_mount = 3", Path::new("/etc/v.toml")).unwrap_err();
+        assert!(e.to_string().contains("/etc/v.toml"), "{e}");
+        let e = FileConfig::parse("colour = \"red\"", Path::new("v.toml")).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = FileConfig::parse("backend = \"xen\"", Path::new("v.toml")).unwrap_err();
+        assert!(e.to_string().contains("xen"), "{e}");
+    }
+
+    #[test]
+    fn missing_config_file_is_default_and_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("virtuos.toml");
+        assert_eq!(FileConfig::load(&p).unwrap(), FileConfig::default());
+        std::fs::write(&p, "storage_mount = \"/data\"\n").unwrap();
+        let e = env(&[("VIRTUOS_CONFIG", p.to_str().unwrap())]);
+        let s = Settings::resolve(&Overrides::default(), &e).unwrap();
+        assert_eq!(s.storage_mount, "/data");
+        std::fs::write(&p, "[[[").unwrap();
+        assert!(Settings::resolve(&Overrides::default(), &e).is_err());
+    }
+
+    #[test]
+    fn storage_mount_validation() {
+        assert_eq!(normalize_mount(Path::new("/a//b/./c/")).unwrap(), "/a/b/c");
+        assert!(normalize_mount(Path::new("rel")).is_err());
+        assert!(normalize_mount(Path::new("/")).is_err());
+        assert!(normalize_mount(Path::new("/a/../b")).is_err());
+    }
+}

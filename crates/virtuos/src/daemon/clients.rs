@@ -1,0 +1,111 @@
+//! Registered client processes and what the daemon knows about callers.
+
+use super::regions::Regions;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fd::OwnedFd;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+/// One registered process (for the storage domain).
+pub struct Client {
+    pub id: u64,
+    pub pid: u32,
+    /// Readable once the process exited.
+    pub pidfd: Arc<OwnedFd>,
+    pub regions: Regions,
+}
+
+#[derive(Default)]
+pub struct Clients {
+    by_pid: BTreeMap<u32, Client>,
+}
+
+impl Clients {
+    pub fn get(&self, pid: u32) -> Option<&Client> {
+        self.by_pid.get(&pid)
+    }
+    pub fn insert(&mut self, c: Client) {
+        self.by_pid.insert(c.pid, c);
+    }
+    pub fn remove(&mut self, pid: u32) -> Option<Client> {
+        self.by_pid.remove(&pid)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Client> {
+        self.by_pid.values()
+    }
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+}
+
+/// The caller of one connection, from `SO_PEERCRED` (taken at `connect`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Has the process behind `pidfd` exited?
+pub fn exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+}
+
+pub fn proc_status(pid: u32) -> io::Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+}
+
+fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == name).then_some(v.trim())
+    })
+}
+
+/// Supplementary groups (`Groups:` line).
+pub fn parse_groups(status: &str) -> Vec<u32> {
+    field(status, "Groups")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parent pid (`PPid:` line).
+pub fn parse_ppid(status: &str) -> Option<u32> {
+    field(status, "PPid")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tcat\nUmask:\t0022\nState:\tR (running)\nTgid:\t42\n\
+        Pid:\t42\nPPid:\t7\nTracerPid:\t0\nUid:\t1000\t1000\t1000\t1000\n\
+        Gid:\t1000\t1000\t1000\t1000\nFDSize:\t64\nGroups:\t4 24 27 1000 \n";
+
+    #[test]
+    fn parses_proc_status() {
+        assert_eq!(parse_ppid(STATUS), Some(7));
+        assert_eq!(parse_groups(STATUS), vec![4, 24, 27, 1000]);
+        assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
+        assert_eq!(parse_ppid("Name: x\n"), None);
+    }
+
+    #[test]
+    fn own_status_is_readable() {
+        let s = proc_status(std::process::id()).unwrap();
+        assert_eq!(
+            parse_ppid(&s),
+            rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
+        );
+    }
+}

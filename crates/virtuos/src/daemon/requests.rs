@@ -1,0 +1,237 @@
+//! What the daemon does for each `ClientRequest`.
+
+use super::clients::{self, Client, Peer};
+use super::regions::Regions;
+use super::{lock, Daemon};
+use crate::backend::Phase;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use virtuos_abi::control::{
+    ClientRequest, ClientStatus, Credentials, DaemonReply, DomainCommand, DomainReply,
+    DomainStatus, StatusReport, STORAGE,
+};
+
+/// A reply without descriptors.
+pub struct Answer {
+    pub reply: DaemonReply,
+    /// After sending: stop the daemon.
+    pub shutdown: bool,
+}
+
+fn error(message: impl Into<String>) -> Answer {
+    Answer {
+        reply: DaemonReply::Error {
+            message: message.into(),
+        },
+        shutdown: false,
+    }
+}
+
+fn plain(reply: DaemonReply) -> Answer {
+    Answer {
+        reply,
+        shutdown: false,
+    }
+}
+
+/// Everything a `Registered` answer needs, copied out of the table so the
+/// table lock is not held while sending.
+pub struct Granted {
+    pub client_id: u64,
+    pub region: OwnedFd,
+    pub state_ro: OwnedFd,
+}
+
+impl Daemon {
+    pub(super) fn handle(&self, peer: Peer, req: ClientRequest) -> Result<Granted, Answer> {
+        match req {
+            ClientRequest::Register { domain } => self.register(peer, &domain, None),
+            ClientRequest::ClaimFork {
+                domain,
+                parent_pid,
+                token,
+            } => self.register(peer, &domain, Some((parent_pid, token))),
+            ClientRequest::Reattach { domain } => self.reattach(peer, &domain),
+            ClientRequest::Status => Err(plain(DaemonReply::Status(self.status()))),
+            ClientRequest::Shutdown => {
+                let me = rustix::process::geteuid().as_raw();
+                if peer.uid != 0 && peer.uid != me {
+                    return Err(error("only root or the daemon's owner may stop virtuosd"));
+                }
+                Err(Answer {
+                    shutdown: true,
+                    ..plain(DaemonReply::Ok)
+                })
+            }
+        }
+    }
+
+    fn check_domain(&self, domain: &str) -> Result<(), Answer> {
+        if domain != STORAGE {
+            return Err(error(format!(
+                "unknown domain {domain:?} (only {STORAGE:?} exists)"
+            )));
+        }
+        match self.domain.phase() {
+            Phase::Connected => Ok(()),
+            p => Err(error(format!(
+                "the {STORAGE} domain is {} (not serving)",
+                p.as_str()
+            ))),
+        }
+    }
+
+    fn granted(c: &Client) -> Result<Granted, Answer> {
+        let [region, state_ro] = c.regions.client_fds();
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| error(format!("cannot duplicate descriptor: {e}")))
+        };
+        Ok(Granted {
+            client_id: c.id,
+            region: dup(region)?,
+            state_ro: dup(state_ro)?,
+        })
+    }
+
+    /// `Register` (fork = None) or `ClaimFork` (fork = Some((parent_pid, token))).
+    fn register(
+        &self,
+        peer: Peer,
+        domain: &str,
+        fork: Option<(u32, u64)>,
+    ) -> Result<Granted, Answer> {
+        self.check_domain(domain)?;
+        let _serial = lock(&self.register_lock);
+        let status = clients::proc_status(peer.pid)
+            .map_err(|e| error(format!("cannot inspect process {}: {e}", peer.pid)))?;
+
+        // A registered pid whose process is gone is a stale entry (pid reuse
+        // before the watcher noticed): drop it first.
+        let stale = match self.clients().get(peer.pid) {
+            Some(c) if clients::exited(&c.pidfd) => true,
+            Some(_) => {
+                return Err(error(format!(
+                    "process {} is already registered (use Reattach after execve)",
+                    peer.pid
+                )))
+            }
+            None => false,
+        };
+        if stale {
+            self.remove_client(peer.pid);
+        }
+
+        let parent = match fork {
+            None => None,
+            Some((parent_pid, token)) => {
+                if clients::parse_ppid(&status) != Some(parent_pid) {
+                    return Err(error(format!(
+                        "process {} is not a child of {parent_pid}",
+                        peer.pid
+                    )));
+                }
+                let parent_id = self
+                    .clients()
+                    .get(parent_pid)
+                    .map(|c| c.id)
+                    .ok_or_else(|| error(format!("process {parent_pid} is not registered")))?;
+                Some((parent_id, token))
+            }
+        };
+
+        let pidfd = rustix::process::Pid::from_raw(peer.pid as i32)
+            .ok_or_else(|| error("bad peer pid"))
+            .and_then(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                    .map_err(|e| error(format!("cannot watch process {}: {e}", peer.pid)))
+            })?;
+        let client_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let regions = Regions::create(client_id, self.domain.cpus())
+            .map_err(|e| error(format!("cannot create shared regions: {e}")))?;
+        let cmd = match parent {
+            None => DomainCommand::AddClient {
+                client_id,
+                pid: peer.pid,
+                creds: Credentials {
+                    uid: peer.uid,
+                    gid: peer.gid,
+                    groups: clients::parse_groups(&status),
+                },
+            },
+            Some((parent_client_id, token)) => DomainCommand::AttachForked {
+                client_id,
+                parent_client_id,
+                token,
+                pid: peer.pid,
+            },
+        };
+        match self.domain.command(&cmd, &regions.domain_fds()) {
+            Ok(DomainReply::Ok) => {}
+            Ok(DomainReply::Error { message }) => {
+                return Err(error(format!("the {STORAGE} domain refused: {message}")))
+            }
+            Ok(other) => return Err(error(format!("the {STORAGE} domain answered {other:?}"))),
+            Err(e) => {
+                self.domain_lost(&e);
+                return Err(error(e.to_string()));
+            }
+        }
+        let client = Client {
+            id: client_id,
+            pid: peer.pid,
+            pidfd: Arc::new(pidfd),
+            regions,
+        };
+        let granted = Self::granted(&client)?;
+        tracing::debug!(
+            pid = peer.pid,
+            uid = peer.uid,
+            client_id,
+            forked_from = ?fork.map(|f| f.0),
+            "client registered"
+        );
+        self.clients().insert(client);
+        self.poke_watcher();
+        Ok(granted)
+    }
+
+    fn reattach(&self, peer: Peer, domain: &str) -> Result<Granted, Answer> {
+        self.check_domain(domain)?;
+        let clients = self.clients();
+        let c = clients
+            .get(peer.pid)
+            .ok_or_else(|| error(format!("process {} is not registered", peer.pid)))?;
+        tracing::debug!(pid = peer.pid, client_id = c.id, "client reattached");
+        Self::granted(c)
+    }
+
+    pub(super) fn status(&self) -> StatusReport {
+        let clients = self
+            .clients()
+            .iter()
+            .map(|c| ClientStatus {
+                client_id: c.id,
+                pid: c.pid,
+            })
+            .collect();
+        StatusReport {
+            daemon_pid: std::process::id(),
+            domains: vec![DomainStatus {
+                name: self.domain.spec.name.clone(),
+                backend: self.domain.spec.backend.to_string(),
+                state: self.domain.phase().as_str().to_string(),
+                pid: self.domain.pid(),
+                data: self.domain.spec.data_dir.display().to_string(),
+                clients,
+            }],
+        }
+    }
+}
+
+impl Granted {
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.region.as_fd(), self.state_ro.as_fd()]
+    }
+}

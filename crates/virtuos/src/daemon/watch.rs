@@ -1,0 +1,73 @@
+//! The watcher: waits on the pidfds of every client and of the domain, and
+//! on an eventfd poked whenever the client table changes.
+
+use super::Daemon;
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fd::OwnedFd;
+use std::sync::Arc;
+
+enum Source {
+    Wake,
+    Domain,
+    Client(u32),
+}
+
+pub fn run(daemon: &Arc<Daemon>) -> ! {
+    loop {
+        // Snapshot what to watch (the table may change while we sleep;
+        // every change pokes `wake`).
+        let mut watched: Vec<(Source, Arc<OwnedFd>)> = Vec::new();
+        if let Some(fd) = daemon.domain.pidfd() {
+            watched.push((Source::Domain, fd));
+        }
+        for c in daemon.clients().iter() {
+            watched.push((Source::Client(c.pid), c.pidfd.clone()));
+        }
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(watched.len() + 1);
+        fds.push(PollFd::new(&daemon.wake, PollFlags::IN));
+        for (_, fd) in &watched {
+            fds.push(PollFd::new(fd.as_ref(), PollFlags::IN));
+        }
+        let timeout = Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!("poll: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        let sources = std::iter::once(&Source::Wake).chain(watched.iter().map(|(s, _)| s));
+        for (source, ready) in sources.zip(ready) {
+            if !ready {
+                continue;
+            }
+            match source {
+                Source::Wake => {
+                    let mut buf = [0u8; 8];
+                    let _ = rustix::io::read(&daemon.wake, &mut buf);
+                }
+                Source::Domain => {
+                    let status = daemon.domain.reap();
+                    let why = match status {
+                        Some(s) => format!("domain process exited: {s}"),
+                        None => "domain process exited".to_string(),
+                    };
+                    if status.is_none() {
+                        // Not reapable by try_wait: make sure it is gone.
+                        daemon.domain.kill();
+                    }
+                    daemon.domain_gone(&why);
+                }
+                Source::Client(pid) => daemon.remove_client(*pid),
+            }
+        }
+    }
+}

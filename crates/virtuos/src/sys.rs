@@ -1,0 +1,84 @@
+//! The few operations that need `unsafe`: work in a freshly forked child
+//! before `exec`, and synchronous signal handling in the daemon.
+
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Signals that stop the daemon cleanly.
+const TERMINATION: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset only write the local set they are given.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in TERMINATION {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block SIGTERM/SIGINT/SIGHUP in the calling thread (and so in every thread
+/// it starts afterwards), so that [`wait_termination_signal`] can take them.
+pub fn block_termination_signals() -> std::io::Result<()> {
+    let set = termination_set();
+    // SAFETY: changes only this thread's signal mask; `set` is initialised.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Wait for one of the blocked termination signals; returns its number.
+pub fn wait_termination_signal() -> libc::c_int {
+    let set = termination_set();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: sigwait reads the initialised set and writes `sig`.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return libc::SIGTERM;
+    }
+    sig
+}
+
+/// Prepare `cmd` to start a domain server: `fd` becomes descriptor 3 of the
+/// child (inheritable), the child's signal mask is cleared (the daemon blocks
+/// termination signals) and it gets SIGTERM when the daemon dies.
+///
+/// The daemon must spawn domains from a thread that lives as long as it
+/// does: the parent-death signal follows the forking thread.
+pub fn domain_child_setup(cmd: &mut Command, fd: RawFd) {
+    const TARGET: RawFd = 3;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (dup2, fcntl, sigprocmask, prctl) on
+    // plain integers; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == TARGET {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, TARGET) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
