@@ -103,10 +103,12 @@ impl RequestEntry {
                 return None;
             }
             let claimed = (cur & !PHASE_MASK) | Phase::Claimed as u32;
-            match self
-                .state
-                .compare_exchange_weak(cur, claimed, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.state.compare_exchange_weak(
+                cur,
+                claimed,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     claimed_ok = true;
                     break;

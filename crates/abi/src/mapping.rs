@@ -65,7 +65,7 @@ impl Mapping {
     /// Panics if `offset` is misaligned or out of range: offsets come from
     /// this crate's constants, never from the peer.
     pub fn atomic_ref<T: AtomicsOnly>(&self, offset: usize) -> &T {
-        assert!(offset % core::mem::align_of::<T>() == 0);
+        assert!(offset.is_multiple_of(core::mem::align_of::<T>()));
         assert!(offset + core::mem::size_of::<T>() <= self.len);
         // SAFETY: in bounds and aligned (asserted); `T` consists only of
         // atomics, for which every bit pattern is valid and concurrent

@@ -182,6 +182,8 @@ pub fn shape(nr: u16) -> Option<Shape> {
         libc::SYS_chdir => s(&[Path]),
         libc::SYS_fchdir => s(&[Fd]),
         libc::SYS_getcwd => s(&[OutBuf(1), Val]),
+        // The shadow mirrors the client's umask (the client keeps its own too).
+        libc::SYS_umask => s(&[Val]),
         // Extended attributes.
         libc::SYS_getxattr | libc::SYS_lgetxattr => s(&[Path, Str, OutBuf(3), Val]),
         libc::SYS_fgetxattr => s(&[Fd, Str, OutBuf(3), Val]),
@@ -217,29 +219,36 @@ pub fn fcntl_arg(cmd: u64) -> Option<Arg> {
     })
 }
 
-/// Third argument of `ioctl(fd, request, arg)`. Encoded requests carry their
-/// direction and size; a few classic ones are listed by hand. None: not
-/// forwarded (ENOTTY), because an unknown request could make the domain
-/// follow a client pointer.
+/// Third argument of `ioctl(fd, request, arg)` for the requests a domain
+/// serves. None: not forwarded (ENOTTY).
+///
+/// This is an allow-list on purpose: decoding any `_IOC` request by its
+/// size would forward requests whose structs carry pointers or descriptors
+/// (FICLONE passes an fd by value, FIEMAP a flexible array), which would make
+/// the domain's kernel follow numbers from the client.
 pub fn ioctl_arg(request: u64) -> Option<Arg> {
+    const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+    const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+    const FS_IOC_GETVERSION: u32 = 0x8008_7601;
+    const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+    const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+    const FIGETBSZ: u32 = 2;
+    const BLKGETSIZE64: u32 = 0x8008_1272;
+    const BLKSSZGET: u32 = 0x1268;
+    // The kernel takes the request as 32 bits.
     let req = request as u32;
-    match req as libc::c_ulong {
-        libc::FIONREAD => return Some(Out(4)),
-        libc::FIONBIO | libc::FIOASYNC => return Some(In(4)),
-        libc::TCGETS => return Some(Out(36)), // kernel struct termios
-        _ => {}
-    }
-    // _IOC layout: dir(2) size(14) type(8) nr(8).
-    let dir = req >> 30;
-    let size = ((req >> 16) & 0x3fff) as u16;
-    match (dir, size) {
-        (0, 0) => None,
-        (0, _) => None,
-        (1, n) => Some(In(n)),    // _IOW: user writes, kernel reads
-        (2, n) => Some(Out(n)),   // _IOR: kernel writes
-        (3, n) => Some(InOut(n)), // _IOWR
-        _ => None,
-    }
+    Some(match req {
+        r if r as libc::c_ulong == libc::FIONREAD => Out(4),
+        r if r as libc::c_ulong == libc::FIONBIO || r as libc::c_ulong == libc::FIOASYNC => In(4),
+        // struct termios of the kernel: lets isatty() on a forwarded file say ENOTTY.
+        r if r as libc::c_ulong == libc::TCGETS => Out(36),
+        FS_IOC_GETFLAGS | FS_IOC_GETVERSION | BLKGETSIZE64 => Out(8),
+        FS_IOC_SETFLAGS => In(8),
+        FS_IOC_FSGETXATTR => Out(28),
+        FS_IOC_FSSETXATTR => In(28),
+        FIGETBSZ | BLKSSZGET => Out(4),
+        _ => return None,
+    })
 }
 
 /// Encode a NULL pointer for a nullable slot.
@@ -286,6 +295,11 @@ mod tests {
         // FS_IOC_GETFLAGS = _IOR('f', 1, long)
         assert_eq!(ioctl_arg(0x8008_6601), Some(Out(8)));
         assert_eq!(ioctl_arg(0x5402 /* TCSETS */), None);
+        assert_eq!(ioctl_arg(0x4004_9409 /* FICLONE: an fd by value */), None);
+        assert_eq!(
+            ioctl_arg(0xc020_660b /* FS_IOC_FIEMAP: flexible array */),
+            None
+        );
         assert_eq!(fcntl_arg(libc::F_SETLK as u64), Some(InOut(32)));
         assert_eq!(fcntl_arg(libc::F_DUPFD as u64), None);
     }

@@ -58,12 +58,26 @@ fn concurrent_clients_and_a_domain_in_another_process() {
                 let mine = next_entry.fetch_add(1, Ordering::Relaxed) as u16;
                 assert!((mine as usize) < NUM_ENTRIES);
                 // Alternate spinning and sleeping waits to exercise both.
-                let policy = WaitPolicy { spin: if t % 2 == 0 { 0 } else { 5000 }, ..Default::default() };
+                let policy = WaitPolicy {
+                    spin: if t % 2 == 0 { 0 } else { 5000 },
+                    ..Default::default()
+                };
                 for k in 0..CALLS_PER_THREAD {
                     let arg = (t as u64) << 32 | k;
-                    region.entry(mine).unwrap().fill(1, k as u16, t as u32, None, [arg, 0, 0, 0, 0, 0]);
-                    let (res, task) = call::submit_and_wait(region, state.get(), mine, policy).unwrap();
-                    assert_eq!(res, (arg * 2 + 1) as i64, "thread {t} call {k} got someone else's result");
+                    region.entry(mine).unwrap().fill(
+                        1,
+                        k as u16,
+                        t as u32,
+                        None,
+                        [arg, 0, 0, 0, 0, 0],
+                    );
+                    let (res, task) =
+                        call::submit_and_wait(region, state.get(), mine, policy).unwrap();
+                    assert_eq!(
+                        res,
+                        (arg * 2 + 1) as i64,
+                        "thread {t} call {k} got someone else's result"
+                    );
                     assert_eq!(task, t as u64);
                 }
             });

@@ -74,14 +74,14 @@ fn fcntl_section(s: &mut String, f: &FcntlResults) {
     let _ = writeln!(s, "## fcntl(F_GETFL) latency vs spin threshold\n");
     let _ = writeln!(
         s,
-        "`worker fcntl`: {} calls of `fcntl(fd, F_GETFL)` per repetition through glibc, \
-         {} repetitions per configuration (native: {} samples from a run before and one \
-         after the forwarded runs). Spin threshold = `VIRTUOS_SPIN`, polls of the request \
+        "`worker fcntl`: {} calls of `fcntl(fd, F_GETFL)` per repetition through glibc; \
+         {} repetitions per configuration in each of {} interleaved rounds (native, floor, \
+         then every spin value, once per round). Spin threshold = `VIRTUOS_SPIN`, polls of the request \
          entry before the caller sleeps on a futex. Floor = one cache-line round trip \
          between two threads pinned to different CPUs (`worker pingpong`).\n",
         f.iters,
         f.reps,
-        f.native.samples.len()
+        f.rounds
     );
     let floor = f.floor.as_ref().map(|x| x.median);
     let _ = writeln!(
@@ -136,9 +136,9 @@ fn queue_section(s: &mut String, q: &QueuePingResults, f: Option<&FcntlResults>)
         "`virtuos-bench queue-ping`: the bench process registers with the daemon itself, \
          maps its request region and state page, and times `OP_PING` requests \
          (`RequestEntry::fill` + `call::submit_and_wait`): {} pings per repetition, {} \
-         repetitions. This is the queue protocol alone; forwarded fcntl minus this is the \
+         repetitions in each of {} interleaved rounds. This is the queue protocol alone; forwarded fcntl minus this is the \
          cost of interception (SIGSYS / wrappers), descriptor translation and marshalling.\n",
-        q.iters, q.reps
+        q.iters, q.reps, q.rounds
     );
     if let Some(e) = &q.error {
         let _ = writeln!(s, "Not measured: {}\n", one_line(e));
@@ -192,10 +192,12 @@ fn write_section(s: &mut String, w: &WriteResults) {
         s,
         "`worker write`: open `O_CREAT|O_TRUNC|O_WRONLY`, write {} in buffer-sized \
          `write(2)` calls, close (only the writes are timed; no fsync); {} repetitions \
-         per configuration; native and forwarded alternate per buffer size; forwarded runs \
+         per configuration in each of {} rounds; native and forwarded alternate per buffer \
+         size, and each round sweeps all sizes; forwarded runs \
          use the preload library's default spin threshold. MB/s = 10^6 bytes/s.\n",
         fmt_bytes(w.total),
-        w.reps
+        w.reps,
+        w.rounds
     );
     let _ = writeln!(
         s,
@@ -412,6 +414,7 @@ mod tests {
             fcntl: Some(FcntlResults {
                 iters: 1000,
                 reps: 3,
+                rounds: 2,
                 native: s(&[100.0, 150.0, 60.0]),
                 floor: Some(s(&[50.0])),
                 forwarded: vec![
@@ -432,6 +435,7 @@ mod tests {
             write: Some(WriteResults {
                 total: 1 << 20,
                 reps: 3,
+                rounds: 2,
                 points: vec![
                     WritePoint {
                         chunk: 32,
@@ -448,6 +452,7 @@ mod tests {
             queue_ping: Some(QueuePingResults {
                 iters: 100,
                 reps: 3,
+                rounds: 2,
                 floor: Some(s(&[50.0])),
                 points: vec![SpinPoint {
                     spin: 1000,

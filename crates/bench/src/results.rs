@@ -78,8 +78,10 @@ pub struct SpinPoint {
 pub struct FcntlResults {
     pub iters: u64,
     pub reps: u32,
-    /// ns/call, native, on tmpfs (samples of a run before and one after the
-    /// forwarded runs, pooled).
+    /// Interleaved rounds; each configuration has `reps * rounds` samples.
+    #[serde(default = "one")]
+    pub rounds: u32,
+    /// ns/call, native, on tmpfs.
     pub native: Summary,
     /// ns per cache-line round trip between two pinned threads.
     pub floor: Option<Summary>,
@@ -99,6 +101,8 @@ pub struct WritePoint {
 pub struct WriteResults {
     pub total: u64,
     pub reps: u32,
+    #[serde(default = "one")]
+    pub rounds: u32,
     pub points: Vec<WritePoint>,
 }
 
@@ -106,10 +110,16 @@ pub struct WriteResults {
 pub struct QueuePingResults {
     pub iters: u64,
     pub reps: u32,
+    #[serde(default = "one")]
+    pub rounds: u32,
     /// ns per cache-line round trip between two pinned threads.
     pub floor: Option<Summary>,
     /// ns per OP_PING round trip, per client spin threshold.
     pub points: Vec<SpinPoint>,
     /// Set when the daemon could not be reached at all.
     pub error: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }

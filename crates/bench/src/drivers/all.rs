@@ -17,13 +17,13 @@ pub struct Opts {
     )]
     pub spin: Vec<u32>,
     /// fcntl calls per repetition.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub fcntl_iters: u64,
-    /// Repetitions of the fcntl, floor and queue-ping measurements.
-    #[arg(long, default_value_t = 7)]
+    /// Repetitions (per round) of the fcntl, floor and queue-ping measurements.
+    #[arg(long, default_value_t = 11)]
     pub fcntl_reps: u32,
     /// Round trips per repetition of the ping-pong floor.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub floor_iters: u64,
     /// Buffer sizes of the write benchmark.
     #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = write::PAPER_CHUNKS)]
@@ -31,11 +31,11 @@ pub struct Opts {
     /// Bytes written per repetition.
     #[arg(long, value_parser = parse_size, default_value = "16MiB")]
     pub total: u64,
-    /// Repetitions of the write benchmark.
+    /// Repetitions (per round) of the write benchmark.
     #[arg(long, default_value_t = 5)]
     pub write_reps: u32,
     /// OP_PING round trips per repetition.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub ping_iters: u64,
     /// Output directory (RESULTS.md, results.json, plots).
     #[arg(long, default_value = "bench")]
@@ -54,7 +54,8 @@ impl Opts {
             .join(",");
         let mut c = format!(
             "target/release/virtuos-bench all --spin {spins} --fcntl-iters {} --fcntl-reps {} \
-             --floor-iters {} --chunks {} --total {} --write-reps {} --ping-iters {} --out {}",
+             --floor-iters {} --chunks {} --total {} --write-reps {} --ping-iters {} --rounds {} \
+             --out {}",
             self.fcntl_iters,
             self.fcntl_reps,
             self.floor_iters,
@@ -62,6 +63,7 @@ impl Opts {
             self.total,
             self.write_reps,
             self.ping_iters,
+            common.rounds,
             self.out.display()
         );
         if common.native_only {

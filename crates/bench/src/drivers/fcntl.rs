@@ -1,9 +1,9 @@
 //! fcntl(F_GETFL) latency: native vs forwarded per spin threshold, and the
 //! cache-line ping-pong floor (the paper's §5.1 "dispatch & spinning").
 
-use super::{args, run_native, Common, Stack, TempDir};
-use crate::results::{FcntlResults, Forwarded, SpinPoint};
-use crate::stats::{fmt_ns, fmt_ratio, ratio, Summary};
+use super::{args, run_native, Common, Pool, Stack, TempDir};
+use crate::results::{FcntlResults, SpinPoint};
+use crate::stats::{fmt_ns, fmt_ratio, ratio};
 use anyhow::Context;
 
 #[derive(Clone, Debug, clap::Args)]
@@ -17,13 +17,13 @@ pub struct Opts {
     )]
     pub spin: Vec<u32>,
     /// fcntl calls per repetition.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub iters: u64,
-    /// Timed repetitions per configuration.
-    #[arg(long, default_value_t = 7)]
+    /// Timed repetitions per configuration and round.
+    #[arg(long, default_value_t = 11)]
     pub reps: u32,
     /// Round trips per repetition of the ping-pong floor.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub floor_iters: u64,
 }
 
@@ -37,76 +37,72 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<FcntlResults> {
             &"fcntl", &"--path", &path, &"--iters", &o.iters, &"--reps", &o.reps,
         ])
     };
-    eprintln!("fcntl: native ({} x {} calls)", o.reps, o.iters);
-    let mut native = run_native(&worker(native_path), common.timeout())?.samples;
-
-    eprintln!("fcntl: ping-pong floor");
-    let floor = super::run_native(
-        &args([&"pingpong", &"--iters", &o.floor_iters, &"--reps", &o.reps]),
-        common.timeout(),
-    )
-    .map(|w| Summary::of(&w.samples))
-    .unwrap_or_else(|e| {
-        eprintln!("warning: ping-pong floor failed: {e:#}");
-        None
-    });
-
-    let forwarded = if common.native_only {
-        o.spin
-            .iter()
-            .map(|&spin| SpinPoint {
-                spin,
-                forwarded: Forwarded::failed("not measured (--native-only)"),
-            })
-            .collect()
+    let floor_worker = args([&"pingpong", &"--iters", &o.floor_iters, &"--reps", &o.reps]);
+    let stack = if common.native_only {
+        Err("not measured (--native-only)".to_string())
     } else {
-        forwarded_runs(o, common, &worker("/storage/bench-fcntl"))
+        Stack::start(common).map_err(|e| {
+            let msg = format!("{e:#}");
+            eprintln!("fcntl: forwarded runs skipped: {msg}");
+            msg
+        })
     };
-
-    eprintln!("fcntl: native again");
-    native.extend(run_native(&worker(native_path), common.timeout())?.samples);
-    let native = Summary::of(&native).context("native run produced no samples")?;
+    let mut native = Pool::default();
+    let mut floor = Pool::default();
+    let mut fwd: Vec<Pool> = o.spin.iter().map(|_| Pool::default()).collect();
+    for round in 1..=common.rounds.max(1) {
+        eprintln!(
+            "fcntl: round {round}/{}: native, floor, {} spin values",
+            common.rounds,
+            o.spin.len()
+        );
+        native.add(run_native(&worker(native_path), common.timeout()));
+        floor.add(run_native(&floor_worker, common.timeout()));
+        for (pool, &spin) in fwd.iter_mut().zip(&o.spin) {
+            match &stack {
+                Err(msg) => pool.fail(msg.clone()),
+                Ok(stack) => {
+                    let r = stack.run_worker(
+                        &worker("/storage/bench-fcntl"),
+                        &[("VIRTUOS_SPIN", spin.to_string())],
+                    );
+                    if let Err(e) = &r {
+                        eprintln!("fcntl: spin {spin} failed: {e:#}\n{}", stack.log_tail());
+                    }
+                    pool.add(r);
+                }
+            }
+        }
+    }
+    let native = match native.summary() {
+        Some(s) => s,
+        None => anyhow::bail!(
+            "native fcntl produced no samples: {:?}",
+            native.forwarded().error
+        ),
+    };
+    if floor.summary().is_none() {
+        eprintln!(
+            "warning: ping-pong floor failed: {:?}",
+            floor.forwarded().error
+        );
+    }
     Ok(FcntlResults {
         iters: o.iters,
         reps: o.reps,
+        rounds: common.rounds.max(1),
         native,
-        floor,
-        forwarded,
+        floor: floor.summary(),
+        forwarded: o
+            .spin
+            .iter()
+            .zip(&fwd)
+            .map(|(&spin, pool)| SpinPoint {
+                spin,
+                forwarded: pool.forwarded(),
+            })
+            .collect(),
     })
-}
-
-fn forwarded_runs(o: &Opts, common: &Common, worker: &[String]) -> Vec<SpinPoint> {
-    let stack = match Stack::start(common) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!("fcntl: forwarded runs skipped: {msg}");
-            return o
-                .spin
-                .iter()
-                .map(|&spin| SpinPoint {
-                    spin,
-                    forwarded: Forwarded::failed(msg.clone()),
-                })
-                .collect();
-        }
-    };
-    o.spin
-        .iter()
-        .map(|&spin| {
-            eprintln!("fcntl: forwarded, VIRTUOS_SPIN={spin}");
-            let r = stack.run_worker(worker, &[("VIRTUOS_SPIN", spin.to_string())]);
-            let forwarded = match r.map(|w| Summary::of(&w.samples)) {
-                Ok(Some(s)) => Forwarded::ok(s),
-                Ok(None) => Forwarded::failed("worker produced no samples"),
-                Err(e) => {
-                    eprintln!("fcntl: spin {spin} failed: {e:#}\n{}", stack.log_tail());
-                    Forwarded::failed(format!("{e:#}"))
-                }
-            };
-            SpinPoint { spin, forwarded }
-        })
-        .collect()
 }
 
 /// A terminal table of the results.

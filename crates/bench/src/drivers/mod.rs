@@ -29,6 +29,11 @@ pub struct Common {
     /// Where temporary files go (must be tmpfs to compare with the paper).
     #[arg(long, global = true, default_value = "/dev/shm")]
     pub tmp: PathBuf,
+    /// Measure every configuration in this many rounds, interleaved with the
+    /// other configurations, and pool the samples: slow drift of a shared
+    /// machine (other jobs, the host moving vCPUs) then hits all alike.
+    #[arg(long, global = true, default_value_t = 3)]
+    pub rounds: u32,
 }
 
 impl Common {
@@ -327,6 +332,48 @@ pub fn fs_type(p: &Path) -> String {
         .max_by_key(|(mp, _)| mp.len())
         .map(|(_, ty)| ty)
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Samples of one configuration collected over several rounds.
+#[derive(Default)]
+pub struct Pool {
+    samples: Vec<f64>,
+    errors: Vec<String>,
+}
+
+impl Pool {
+    pub fn add(&mut self, r: anyhow::Result<WorkerOutput>) {
+        match r {
+            Ok(w) => self.samples.extend(w.samples),
+            Err(e) => self.errors.push(format!("{e:#}")),
+        }
+    }
+
+    pub fn add_samples(&mut self, r: anyhow::Result<Vec<f64>>) {
+        match r {
+            Ok(s) => self.samples.extend(s),
+            Err(e) => self.errors.push(format!("{e:#}")),
+        }
+    }
+
+    pub fn fail(&mut self, e: impl Into<String>) {
+        self.errors.push(e.into());
+    }
+
+    pub fn summary(&self) -> Option<crate::stats::Summary> {
+        crate::stats::Summary::of(&self.samples)
+    }
+
+    /// A summary if any round produced samples (failed rounds are then
+    /// reported on stderr only), else the first error.
+    pub fn forwarded(&self) -> crate::results::Forwarded {
+        use crate::results::Forwarded;
+        match (self.summary(), self.errors.first()) {
+            (Some(s), _) => Forwarded::ok(s),
+            (None, Some(e)) => Forwarded::failed(e.clone()),
+            (None, None) => Forwarded::failed("no samples"),
+        }
+    }
 }
 
 /// Strings for a worker's command line.

@@ -4,9 +4,9 @@
 //! fcntl latency is the cost of interception, descriptor translation and
 //! marshalling; the difference to the ping-pong floor is the queue protocol.
 
-use super::{args, run_native, Common, Stack};
-use crate::results::{Forwarded, QueuePingResults, SpinPoint};
-use crate::stats::{fmt_ns, fmt_ratio, ratio, Summary};
+use super::{args, run_native, Common, Pool, Stack};
+use crate::results::{QueuePingResults, SpinPoint};
+use crate::stats::{fmt_ns, fmt_ratio, ratio};
 use anyhow::{bail, Context};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
@@ -37,50 +37,61 @@ pub struct Opts {
 
 pub fn run(o: &Opts, common: &Common) -> anyhow::Result<QueuePingResults> {
     common.check_binaries()?;
-    eprintln!("queue-ping: ping-pong floor");
-    let floor = run_native(
-        &args([&"pingpong", &"--iters", &(o.iters * 4), &"--reps", &o.reps]),
-        common.timeout(),
-    )
-    .map(|w| Summary::of(&w.samples))
-    .unwrap_or_else(|e| {
-        eprintln!("warning: ping-pong floor failed: {e:#}");
-        None
-    });
+    let floor_worker = args([&"pingpong", &"--iters", &(o.iters * 4), &"--reps", &o.reps]);
+    let rounds = common.rounds.max(1);
     let mut res = QueuePingResults {
         iters: o.iters,
         reps: o.reps,
-        floor,
+        rounds,
+        floor: None,
         points: Vec::new(),
         error: None,
     };
-    if common.native_only {
-        res.error = Some("not measured (--native-only)".into());
-        return Ok(res);
-    }
-    let outcome = Stack::start(common).and_then(|stack| {
-        let client = Client::register(&stack.socket()).inspect_err(|e| {
-            eprintln!("queue-ping: {e:#}\ndaemon log:\n{}", stack.log_tail());
-        })?;
-        Ok(o.spin
-            .iter()
-            .map(|&spin| {
-                eprintln!("queue-ping: spin {spin}");
-                let forwarded = match client.measure(spin, o.iters, o.reps) {
-                    Ok(samples) => Summary::of(&samples)
-                        .map(Forwarded::ok)
-                        .unwrap_or_else(|| Forwarded::failed("no samples")),
-                    Err(e) => Forwarded::failed(format!("{e:#}")),
-                };
-                SpinPoint { spin, forwarded }
+    let mut floor = Pool::default();
+    let mut pings: Vec<Pool> = o.spin.iter().map(|_| Pool::default()).collect();
+    let stack_client = if common.native_only {
+        Err("not measured (--native-only)".to_string())
+    } else {
+        Stack::start(common)
+            .and_then(|stack| {
+                let client = Client::register(&stack.socket()).inspect_err(|e| {
+                    eprintln!("queue-ping: {e:#}\ndaemon log:\n{}", stack.log_tail());
+                })?;
+                Ok((stack, client))
             })
-            .collect::<Vec<_>>())
-    });
-    match outcome {
-        Ok(points) => res.points = points,
-        Err(e) => {
-            eprintln!("queue-ping: skipped: {e:#}");
-            res.error = Some(format!("{e:#}"));
+            .map_err(|e| {
+                let msg = format!("{e:#}");
+                eprintln!("queue-ping: skipped: {msg}");
+                msg
+            })
+    };
+    for round in 1..=rounds {
+        eprintln!(
+            "queue-ping: round {round}/{rounds}: floor, {} spin values",
+            o.spin.len()
+        );
+        floor.add(run_native(&floor_worker, common.timeout()));
+        if let Ok((_, client)) = &stack_client {
+            for (pool, &spin) in pings.iter_mut().zip(&o.spin) {
+                pool.add_samples(client.measure(spin, o.iters, o.reps));
+            }
+        }
+    }
+    res.floor = floor.summary();
+    match stack_client {
+        Err(msg) => res.error = Some(msg),
+        Ok((stack, client)) => {
+            drop(client);
+            drop(stack);
+            res.points = o
+                .spin
+                .iter()
+                .zip(&pings)
+                .map(|(&spin, pool)| SpinPoint {
+                    spin,
+                    forwarded: pool.forwarded(),
+                })
+                .collect();
         }
     }
     Ok(res)

@@ -1,10 +1,10 @@
 //! Write throughput per buffer size, native tmpfs vs forwarded /storage
 //! (the paper's Figures 3 and 4).
 
-use super::{args, run_native, Common, Stack, TempDir};
-use crate::results::{Forwarded, WritePoint, WriteResults};
-use crate::stats::{fmt_bytes, fmt_ratio, parse_size, ratio, Summary};
-use anyhow::Context;
+use super::{args, run_native, Common, Pool, Stack, TempDir};
+use crate::results::{WritePoint, WriteResults};
+use crate::stats::{fmt_bytes, fmt_ratio, parse_size, ratio};
+use anyhow::{bail, Context};
 
 /// 32 B, 64 B, ..., 2 MiB: the paper's buffer sizes.
 pub const PAPER_CHUNKS: &str =
@@ -18,7 +18,7 @@ pub struct Opts {
     /// Bytes written per repetition.
     #[arg(long, value_parser = parse_size, default_value = "16MiB")]
     pub total: u64,
-    /// Timed repetitions per configuration.
+    /// Timed repetitions per configuration and round.
     #[arg(long, default_value_t = 5)]
     pub reps: u32,
 }
@@ -46,37 +46,49 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<WriteResults> {
             msg
         })
     };
-    let mut points = Vec::new();
-    // Native and forwarded alternate per size, so slow drift of the machine
-    // hits both alike.
-    for &chunk in &o.chunks {
-        eprintln!("write: {} native", fmt_bytes(chunk));
-        let native = run_native(&worker(&native_path, chunk), common.timeout())?;
-        let native = Summary::of(&native.samples).context("native run produced no samples")?;
-        let forwarded = match &stack {
-            Err(msg) => Forwarded::failed(msg.clone()),
-            Ok(stack) => {
-                eprintln!("write: {} forwarded", fmt_bytes(chunk));
-                match stack.run_worker(&worker("/storage/bench-write", chunk), &[]) {
-                    Ok(w) => Summary::of(&w.samples)
-                        .map(Forwarded::ok)
-                        .unwrap_or_else(|| Forwarded::failed("worker produced no samples")),
-                    Err(e) => {
+    let mut native: Vec<Pool> = o.chunks.iter().map(|_| Pool::default()).collect();
+    let mut fwd: Vec<Pool> = o.chunks.iter().map(|_| Pool::default()).collect();
+    // Native and forwarded alternate per size, and rounds repeat the whole
+    // sweep, so slow drift of the machine hits both alike.
+    for round in 1..=common.rounds.max(1) {
+        for ((&chunk, n), f) in o.chunks.iter().zip(&mut native).zip(&mut fwd) {
+            eprintln!(
+                "write: round {round}/{}: {}",
+                common.rounds,
+                fmt_bytes(chunk)
+            );
+            n.add(run_native(&worker(&native_path, chunk), common.timeout()));
+            match &stack {
+                Err(msg) => f.fail(msg.clone()),
+                Ok(stack) => {
+                    let r = stack.run_worker(&worker("/storage/bench-write", chunk), &[]);
+                    if let Err(e) = &r {
                         eprintln!("write: {chunk} B failed: {e:#}\n{}", stack.log_tail());
-                        Forwarded::failed(format!("{e:#}"))
                     }
+                    f.add(r);
                 }
             }
+        }
+    }
+    let mut points = Vec::new();
+    for ((&chunk, n), f) in o.chunks.iter().zip(&native).zip(&fwd) {
+        let Some(native) = n.summary() else {
+            bail!(
+                "native write of {} produced no samples: {:?}",
+                fmt_bytes(chunk),
+                n.forwarded().error
+            );
         };
         points.push(WritePoint {
             chunk,
             native,
-            forwarded,
+            forwarded: f.forwarded(),
         });
     }
     Ok(WriteResults {
         total: o.total,
         reps: o.reps,
+        rounds: common.rounds.max(1),
         points,
     })
 }

@@ -380,7 +380,10 @@ fn placeholder_ok(fd: u32) -> bool {
         return false;
     }
     std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map(|l| l.as_os_str() == "/dev/null")
+        .map(|l| {
+            l.to_string_lossy()
+                .starts_with(&format!("/memfd:{}", host::PLACEHOLDER_NAME))
+        })
         .unwrap_or(false)
 }
 

@@ -26,6 +26,7 @@ pub enum Decision {
 /// Decide for a call whose descriptor slots are `fd_slots` and whose path
 /// slots are `paths` (each with its dirfd slot, if any).
 pub fn decide(
+    nr: u64,
     args: &[u64; 6],
     fd_slots: &[usize],
     paths: &[(Option<usize>, usize)],
@@ -49,7 +50,7 @@ pub fn decide(
             return Decision::Fail(EIO);
         };
         let dirfd = dirslot.and_then(|d| args.get(d).copied());
-        match route::classify(dirfd, ptr, s) {
+        match route::classify(dirfd, ptr, follows_final_link(nr, args), s) {
             Err(e) => return Decision::Fail(e),
             Ok(PathRoute::Local) => any_local = true,
             Ok(PathRoute::Rewrite) => {
@@ -58,6 +59,13 @@ pub fn decide(
                 local[pslot] = s.rewritten().as_ptr() as u64;
                 if let Some(d) = dirslot {
                     local[d] = AT_FDCWD_ARG;
+                }
+            }
+            Ok(PathRoute::RemoteRewritten) => {
+                any_remote = true;
+                remote[pslot] = s.rewritten().as_ptr() as u64;
+                if let Some(d) = dirslot {
+                    remote[d] = AT_FDCWD_ARG;
                 }
             }
             Ok(PathRoute::Remote { dirfd }) => {
@@ -73,6 +81,36 @@ pub fn decide(
         (true, false) => Decision::Remote(remote),
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
+    }
+}
+
+/// Whether call `nr` follows a symlink in the last component of its path
+/// (only then does `/proc/self/fd/N` stand for the file N names).
+pub fn follows_final_link(nr: u64, a: &[u64; 6]) -> bool {
+    let nofollow = |flags: u64| flags as i32 & libc::AT_SYMLINK_NOFOLLOW != 0;
+    match nr as i64 {
+        libc::SYS_open => a[1] as i32 & libc::O_NOFOLLOW == 0,
+        libc::SYS_openat => a[2] as i32 & libc::O_NOFOLLOW == 0,
+        libc::SYS_openat2 => usermem::read_u64(a[2]).unwrap_or(0) as i32 & libc::O_NOFOLLOW == 0,
+        libc::SYS_creat
+        | libc::SYS_stat
+        | libc::SYS_statfs
+        | libc::SYS_access
+        | libc::SYS_chmod
+        | libc::SYS_chown
+        | libc::SYS_truncate
+        | libc::SYS_utime
+        | libc::SYS_utimes
+        | libc::SYS_chdir
+        | libc::SYS_getxattr
+        | libc::SYS_setxattr
+        | libc::SYS_listxattr
+        | libc::SYS_removexattr => true,
+        libc::SYS_newfstatat | libc::SYS_fchownat | libc::SYS_utimensat => !nofollow(a[3]),
+        libc::SYS_statx => !nofollow(a[2]),
+        libc::SYS_faccessat2 | 452 /* fchmodat2 */ => !nofollow(a[3]),
+        libc::SYS_faccessat | libc::SYS_fchmodat => true,
+        _ => false,
     }
 }
 
@@ -132,7 +170,7 @@ pub fn shaped(nr: u64, args: [u64; 6], sh: Shape) -> Action {
         if !slots.fds().iter().any(|&i| fdtable::is_forwarded(args[i])) {
             return Action::Local;
         }
-        return run(nr, &sh, decide(&args, slots.fds(), &[], &mut []));
+        return run(nr, &sh, decide(nr, &args, slots.fds(), &[], &mut []));
     }
     path_call(nr, &args, &sh, slots.fds(), slots.paths())
 }
@@ -147,11 +185,11 @@ fn path_call(
 ) -> Action {
     if paths.len() == 1 {
         let mut s = [PathScratch::new()];
-        let d = decide(args, fds, paths, &mut s);
+        let d = decide(nr, args, fds, paths, &mut s);
         run(nr, sh, d)
     } else {
         let mut s = [PathScratch::new(), PathScratch::new()];
-        let d = decide(args, fds, paths, &mut s);
+        let d = decide(nr, args, fds, paths, &mut s);
         run(nr, sh, d)
     }
 }
@@ -257,7 +295,7 @@ fn refresh_remote_cwd(call: &mut Call) -> i64 {
 
 pub fn chdir(args: [u64; 6]) -> Action {
     let mut s = [PathScratch::new()];
-    match decide(&args, &[], &[(None, 0)], &mut s) {
+    match decide(libc::SYS_chdir as u64, &args, &[], &[(None, 0)], &mut s) {
         Decision::Local if !cwd::is_remote() => Action::Local,
         Decision::Local => local_chdir(args),
         Decision::LocalRewritten(a) => local_chdir(a),
@@ -321,4 +359,21 @@ pub fn getcwd(args: [u64; 6]) -> Action {
         return Action::Done(-(libc::EFAULT as i64));
     }
     Action::Done((n + 1) as i64)
+}
+
+/// umask: the host's, mirrored into the shadow so that files created in
+/// the domain get the same mode bits as natively.
+pub fn umask(mask: u64) -> Action {
+    let old = host::reissue(libc::SYS_umask as u64, [mask, 0, 0, 0, 0, 0]);
+    if super::session::current().is_some() {
+        let _ = super::caller::simple_call(libc::SYS_umask as u16, [mask & 0o777, 0, 0, 0, 0, 0]);
+    }
+    Action::Done(old)
+}
+
+/// Give a freshly registered shadow our current umask.
+pub fn sync_umask() {
+    let cur = host::reissue(libc::SYS_umask as u64, [0o022, 0, 0, 0, 0, 0]);
+    host::reissue(libc::SYS_umask as u64, [cur as u64, 0, 0, 0, 0, 0]);
+    let _ = super::caller::simple_call(libc::SYS_umask as u16, [cur as u64 & 0o777, 0, 0, 0, 0, 0]);
 }

@@ -38,21 +38,64 @@ pub fn close_range(first: u32, last: u32, flags: u32) -> i64 {
     )
 }
 
-/// A placeholder descriptor: `/dev/null` opened `O_PATH`.
+/// Name of the memory files behind placeholders (as `/proc/self/fd` shows
+/// them: `/memfd:virtuos-placeholder (deleted)`).
+pub const PLACEHOLDER_NAME: &str = "virtuos-placeholder";
+
+/// A placeholder descriptor: an `O_PATH` descriptor of a private, sealed,
+/// empty memory file. Whatever escapes interception and reaches it — a
+/// read, a write, or `chmod("/proc/self/fd/N")` — touches only that file:
+/// never a shared host object (an earlier `/dev/null` placeholder let a
+/// leaked chmod change the host's `/dev/null`).
 pub fn open_placeholder(cloexec: bool) -> i64 {
-    const DEV_NULL: &[u8] = b"/dev/null\0";
-    let flags = libc::O_PATH | if cloexec { libc::O_CLOEXEC } else { 0 };
-    sys(
-        libc::SYS_openat,
+    const NAME: &[u8] = b"virtuos-placeholder\0";
+    let memfd = sys(
+        libc::SYS_memfd_create,
         [
-            libc::AT_FDCWD as i64 as u64,
-            DEV_NULL.as_ptr() as u64,
-            flags as u64,
+            NAME.as_ptr() as u64,
+            (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64,
+            0,
             0,
             0,
             0,
         ],
-    )
+    );
+    if memfd < 0 {
+        return memfd;
+    }
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    let sealed = fcntl(memfd as i32, libc::F_ADD_SEALS, seals as u64);
+    // Reopen it O_PATH through /proc so that I/O on the placeholder fails
+    // with EBADF, as on a closed descriptor.
+    let mut path = *b"/proc/self/fd/0000000000\0";
+    let digits = fmt_u32(memfd as u32, &mut path[14..24]);
+    path[14 + digits] = 0;
+    let flags = libc::O_PATH | if cloexec { libc::O_CLOEXEC } else { 0 };
+    let ph = if sealed < 0 {
+        sealed
+    } else {
+        open_cstr(&path, flags, 0)
+    };
+    sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
+    ph
+}
+
+/// Decimal digits of `v` into `out`; returns how many.
+fn fmt_u32(mut v: u32, out: &mut [u8]) -> usize {
+    let mut tmp = [0u8; 10];
+    let mut n = 0;
+    loop {
+        tmp[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        out[i] = tmp[n - 1 - i];
+    }
+    n
 }
 
 /// `openat(AT_FDCWD, path, flags, mode)`; `path` must hold a NUL.

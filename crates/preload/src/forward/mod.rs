@@ -20,6 +20,7 @@
 pub mod caller;
 pub mod cwd;
 pub mod exec;
+pub mod exec_image;
 pub mod fd_ops;
 pub mod fdtable;
 pub mod generic;
@@ -91,6 +92,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         libc::SYS_poll | libc::SYS_ppoll => poll::poll(nr, a),
         libc::SYS_select | libc::SYS_pselect6 => poll::select(nr, a),
         libc::SYS_epoll_ctl => poll::epoll_ctl(a),
+        libc::SYS_umask => generic::umask(a[0]),
         libc::SYS_getcwd => generic::getcwd(a),
         libc::SYS_chdir => generic::chdir(a),
         libc::SYS_fchdir => generic::fchdir(a),
@@ -142,15 +144,24 @@ pub fn has_forwarded_state() -> bool {
     session::has_forwarded_state()
 }
 
-/// An execve/execveat is about to be executed natively.
-pub fn before_exec() {
-    exec::before_exec();
+pub use exec_image::ExecPlan;
+
+/// An execve/execveat is about to run: returns what to execute natively
+/// instead (a program stored in a domain is presented by the client), after
+/// saving the descriptor table for the new image.
+pub fn before_exec(nr: u64, args: [u64; 6]) -> ExecPlan {
+    let plan = exec_image::plan(nr, args);
+    if !matches!(plan, ExecPlan::Fail(_)) {
+        exec::before_exec();
+    }
+    plan
 }
 
 /// The execve/execveat failed with `result` (-errno); undo `before_exec`.
 pub fn after_exec_failed(result: i64) {
     let _ = result;
     exec::after_exec_failed();
+    exec_image::release();
 }
 
 /// The calling thread is about to exit (SYS_exit).

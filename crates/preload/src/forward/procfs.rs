@@ -24,6 +24,12 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 /// The descriptor number a /proc or /dev/fd link path names, if it is
 /// about this process.
 pub fn fd_of_path(p: &[u8]) -> Option<u32> {
+    match p {
+        b"/dev/stdin" => return Some(0),
+        b"/dev/stdout" => return Some(1),
+        b"/dev/stderr" => return Some(2),
+        _ => {}
+    }
     if let Some(rest) = p.strip_prefix(b"/dev/fd/") {
         return parse_u32(rest);
     }
@@ -66,6 +72,22 @@ fn fd_path(call: &mut Call, rfd: u32, cap: u64) -> i64 {
         return EIO;
     }
     r
+}
+
+/// The domain's path of remote descriptor `rfd`, copied into `out`
+/// (without NUL); the length, or -errno.
+pub fn domain_path_of(rfd: u32, out: &mut [u8]) -> Result<usize, i64> {
+    let mut call = Call::begin()?;
+    let chunk = call.chunk().ok_or(EIO)?;
+    let cap = out.len().saturating_sub(1).min(PATH_MAX - 1);
+    let r = fd_path(&mut call, rfd, cap as u64);
+    if r <= 0 {
+        return Err(if r == 0 { EIO } else { r });
+    }
+    if !chunk.read(0, &mut out[..r as usize]) {
+        return Err(EIO);
+    }
+    Ok(r as usize)
 }
 
 /// readlink / readlinkat of a forwarded descriptor's link.
@@ -144,6 +166,7 @@ mod tests {
     fn link_paths() {
         assert_eq!(fd_of_path(b"/proc/self/fd/7"), Some(7));
         assert_eq!(fd_of_path(b"/dev/fd/12"), Some(12));
+        assert_eq!(fd_of_path(b"/dev/stdout"), Some(1));
         assert_eq!(fd_of_path(b"/proc/thread-self/fd/3"), Some(3));
         let me = format!("/proc/{}/fd/5", std::process::id());
         assert_eq!(fd_of_path(me.as_bytes()), Some(5));

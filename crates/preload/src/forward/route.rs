@@ -85,6 +85,11 @@ pub enum PathRoute {
     Rewrite,
     /// Forward; `dirfd` is what the domain gets in the dirfd slot.
     Remote { dirfd: u64 },
+    /// Forward with the domain path in the scratch buffer
+    /// (`PathScratch::rewritten`) and `AT_FDCWD`: the program named a
+    /// forwarded descriptor through `/proc/self/fd/N`, `/dev/fd/N` or
+    /// `/dev/std*`, which on the host would reach the placeholder.
+    RemoteRewritten,
 }
 
 /// Room for a user path and, when joining with a remote cwd, the cwd.
@@ -118,8 +123,16 @@ fn is_at_fdcwd(dirfd: u64) -> bool {
 }
 
 /// Route the path argument `ptr` (with its dirfd, if the call has one).
-/// Errors are errnos of the call (e.g. ENAMETOOLONG joining a remote cwd).
-pub fn classify(dirfd: Option<u64>, ptr: u64, s: &mut PathScratch) -> Result<PathRoute, i64> {
+/// `follow`: the call follows a final symlink, so `/proc/self/fd/N` of a
+/// forwarded N means the domain's file (otherwise it means the link itself,
+/// a host object). Errors are errnos of the call (e.g. ENAMETOOLONG
+/// joining a remote cwd).
+pub fn classify(
+    dirfd: Option<u64>,
+    ptr: u64,
+    follow: bool,
+    s: &mut PathScratch,
+) -> Result<PathRoute, i64> {
     let remote_dirfd = |d: Option<u64>| d.and_then(fdtable::get);
     if ptr == 0 {
         // NULL path (utimensat): the call acts on dirfd itself.
@@ -139,6 +152,14 @@ pub fn classify(dirfd: Option<u64>, ptr: u64, s: &mut PathScratch) -> Result<Pat
         }
         return Ok(PathRoute::Local);
     };
+    if let Some(fd) = super::procfs::fd_of_path(&hi[..n]).filter(|_| follow) {
+        if let Some(e) = fdtable::get(fd as u64) {
+            let len = super::procfs::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
+            s.buf[len] = 0;
+            s.len = len;
+            return Ok(PathRoute::RemoteRewritten);
+        }
+    }
     let mount = state::mount();
     if hi.first() == Some(&b'/') {
         let m = normalize_in_place(hi, n);

@@ -119,7 +119,13 @@ fn slow_get_locked() -> Result<&'static Session, i64> {
     match attach(&req) {
         Ok(s) => {
             set_pending(None);
-            Ok(publish(s))
+            let s = publish(s);
+            if claim.is_none() {
+                // A fresh shadow starts with the domain's umask; a forked
+                // one inherited its parent's, which is ours.
+                super::generic::sync_umask();
+            }
+            Ok(s)
         }
         Err(msg) => {
             report(&msg);

@@ -65,7 +65,7 @@ pub fn check(nr: u64, args: [u64; 6]) -> Action {
         return Action::Done(-(rule.errno as i64));
     }
     let mut s = [PathScratch::new(), PathScratch::new()];
-    match decide(&args, rule.fds, rule.paths, &mut s) {
+    match decide(nr, &args, rule.fds, rule.paths, &mut s) {
         Decision::Local => Action::Local,
         Decision::LocalRewritten(a) => Action::Done(host::reissue(nr, a)),
         Decision::Fail(e) => Action::Done(e),

@@ -6,7 +6,7 @@ use super::signals;
 use super::state::{current_slot, Pending, Slot, ALLOW, BLOCK};
 use super::table::{self, Placement};
 use super::trace;
-use super::uctx::{Ctx, EFL, RAX, RDI, RIP, RSP};
+use super::uctx::{Ctx, ARG_REGS, EFL, RAX, RDI, RIP, RSP};
 use super::{local_mode, LocalMode};
 use crate::forward::{self, Action};
 use crate::sys::kernel::{self, sanitize, EFLAGS_TF, SYS_USER_DISPATCH};
@@ -60,8 +60,20 @@ fn dispatch(ctx: &Ctx, slot: &Slot, nr: u64, args: [u64; 6]) -> Outcome {
         }
         libc::SYS_execve | libc::SYS_execveat => {
             trace::event(nr, "exec", None);
-            forward::before_exec();
-            Outcome::Reexec(Pending::Exec)
+            match forward::before_exec(nr, args) {
+                forward::ExecPlan::Native => Outcome::Reexec(Pending::Exec),
+                forward::ExecPlan::Rewrite { nr, args } => {
+                    ctx.set(RAX, nr as i64);
+                    for (reg, v) in ARG_REGS.iter().zip(args) {
+                        ctx.set(*reg, v as i64);
+                    }
+                    Outcome::Reexec(Pending::Exec)
+                }
+                forward::ExecPlan::Fail(e) => {
+                    forward::after_exec_failed(e);
+                    Outcome::Result(e)
+                }
+            }
         }
         libc::SYS_rt_sigaction => {
             // SAFETY: the program's own pointers, as it passed them.
