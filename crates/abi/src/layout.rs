@@ -46,16 +46,11 @@ pub const fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_is_page_aligned_and_fits_u16_indices() {
-        assert_eq!(DATA_OFFSET % PAGE_SIZE, 0);
-        assert_eq!(REGION_SIZE % PAGE_SIZE, 0);
-        assert!(NUM_ENTRIES < u16::MAX as usize);
-        assert!(NUM_CHUNKS < u16::MAX as usize);
-        assert!(ENTRIES_OFFSET + NUM_ENTRIES * ENTRY_SIZE <= DATA_OFFSET);
-    }
-}
+// The layout invariants, checked at compile time.
+const _: () = {
+    assert!(DATA_OFFSET.is_multiple_of(PAGE_SIZE));
+    assert!(REGION_SIZE.is_multiple_of(PAGE_SIZE));
+    assert!(NUM_ENTRIES < u16::MAX as usize);
+    assert!(NUM_CHUNKS < u16::MAX as usize);
+    assert!(ENTRIES_OFFSET + NUM_ENTRIES * ENTRY_SIZE <= DATA_OFFSET);
+};

@@ -8,7 +8,7 @@
 //! records that in the notes; the tables in RESULTS.md carry the numbers.
 
 use crate::results::{FcntlResults, QueuePingResults, WriteResults};
-use crate::stats::{fmt_bytes, fmt_ns};
+use crate::stats::{fmt_bytes, fmt_ns, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -113,32 +113,37 @@ fn draw_fcntl<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let spins: Vec<u32> = f.forwarded.iter().map(|p| p.spin).collect();
     let n = spins.len().max(1);
-    let fwd: Vec<(f64, f64)> = f
+    let fwd_bars: Vec<(f64, &Summary)> = f
         .forwarded
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| Some((i as f64, p.forwarded.median()?)))
+        .filter_map(|(i, p)| Some((i as f64, p.forwarded.summary.as_ref()?)))
         .collect();
+    let fwd: Vec<(f64, f64)> = fwd_bars.iter().map(|(x, s)| (*x, s.median)).collect();
     // Queue pings at the same spin values as the fcntl points.
-    let queue: Vec<(f64, f64)> = q
+    // Offset a little to the right so that the error bars do not overlap.
+    let queue_bars: Vec<(f64, &Summary)> = q
         .map(|q| {
             q.points
                 .iter()
                 .filter_map(|p| {
                     let i = spins.iter().position(|&s| s == p.spin)?;
-                    Some((i as f64, p.forwarded.median()?))
+                    Some((i as f64 + 0.08, p.forwarded.summary.as_ref()?))
                 })
                 .collect()
         })
         .unwrap_or_default();
+    let queue: Vec<(f64, f64)> = queue_bars.iter().map(|(x, s)| (*x, s.median)).collect();
     let floor = f.floor.as_ref().map(|s| s.median);
-    let all = fwd
+    let all = fwd_bars
         .iter()
-        .chain(&queue)
-        .map(|p| p.1)
+        .chain(&queue_bars)
+        .flat_map(|(_, s)| [s.p10, s.p90])
         .chain([f.native.median])
         .chain(floor);
     let y = log_range(all);
+    // Head room for the legend above the data.
+    let y = y.start..(y.end * 3.0);
     let x = -0.3..(n as f64 - 0.7);
 
     let mut b = ChartBuilder::on(root);
@@ -164,7 +169,8 @@ fn draw_fcntl<DB: DrawingBackend>(
     mesh.disable_x_mesh().max_light_lines(4);
     if text {
         mesh.x_desc("spin threshold (VIRTUOS_SPIN / client polls before sleeping)")
-            .y_desc("ns per call (log)")
+            .y_desc("ns per call (log); bars: p10..p90")
+            .y_labels(8)
             .x_labels(4 * n + 1)
             .x_label_formatter(&label_spin)
             .y_label_formatter(&|v| fmt_ns(*v))
@@ -207,6 +213,9 @@ fn draw_fcntl<DB: DrawingBackend>(
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FWD.stroke_width(2)));
         }
         chart.draw_series(fwd.iter().map(|&p| Circle::new(p, 5, FWD.filled())))?;
+        chart.draw_series(fwd_bars.iter().map(|(x, s)| {
+            ErrorBar::new_vertical(*x, s.p10, s.median, s.p90, FWD.stroke_width(1), 8)
+        }))?;
     }
     if !queue.is_empty() {
         let s = chart.draw_series(LineSeries::new(queue.clone(), QUEUE.stroke_width(2)))?;
@@ -221,6 +230,9 @@ fn draw_fcntl<DB: DrawingBackend>(
                 .iter()
                 .map(|&p| TriangleMarker::new(p, 6, QUEUE.filled())),
         )?;
+        chart.draw_series(queue_bars.iter().map(|(x, s)| {
+            ErrorBar::new_vertical(*x, s.p10, s.median, s.p90, QUEUE.stroke_width(1), 8)
+        }))?;
     }
     if text {
         chart
@@ -297,7 +309,7 @@ fn draw_write<DB: DrawingBackend>(
     let mut chart = b.build_cartesian_2d(x.clone(), y.log_scale())?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.y_desc("MB/s (log)")
+        mesh.y_desc("MB/s (log); bars: p10..p90")
             .max_light_lines(1)
             .x_labels(nlabels)
             .y_label_formatter(&|v| format!("{v:.0}"))
@@ -313,6 +325,17 @@ fn draw_write<DB: DrawingBackend>(
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], NATIVE.stroke_width(2)));
     }
     chart.draw_series(native.iter().map(|&p| Circle::new(p, 4, NATIVE.filled())))?;
+    chart.draw_series(w.points.iter().map(|p| {
+        let s = &p.native;
+        ErrorBar::new_vertical(
+            log2(p.chunk),
+            s.p10,
+            s.median,
+            s.p90,
+            NATIVE.stroke_width(1),
+            6,
+        )
+    }))?;
     if !fwd.is_empty() {
         let s = chart.draw_series(LineSeries::new(fwd.clone(), FWD.stroke_width(2)))?;
         if text {
@@ -320,6 +343,17 @@ fn draw_write<DB: DrawingBackend>(
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FWD.stroke_width(2)));
         }
         chart.draw_series(fwd.iter().map(|&p| Circle::new(p, 4, FWD.filled())))?;
+        chart.draw_series(w.points.iter().filter_map(|p| {
+            let s = p.forwarded.summary.as_ref()?;
+            Some(ErrorBar::new_vertical(
+                log2(p.chunk) + 0.06,
+                s.p10,
+                s.median,
+                s.p90,
+                FWD.stroke_width(1),
+                6,
+            ))
+        }))?;
     }
     if text {
         chart

@@ -278,6 +278,26 @@ pub fn derive_notes(r: &Results) -> Vec<String> {
                 fmt_ratio(ratio(f.native.median, best)),
             ));
         }
+        let p10s: Vec<f64> = f
+            .forwarded
+            .iter()
+            .filter_map(|p| Some(p.forwarded.summary.as_ref()?.p10))
+            .collect();
+        if let (Some(lo), Some(hi)) = (
+            p10s.iter().copied().reduce(f64::min),
+            p10s.iter().copied().reduce(f64::max),
+        ) {
+            notes.push(format!(
+                "fcntl: the fast mode (p10 of the repetitions) is {} .. {} per call across \
+                 spin thresholds, {} .. {} of native; medians above it mean that many \
+                 repetitions ran in a slower mode (on a 2-vCPU machine the client and the \
+                 domain's spinning workers compete for the CPUs).",
+                fmt_ns(lo),
+                fmt_ns(hi),
+                fmt_ratio(ratio(lo, f.native.median)),
+                fmt_ratio(ratio(hi, f.native.median)),
+            ));
+        }
         if measured.len() >= 3 {
             let lo = measured.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
             let hi = measured.iter().map(|x| x.1).fold(0.0, f64::max);
@@ -294,10 +314,14 @@ pub fn derive_notes(r: &Results) -> Vec<String> {
     }
     let noisy = noisy_configs(r);
     if !noisy.is_empty() {
+        const SHOWN: usize = 10;
+        let mut list = noisy[..noisy.len().min(SHOWN)].join(", ");
+        if noisy.len() > SHOWN {
+            list.push_str(&format!(" and {} more", noisy.len() - SHOWN));
+        }
         notes.push(format!(
-            "noise: p10..p90 spans more than 25% of the median for {}; treat those \
-             numbers with care (re-run with more repetitions on a quiet machine).",
-            noisy.join(", ")
+            "noise: p10..p90 spans more than 25% of the median for {list}; treat those \
+             numbers with care (re-run with more rounds on a quiet machine)."
         ));
     }
     if let Some(w) = &r.write {

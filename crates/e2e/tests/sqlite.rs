@@ -54,13 +54,23 @@ fn sqlite_wal_mode_fails_clearly_and_loses_nothing() {
         fi
         "#,
     );
-    assert_eq!(r.code(), 0, "script failed: {}\n{}", r.stderr(), d.diagnostics());
+    assert_eq!(
+        r.code(),
+        0,
+        "script failed: {}\n{}",
+        r.stderr(),
+        d.diagnostics()
+    );
     assert!(
         r.stderr().contains("MAP_SHARED"),
         "the refusal must say why, stderr was: {}",
         r.stderr()
     );
-    assert!(!r.stdout().contains("wal-unexpectedly-worked"), "stdout: {}", r.stdout());
+    assert!(
+        !r.stdout().contains("wal-unexpectedly-worked"),
+        "stdout: {}",
+        r.stdout()
+    );
     // Read a copy of the domain's file natively: every committed row is there.
     let copy = d.tmp.join("wal-copy.sqlite");
     std::fs::write(&copy, d.read_domain_file("wal.sqlite")).expect("copy the database");
@@ -70,6 +80,12 @@ fn sqlite_wal_mode_fails_clearly_and_loses_nothing() {
         .output()
         .expect("run sqlite3");
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("ok"), "integrity_check must pass, stdout: {out}");
-    assert!(out.contains("3|6"), "the rows committed before must all be there: {out}");
+    assert!(
+        out.contains("ok"),
+        "integrity_check must pass, stdout: {out}"
+    );
+    assert!(
+        out.contains("3|6"),
+        "the rows committed before must all be there: {out}"
+    );
 }

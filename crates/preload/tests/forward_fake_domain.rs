@@ -931,7 +931,13 @@ fn exec_state_record_carries_the_table() {
         libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC,
     );
     assert!(a >= 0 && b >= 0);
-    forward::before_exec();
+    // An exec of a host program: run natively, after saving the table.
+    let prog = b"/bin/true\0";
+    let plan = forward::before_exec(
+        libc::SYS_execve as u64,
+        [prog.as_ptr() as u64, 0, 0, 0, 0, 0],
+    );
+    assert_eq!(plan, forward::ExecPlan::Native);
     // The record is an inheritable memfd.
     let rec = virtuos::forward::exec::take_record().expect("a record");
     assert_eq!(rec.pid, std::process::id());

@@ -174,6 +174,13 @@ fn method_notes() -> Vec<String> {
          directories under the temp dir, so no user data is touched. Each worker does an \
          untimed warm-up, then the timed repetitions."
             .into(),
+        "Spin thresholds: a small threshold costs little here because the domain's idle \
+         workers spin on the submit list (bounded by the domain's CPU count): the reply \
+         usually lands before the client's futex wait has started, and `FUTEX_WAIT` \
+         returns at once when the entry's state word has already changed. The paper's \
+         ~14x blocking case needs a domain that sleeps; compare the spin 0 row with the \
+         others to see how often that happened."
+            .into(),
         "Machine: the paper's domains had dedicated cores; here the client, the domain's \
          workers and everything else share 2 noisy vCPUs, so a spinning domain worker \
          competes with the caller. Compare ratios, not absolute numbers."
