@@ -20,6 +20,8 @@ pub const MAX_FDS: usize = 8;
 
 /// Name of the storage domain.
 pub const STORAGE: &str = "storage";
+/// Name of the network domain.
+pub const NETWORK: &str = "network";
 
 /// Credentials a shadow process takes on, copied from its client.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -21,3 +21,35 @@ pub const OP_FD_PATH: u16 = 0x8003;
 pub fn is_virtual(op: u16) -> bool {
     op >= VIRTUAL_BASE
 }
+
+/// `sendmsg` flattened into the chunk (see `msg`): `args = [fd, flags,
+/// name_len, control_len, data_len]`. Result: bytes sent.
+pub const OP_SENDMSG: u16 = 0x8004;
+/// `recvmsg` into the chunk (see `msg`): `args = [fd, flags, name_cap,
+/// control_cap, data_cap]`. Result: bytes received; extra =
+/// `msg::pack_recv_extra(namelen, controllen, msg_flags)`.
+pub const OP_RECVMSG: u16 = 0x8005;
+
+/// Chunk layout of `OP_SENDMSG` / `OP_RECVMSG`: the address, the ancillary
+/// data and the payload at fixed offsets, so that neither side follows a
+/// pointer the other wrote.
+pub mod msg {
+    use crate::layout::CHUNK_SIZE;
+
+    pub const NAME_OFF: usize = 0;
+    pub const NAME_MAX: usize = 128;
+    pub const CONTROL_OFF: usize = 128;
+    pub const CONTROL_MAX: usize = 4096 - 128;
+    pub const DATA_OFF: usize = 4096;
+    pub const DATA_MAX: usize = CHUNK_SIZE - DATA_OFF;
+
+    pub fn pack_recv_extra(namelen: u32, controllen: u32, msg_flags: u32) -> u64 {
+        (namelen.min(0xffff) as u64) | ((controllen.min(0xffff) as u64) << 16) | ((msg_flags as u64) << 32)
+    }
+
+    /// (namelen, controllen, msg_flags); the caller still bounds the
+    /// lengths by the capacities it asked for.
+    pub fn unpack_recv_extra(extra: u64) -> (u32, u32, u32) {
+        ((extra & 0xffff) as u32, ((extra >> 16) & 0xffff) as u32, (extra >> 32) as u32)
+    }
+}

@@ -106,6 +106,12 @@ const OFF: u16 = 8; // loff_t
 const FLOCK: u16 = 32; // struct flock
 const F_OWNER_EX: u16 = 8; // struct f_owner_ex
 const RW_HINT: u16 = 8; // u64
+/// Room for a socket address (struct sockaddr_storage).
+pub const SOCKADDR: u16 = 128;
+/// A socklen_t.
+pub const SOCKLEN: u16 = 4;
+/// Room for a socket option value (getsockopt); longer options are cut.
+pub const SOCKOPT: u16 = 1024;
 
 /// The shape of system call `nr`, if it may be forwarded to a domain.
 ///
@@ -193,7 +199,66 @@ pub fn shape(nr: u16) -> Option<Shape> {
         libc::SYS_flistxattr => s(&[Fd, OutBuf(2), Val]),
         libc::SYS_removexattr | libc::SYS_lremovexattr => s(&[Path, Str]),
         libc::SYS_fremovexattr => s(&[Fd, Str]),
+        // Sockets (network domain). Address and option buffers have fixed
+        // room in the chunk (so these slots are InOut even where the kernel
+        // only writes); the client marshals these calls by hand, copying
+        // back only what the kernel reported (`*addrlen`, `*optlen`),
+        // bounded by what the program offered, and the domain clamps those
+        // lengths to the room before the call.
+        libc::SYS_socket => s(&[Val, Val, Val]),
+        libc::SYS_bind | libc::SYS_connect => s(&[Fd, InBuf(2), Val]),
+        libc::SYS_listen | libc::SYS_shutdown => s(&[Fd, Val]),
+        libc::SYS_accept => s(&[Fd, OptInOut(SOCKADDR), OptInOut(SOCKLEN)]),
+        libc::SYS_accept4 => s(&[Fd, OptInOut(SOCKADDR), OptInOut(SOCKLEN), Val]),
+        libc::SYS_getsockname | libc::SYS_getpeername => s(&[Fd, Out(SOCKADDR), InOut(SOCKLEN)]),
+        libc::SYS_sendto => s(&[Fd, InBuf(2), Val, Val, OptIn(SOCKADDR), Val]),
+        libc::SYS_recvfrom => s(&[Fd, OutBuf(2), Val, Val, OptInOut(SOCKADDR), OptInOut(SOCKLEN)]),
+        libc::SYS_setsockopt => s(&[Fd, Val, Val, InBuf(4), Val]),
+        libc::SYS_getsockopt => s(&[Fd, Val, Val, Out(SOCKOPT), InOut(SOCKLEN)]),
         _ => return None,
+    })
+}
+
+/// Which kind of domain serves a system call (per-family tables, as in
+/// gVisor): a storage domain never opens sockets, a network domain never
+/// opens files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Calls on paths or file metadata: the storage domain.
+    File,
+    /// Socket creation and socket-only calls: the network domain.
+    Socket,
+    /// Calls on any descriptor (read, write, close, fcntl, fstat, ...):
+    /// whichever domain owns the descriptor.
+    Descriptor,
+}
+
+/// The family of a forwardable call (None if it has no shape).
+pub fn family(nr: u16) -> Option<Family> {
+    shape(nr)?;
+    Some(match nr as i64 {
+        libc::SYS_socket
+        | libc::SYS_bind
+        | libc::SYS_connect
+        | libc::SYS_listen
+        | libc::SYS_shutdown
+        | libc::SYS_accept
+        | libc::SYS_accept4
+        | libc::SYS_getsockname
+        | libc::SYS_getpeername
+        | libc::SYS_sendto
+        | libc::SYS_recvfrom
+        | libc::SYS_setsockopt
+        | libc::SYS_getsockopt => Family::Socket,
+        libc::SYS_read
+        | libc::SYS_write
+        | libc::SYS_close
+        | libc::SYS_dup
+        | libc::SYS_fcntl
+        | libc::SYS_ioctl
+        | libc::SYS_fstat
+        | libc::SYS_umask => Family::Descriptor,
+        _ => Family::File,
     })
 }
 
@@ -287,6 +352,14 @@ mod tests {
         ] {
             assert!(shape(nr as u16).is_none(), "{nr} must not be forwardable");
         }
+    }
+
+    #[test]
+    fn families_split_files_from_sockets() {
+        assert_eq!(family(libc::SYS_openat as u16), Some(Family::File));
+        assert_eq!(family(libc::SYS_connect as u16), Some(Family::Socket));
+        assert_eq!(family(libc::SYS_read as u16), Some(Family::Descriptor));
+        assert_eq!(family(libc::SYS_execve as u16), None);
     }
 
     #[test]
