@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
     bash coreutils findutils tar gzip diffutils sed mawk util-linux procps
-    sqlite3 git python3
+    sqlite3 git python3 iproute2
 )
 
 missing=()

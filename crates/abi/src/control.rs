@@ -80,6 +80,18 @@ pub struct DomainStatus {
     pub pid: Option<u32>,
     pub data: String,
     pub clients: Vec<ClientStatus>,
+    /// Network domain: its address on the host link (e.g. `169.254.199.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Network domain: the host side of the link (`vtos-h... 169.254.199.1/30`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_link: Option<String>,
+    /// Port forwards into this domain (`127.0.0.1:8080 -> 169.254.199.2:80`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<String>,
+    /// Why the domain is not serving (start failure, crash), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -30,6 +30,15 @@ pub const OP_SENDMSG: u16 = 0x8004;
 /// `msg::pack_recv_extra(namelen, controllen, msg_flags)`.
 pub const OP_RECVMSG: u16 = 0x8005;
 
+/// `poll` over descriptors of one domain: `args = [nfds, timeout_ms]`
+/// (timeout as a signed 32-bit value, negative = infinite); the chunk holds
+/// `nfds` `struct pollfd` (8 bytes each: fd i32 with the domain's numbers,
+/// events i16, revents i16) from offset 0. The domain ignores negative
+/// fds, answers POLLNVAL for fds at or above its descriptor limit, and
+/// writes each `revents` back. Result: the number of entries with nonzero
+/// revents.
+pub const OP_POLL: u16 = 0x8006;
+
 /// Chunk layout of `OP_SENDMSG` / `OP_RECVMSG`: the address, the ancillary
 /// data and the payload at fixed offsets, so that neither side follows a
 /// pointer the other wrote.
@@ -44,12 +53,18 @@ pub mod msg {
     pub const DATA_MAX: usize = CHUNK_SIZE - DATA_OFF;
 
     pub fn pack_recv_extra(namelen: u32, controllen: u32, msg_flags: u32) -> u64 {
-        (namelen.min(0xffff) as u64) | ((controllen.min(0xffff) as u64) << 16) | ((msg_flags as u64) << 32)
+        (namelen.min(0xffff) as u64)
+            | ((controllen.min(0xffff) as u64) << 16)
+            | ((msg_flags as u64) << 32)
     }
 
     /// (namelen, controllen, msg_flags); the caller still bounds the
     /// lengths by the capacities it asked for.
     pub fn unpack_recv_extra(extra: u64) -> (u32, u32, u32) {
-        ((extra & 0xffff) as u32, ((extra >> 16) & 0xffff) as u32, (extra >> 32) as u32)
+        (
+            (extra & 0xffff) as u32,
+            ((extra >> 16) & 0xffff) as u32,
+            (extra >> 32) as u32,
+        )
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! virtuos-domain --control-fd N --data-dir DIR --mount /storage [--backend process|vm]
+//! virtuos-domain --control-fd N --role network --net-subnet 169.254.199.0/30 --net-host-if vtos-h1
 //! ```
 //!
 //! The daemon starts it with one end of a `SOCK_SEQPACKET` socketpair as
@@ -12,12 +13,15 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use rustix::fd::AsFd;
 use std::path::PathBuf;
+use virtuos_abi::control::DomainReply;
 
 mod backend;
 mod exec;
 mod log;
 mod proto;
+mod role;
 mod server;
 mod shadow;
 mod sys;
@@ -32,15 +36,27 @@ struct Args {
     /// Inherited control socket (SOCK_SEQPACKET) to the daemon.
     #[arg(long)]
     control_fd: i32,
-    /// Directory holding the domain's files (created if missing).
+    /// What the domain serves: file calls (storage) or socket calls
+    /// (network); descriptor calls either way.
+    #[arg(long, value_enum, default_value = "storage")]
+    role: role::Role,
+    /// Directory holding the domain's files (created if missing; storage
+    /// role).
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// Path at which clients see the data directory.
     #[arg(long, default_value = "/storage")]
     mount: String,
     /// Where the domain runs.
     #[arg(long, value_enum, default_value = "process")]
     backend: backend::BackendKind,
+    /// Network role: the host link's subnet; the host side gets the first
+    /// address, the domain (eth0) the second.
+    #[arg(long, default_value = "169.254.199.0/30")]
+    net_subnet: String,
+    /// Network role: name of the host side of the veth pair.
+    #[arg(long, default_value = "vtos-h0")]
+    net_host_if: String,
 }
 
 fn run(args: Args) -> Result<()> {
@@ -56,10 +72,34 @@ fn run(args: Args) -> Result<()> {
         rustix::fs::Mode::empty(),
     )
     .context("cannot open /proc")?;
-    let root = backend::setup(args.backend, &args.data_dir, &mount)
-        .context("cannot set up the domain's private root")?;
+    let net = match args.role {
+        role::Role::Network => Some(backend::netns::NetConfig::parse(
+            &args.net_subnet,
+            &args.net_host_if,
+        )?),
+        role::Role::Storage => None,
+    };
+    let root = backend::setup(&backend::Setup {
+        kind: args.backend,
+        role: args.role,
+        data_dir: args.data_dir.as_deref(),
+        mount: &mount,
+        net: net.as_ref(),
+    })
+    .with_context(|| format!("cannot set up the {:?} domain", args.role));
+    let root = match root {
+        Ok(r) => r,
+        Err(e) => {
+            // Tell the daemon why, instead of just closing the link.
+            let why = DomainReply::Error {
+                message: format!("{e:#}"),
+            };
+            let _ = virtuos_abi::control::send(ctl.as_fd(), &why, &[]);
+            return Err(e);
+        }
+    };
     std::env::set_current_dir("/").context("chdir /")?;
-    server::Server::new(ctl, root, procfd, cpus).run()
+    server::Server::new(ctl, root, procfd, cpus, args.role).run()
 }
 
 fn main() {

@@ -14,6 +14,7 @@
 
 use crate::backend::Root;
 use crate::proto::{MainMsg, ShadowMsg};
+use crate::role::Role;
 use crate::shadow::{self, NewShadow};
 use crate::sys::{self, Forked};
 use anyhow::{anyhow, bail, Context, Result};
@@ -66,6 +67,7 @@ pub struct Server {
     root: Root,
     procfd: OwnedFd,
     cpus: u32,
+    role: Role,
     clients: HashMap<u64, ShadowProc>,
     pending: HashMap<u64, Pending>,
     /// Clients whose shadow died on its own, until the daemon removes them.
@@ -78,12 +80,13 @@ enum Flow {
 }
 
 impl Server {
-    pub fn new(ctl: OwnedFd, root: Root, procfd: OwnedFd, cpus: u32) -> Server {
+    pub fn new(ctl: OwnedFd, root: Root, procfd: OwnedFd, cpus: u32, role: Role) -> Server {
         Server {
             ctl,
             root,
             procfd,
             cpus,
+            role,
             clients: HashMap::new(),
             pending: HashMap::new(),
             dead: HashSet::new(),
@@ -255,6 +258,7 @@ impl Server {
                 mount: &self.root.mount,
                 creds,
                 cpus: self.cpus,
+                role: self.role,
             }),
             Forked::Parent(child) => child,
         };

@@ -1,9 +1,10 @@
 //! The crate's thin layer over the raw system interface.
 //!
 //! Every `unsafe` block of the domain server lives in this module, each
-//! with its `SAFETY:` note, apart from the two calls of `syscall` in
-//! `exec::generic` and `exec::virtual_ops`, where validated arguments are
-//! handed to the kernel (and a test's `pre_exec`).
+//! with its `SAFETY:` note, apart from the calls of `syscall`, `sendmsg`
+//! and `recvmsg` in `exec::generic`, `exec::virtual_ops` and `exec::msg`,
+//! where validated arguments are handed to the kernel (and a test's
+//! `pre_exec`).
 
 use std::ffi::CString;
 use std::io;
@@ -210,4 +211,123 @@ pub fn close_inherited(fd: &OwnedFd) {
     // SAFETY: the caller guarantees that the owner of `fd` is never used or
     // dropped in this process (forked shadows end with `exit_now`).
     unsafe { libc::close(fd.as_raw_fd()) };
+}
+
+/// Close a raw descriptor nobody owns (one the kernel just installed, e.g.
+/// from an `SCM_RIGHTS` message the domain drops).
+pub fn close_raw(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: the caller names a descriptor no `OwnedFd` refers to.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// `sendmsg(fd, {name, [data, data_len], control}, flags)`. Result or -errno.
+///
+/// # Safety
+/// `data` must be 0 with `data_len` 0, or point to `data_len` bytes the
+/// kernel may read.
+pub unsafe fn sendmsg(
+    fd: u64,
+    flags: u64,
+    name: &[u8],
+    control: &[u8],
+    data: u64,
+    data_len: usize,
+) -> i64 {
+    let mut iov = libc::iovec {
+        iov_base: data as *mut libc::c_void,
+        iov_len: data_len,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    if !name.is_empty() {
+        msg.msg_name = name.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = name.len() as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = control.as_ptr() as *mut libc::c_void;
+        msg.msg_controllen = control.len();
+    }
+    let args = [fd, &msg as *const libc::msghdr as u64, flags, 0, 0, 0];
+    // SAFETY: `msg` and `iov` live until the call returns; the kernel only
+    // reads `name`, `control` (their full lengths) and `data` (caller's
+    // contract).
+    unsafe { syscall(libc::SYS_sendmsg, args) }
+}
+
+/// `recvmsg` into `name`/`data` (raw pointers, 0 when their capacity is
+/// 0) and `control` (`control_cap` bytes). Ok((bytes, namelen, controllen,
+/// msg_flags)) or Err(-errno).
+///
+/// # Safety
+/// `name` and `data` must be 0 or point to `name_cap` / `data_cap` bytes
+/// the kernel may write; `control` must hold at least `control_cap` bytes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn recvmsg(
+    fd: u64,
+    flags: u64,
+    name: u64,
+    name_cap: usize,
+    control: &mut [u64],
+    control_cap: usize,
+    data: u64,
+    data_cap: usize,
+) -> Result<(i64, usize, usize, i32), i64> {
+    assert!(control.len() * 8 >= control_cap);
+    let mut iov = libc::iovec {
+        iov_base: data as *mut libc::c_void,
+        iov_len: data_cap,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    if name_cap > 0 {
+        msg.msg_name = name as *mut libc::c_void;
+        msg.msg_namelen = name_cap as libc::socklen_t;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if control_cap > 0 {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control_cap;
+    }
+    let args = [fd, &mut msg as *mut libc::msghdr as u64, flags, 0, 0, 0];
+    // SAFETY: `msg` and `iov` live until the call returns; the kernel
+    // writes at most the capacities given (caller's contract).
+    let r = unsafe { syscall(libc::SYS_recvmsg, args) };
+    if r < 0 {
+        return Err(r);
+    }
+    Ok((
+        r,
+        msg.msg_namelen as usize,
+        msg.msg_controllen,
+        msg.msg_flags,
+    ))
+}
+
+/// `unshare(CLONE_NEWNET)`. Single threaded callers only (as above).
+pub fn unshare_net_namespace() -> io::Result<()> {
+    // SAFETY: CLONE_NEWNET only gives this process a fresh network
+    // namespace; it does not affect descriptors or memory.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .map_err(io::Error::from)
+}
+
+/// Make `cmd`'s child join the network namespace `ns` (a descriptor of
+/// `/proc/.../ns/net`) before it executes.
+pub fn run_in_net_namespace(cmd: &mut std::process::Command, ns: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setns, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns, libc::CLONE_NEWNET) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -465,7 +465,15 @@ impl Domain {
     }
 
     pub fn up(&mut self) {
-        let r = self.virtuos(&["up"], Duration::from_secs(60));
+        self.up_with(&[]);
+    }
+
+    /// `virtuos up ARGS...` (e.g. `--network-subnet` of its own, so that
+    /// tests running in parallel each get a network domain).
+    pub fn up_with(&mut self, args: &[&str]) {
+        let mut argv = vec!["up"];
+        argv.extend_from_slice(args);
+        let r = self.virtuos(&argv, Duration::from_secs(60));
         self.running = true; // even a failed `up` may have left a daemon: `down` on drop
         if r.timed_out || r.code() != 0 {
             panic!(

@@ -15,6 +15,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use virtuos_abi::control::{self, ClientRequest, DaemonReply};
 use virtuos_abi::mapping::create_memfd;
@@ -65,8 +66,12 @@ fn new_client(exec: Executor) -> std::io::Result<Client> {
     let state = StatePage::map(&state_fd, true)?;
     state.get().init(2);
     let exec = Arc::new(exec);
-    let e2 = exec.clone();
-    std::thread::spawn(move || e2.serve(&region, &state));
+    // Several workers: a blocking call (accept) must not stall the others.
+    let (region, state) = (Arc::new(region), Arc::new(state));
+    for _ in 0..4 {
+        let (e2, r2, s2) = (exec.clone(), region.clone(), state.clone());
+        std::thread::spawn(move || e2.serve(&r2, &s2));
+    }
     Ok(Client {
         region_fd,
         state_fd,
@@ -74,8 +79,13 @@ fn new_client(exec: Executor) -> std::io::Result<Client> {
     })
 }
 
+/// Network domain registrations and fork claims the fake daemon answered.
+static NET_REGISTERED: AtomicUsize = AtomicUsize::new(0);
+static NET_CLAIMED: AtomicUsize = AtomicUsize::new(0);
+
 fn daemon(sock: OwnedFd, mount: String, real: String) {
-    let clients: Mutex<HashMap<u32, Client>> = Mutex::new(HashMap::new());
+    // Keyed by (pid, domain): a process has one session per domain.
+    let clients: Mutex<HashMap<(u32, String), Client>> = Mutex::new(HashMap::new());
     loop {
         let Ok(conn) = rustix::net::accept(&sock) else {
             continue;
@@ -87,19 +97,32 @@ fn daemon(sock: OwnedFd, mount: String, real: String) {
             continue;
         };
         let mut map = clients.lock().unwrap();
-        let made = match req {
-            ClientRequest::Register { .. } => {
-                new_client(Executor::new(Some((mount.clone(), real.clone())))).ok()
-            }
-            ClientRequest::Reattach { .. } => map.remove(&pid),
-            ClientRequest::ClaimFork { parent_pid, .. } => match map.get(&parent_pid) {
-                Some(p) => new_client(p.exec.fork()).ok(),
-                None => None,
+        let req_kind = match &req {
+            ClientRequest::Register { .. } => 0,
+            _ => 1,
+        };
+        let (made, domain) = match req {
+            ClientRequest::Register { domain } => (
+                new_client(Executor::new(Some((mount.clone(), real.clone())))).ok(),
+                domain,
+            ),
+            ClientRequest::Reattach { domain } => (map.remove(&(pid, domain.clone())), domain),
+            ClientRequest::ClaimFork {
+                parent_pid, domain, ..
+            } => match map.get(&(parent_pid, domain.clone())) {
+                Some(p) => (new_client(p.exec.fork()).ok(), domain),
+                None => (None, domain),
             },
-            _ => None,
+            _ => (None, String::new()),
         };
         match made {
             Some(c) => {
+                if domain == virtuos_abi::control::NETWORK {
+                    match req_kind {
+                        0 => NET_REGISTERED.fetch_add(1, Ordering::SeqCst),
+                        _ => NET_CLAIMED.fetch_add(1, Ordering::SeqCst),
+                    };
+                }
                 let reply = DaemonReply::Registered {
                     client_id: pid as u64,
                     storage_mount: mount.clone(),
@@ -109,7 +132,7 @@ fn daemon(sock: OwnedFd, mount: String, real: String) {
                     &reply,
                     &[c.region_fd.as_fd(), c.state_fd.as_fd()],
                 );
-                map.insert(pid, c);
+                map.insert((pid, domain), c);
             }
             None => {
                 let reply = DaemonReply::Error {
@@ -295,4 +318,41 @@ fn no_daemon_means_eio_not_the_host() {
         "{stderr}"
     );
     assert!(stderr.contains("Input/output error"), "{stderr}");
+}
+
+#[test]
+fn tcp_sockets_are_forwarded_across_fork() {
+    // The parent listens and forks; the child connects and talks; both
+    // hold forwarded sockets (the fork claims a network shadow).
+    let script = r#"python3 -c '
+import os, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0)); s.listen(4)
+port = s.getsockname()[1]
+pid = os.fork()
+if pid == 0:
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"from child")
+    print("child got", c.recv(100).decode(), flush=True)
+    os._exit(0)
+a, peer = s.accept()
+print("parent got", a.recv(100).decode(), peer[0], flush=True)
+a.sendall(b"reply")
+os.waitpid(pid, 0)
+print("done")
+'"#;
+    let out = ok(script);
+    assert_eq!(
+        out,
+        "parent got from child 127.0.0.1\nchild got reply\ndone\n"
+    );
+    assert!(
+        NET_REGISTERED.load(Ordering::SeqCst) >= 1,
+        "the sockets were not created in the network domain"
+    );
+    assert!(
+        NET_CLAIMED.load(Ordering::SeqCst) >= 1,
+        "the forked child did not claim a network shadow"
+    );
 }

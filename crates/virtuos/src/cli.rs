@@ -13,7 +13,8 @@ Files:
   <runtime>/virtuosd.json  what the running daemon serves
   <data>/storage/          the storage domain's files (kept across down/up)
   /etc/virtuos/virtuos.toml (root) or ~/.config/virtuos/virtuos.toml:
-                           optional; keys storage_mount, data_dir, backend
+                           optional; keys storage_mount, data_dir, backend,
+                           network (bool), network_subnet, forward (list)
 
 Environment:
   VIRTUOS_RUNTIME_DIR  runtime directory
@@ -66,6 +67,23 @@ pub struct DomainArgs {
     /// /var/lib/virtuos as root or ~/.local/share/virtuos]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Do not start the network domain (sockets then stay on the host)
+    /// [default: config file `network`, else start it]
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Subnet of the link between the host and the network domain: the host
+    /// side (interface vtos-h<hex>) gets the first address, the domain the
+    /// second [default: config file, else 169.254.199.0/30]
+    #[arg(long, value_name = "CIDR")]
+    pub network_subnet: Option<String>,
+
+    /// Forward host 127.0.0.1:HOSTPORT (TCP) to DOMAINPORT of the network
+    /// domain, so that programs outside reach a server run under virtuos
+    /// (repeatable) [default: config file `forward`]
+    #[arg(long = "forward", value_name = "HOSTPORT:DOMAINPORT")]
+    pub forwards: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,6 +152,9 @@ impl Cli {
             data_dir: d.data_dir.clone(),
             storage_mount: d.storage_mount.clone(),
             backend: d.backend,
+            no_network: d.no_network,
+            network_subnet: d.network_subnet.clone(),
+            forwards: d.forwards.clone(),
         }
     }
 }
@@ -189,6 +210,37 @@ mod tests {
             panic!()
         };
         assert_eq!(domain.backend, Some(Backend::Vm));
+    }
+
+    #[test]
+    fn network_flags() {
+        let Command::Up { domain } = parse(&[
+            "up",
+            "--no-network",
+            "--forward",
+            "8080:80",
+            "--forward",
+            "2222:22",
+            "--network-subnet",
+            "10.0.0.0/30",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!()
+        };
+        assert!(domain.no_network);
+        assert_eq!(domain.forwards, ["8080:80", "2222:22"]);
+        assert_eq!(domain.network_subnet.as_deref(), Some("10.0.0.0/30"));
+        let Command::Run { domain, command } =
+            parse(&["run", "--forward", "1:2", "--", "nc", "-l", "2"])
+                .unwrap()
+                .command
+        else {
+            panic!()
+        };
+        assert_eq!(domain.forwards, ["1:2"]);
+        assert_eq!(command, ["nc", "-l", "2"]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Precedence, highest first: command-line option, environment variable
 //! (`VIRTUOS_DATA_DIR`), config file (`virtuos.toml`), built-in default.
 
+use crate::network::{Forward, Subnet};
 use crate::paths::{self, Env, Runtime};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
@@ -46,6 +47,13 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// `process` or `vm`.
     pub backend: Option<Backend>,
+    /// Start the network domain (default true).
+    pub network: Option<bool>,
+    /// Subnet of the host <-> network domain link (default 169.254.199.0/30).
+    pub network_subnet: Option<String>,
+    /// TCP port forwards `HOSTPORT:DOMAINPORT` (host 127.0.0.1:HOSTPORT ->
+    /// the network domain's DOMAINPORT).
+    pub forward: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("bad storage mount {path:?}: {why}")]
     Mount { path: PathBuf, why: &'static str },
+    #[error("bad network setting: {0}")]
+    Network(String),
 }
 
 impl FileConfig {
@@ -90,6 +100,11 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub storage_mount: Option<PathBuf>,
     pub backend: Option<Backend>,
+    /// `--no-network`.
+    pub no_network: bool,
+    pub network_subnet: Option<String>,
+    /// `--forward` (replaces the config file's list when given).
+    pub forwards: Vec<String>,
 }
 
 /// The effective settings of the daemon this invocation talks to or starts.
@@ -104,6 +119,13 @@ pub struct Settings {
     /// True when the data dir was chosen (option, environment, config file).
     pub data_explicit: bool,
     pub backend: Backend,
+    /// Start the network domain.
+    pub network: bool,
+    pub network_subnet: Subnet,
+    /// True when the subnet was chosen (option or config file); a default
+    /// one moves to a free link if another daemon holds it.
+    pub subnet_explicit: bool,
+    pub forwards: Vec<Forward>,
 }
 
 impl Settings {
@@ -140,8 +162,32 @@ impl Settings {
         let mount_explicit = mount.is_some();
         let storage_mount =
             normalize_mount(&mount.unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_MOUNT)))?;
+        let runtime = absolute(runtime);
+        let subnet = o
+            .network_subnet
+            .as_deref()
+            .or(file.network_subnet.as_deref());
+        let subnet_explicit = subnet.is_some();
+        let network_subnet = match subnet {
+            Some(s) => Subnet::parse(s).map_err(ConfigError::Network)?,
+            None => crate::network::default_subnet_for(&runtime),
+        };
+        let forwards = if o.forwards.is_empty() {
+            file.forward.clone().unwrap_or_default()
+        } else {
+            o.forwards.clone()
+        };
+        let forwards = forwards
+            .iter()
+            .map(|f| Forward::parse(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Network)?;
         Ok(Settings {
-            runtime: Runtime::new(absolute(runtime)),
+            network: !o.no_network && file.network.unwrap_or(true),
+            network_subnet,
+            forwards,
+            subnet_explicit,
+            runtime: Runtime::new(runtime),
             data_dir: absolute(data_dir),
             storage_mount,
             mount_explicit,
@@ -236,6 +282,7 @@ mod tests {
             storage_mount: Some("/cli/mount/".into()),
             backend: Some(Backend::Process),
             runtime_dir: Some("/rt".into()),
+            ..Default::default()
         };
         let s = Settings::from_parts(&o, &file, &e).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/cli"));
@@ -267,6 +314,46 @@ mod tests {
         assert_eq!(s.storage_mount, "/data");
         std::fs::write(&p, "[[[").unwrap();
         assert!(Settings::resolve(&Overrides::default(), &e).is_err());
+    }
+
+    #[test]
+    fn network_settings() {
+        let s =
+            Settings::from_parts(&Overrides::default(), &FileConfig::default(), &env(&[])).unwrap();
+        assert!(s.network);
+        assert_eq!(s.network_subnet.to_string(), "169.254.199.0/30");
+        assert!(!s.subnet_explicit);
+        assert!(s.forwards.is_empty());
+        let file = FileConfig::parse(
+            "network = false\nnetwork_subnet = \"10.9.0.0/30\"\nforward = [\"8080:80\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let s = Settings::from_parts(&Overrides::default(), &file, &env(&[])).unwrap();
+        assert!(!s.network);
+        assert_eq!(s.network_subnet.to_string(), "10.9.0.0/30");
+        assert_eq!(s.forwards[0].to_string(), "8080:80");
+        let o = Overrides {
+            forwards: vec!["1:2".into(), "3:4".into()],
+            network_subnet: Some("10.1.0.4/30".into()),
+            ..Default::default()
+        };
+        let s = Settings::from_parts(&o, &file, &env(&[])).unwrap();
+        assert_eq!(s.forwards.len(), 2);
+        assert_eq!(s.network_subnet.to_string(), "10.1.0.4/30");
+        let o = Overrides {
+            no_network: true,
+            ..Default::default()
+        };
+        let s = Settings::from_parts(&o, &FileConfig::default(), &env(&[])).unwrap();
+        assert!(!s.network);
+        let bad = Overrides {
+            forwards: vec!["80".into()],
+            ..Default::default()
+        };
+        assert!(Settings::from_parts(&bad, &FileConfig::default(), &env(&[])).is_err());
+        let bad = FileConfig::parse("network_subnet = \"1.2.3.5/30\"", Path::new("t")).unwrap();
+        assert!(Settings::from_parts(&Overrides::default(), &bad, &env(&[])).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod daemon;
 mod info;
+mod network;
 mod paths;
 mod sys;
 

@@ -124,7 +124,7 @@ fn register_ping_reattach_and_down() {
 
     // An unknown domain is an error.
     let (reply, _) = env.request(&ClientRequest::Register {
-        domain: "network".into(),
+        domain: "graphics".into(),
     });
     assert!(error_text(&reply).contains("unknown domain"));
 
@@ -369,4 +369,49 @@ fn run_sets_the_environment_and_passes_exit_codes() {
     let out = env.run(&["run", "--storage-mount", "/other", "--", "true"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("virtuos down"));
+}
+
+#[test]
+fn both_domains_and_no_network() {
+    let env = TestEnv::new(fake_domain());
+    env.up();
+    let st = env.status();
+    let names: Vec<&str> = st["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["storage", "network"]);
+    assert_eq!(env.network()["state"], "connected");
+    assert!(env.network()["address"].is_string());
+    // Registered with both domains at once, with separate regions.
+    let (r1, f1) = env.request(&register());
+    let (r2, f2) = env.request(&ClientRequest::Register {
+        domain: "network".into(),
+    });
+    assert!(matches!(r1, DaemonReply::Registered { .. }), "{r1:?}");
+    assert!(matches!(r2, DaemonReply::Registered { .. }), "{r2:?}");
+    let ino = |f: &rustix::fd::OwnedFd| rustix::fs::fstat(f).unwrap().st_ino;
+    assert_ne!(ino(&f1[0]), ino(&f2[0]));
+    let net = ClientRegion::map(&f2[0]).unwrap();
+    let net_state = StatePage::map(&f2[1], false).unwrap();
+    assert_eq!(ping(&net, &net_state), 0);
+    env.ok(&["down"]);
+
+    let env = TestEnv::new(fake_domain());
+    env.ok(&["up", "--no-network"]);
+    let st = env.status();
+    assert_eq!(st["domains"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(env.network(), serde_json::Value::Null);
+    let (reply, _) = env.request(&ClientRequest::Register {
+        domain: "network".into(),
+    });
+    assert!(error_text(&reply).contains("unknown domain"));
+    env.ok(&["down"]);
+    // The config key does the same.
+    let env = TestEnv::new(fake_domain());
+    env.write_config("network = false\n");
+    env.up();
+    assert_eq!(env.status()["domains"].as_array().unwrap().len(), 1);
 }

@@ -1,12 +1,15 @@
 //! Where a domain runs and how its private file system view is built.
 //!
 //! The process backend runs the domain as a host process in its own mount
-//! namespace (`process.rs`). A VM backend, where this binary is PID 1 of a
+//! namespace (`process.rs`); a network domain also gets its own network
+//! namespace (`netns.rs`). A VM backend, where this binary is PID 1 of a
 //! guest and the storage is a guest disk, provides the same `Root`.
 
-use anyhow::Result;
+use crate::role::Role;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
+pub mod netns;
 pub mod process;
 pub mod vm;
 
@@ -20,7 +23,8 @@ pub enum BackendKind {
 /// in it verbatim.
 pub struct Root {
     pub dir: PathBuf,
-    /// The storage mount path, absolute (e.g. `/storage`).
+    /// The storage mount path, absolute (e.g. `/storage`); `/` for a
+    /// network domain (whose root is empty).
     pub mount: PathBuf,
 }
 
@@ -42,10 +46,31 @@ pub fn check_mount(mount: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(mount))
 }
 
-pub fn setup(kind: BackendKind, data_dir: &Path, mount: &Path) -> Result<Root> {
-    match kind {
-        BackendKind::Process => process::setup(data_dir, mount),
-        BackendKind::Vm => vm::setup(data_dir, mount),
+/// What the domain's private environment is built from.
+pub struct Setup<'a> {
+    pub kind: BackendKind,
+    pub role: Role,
+    /// The storage tree (storage role only).
+    pub data_dir: Option<&'a Path>,
+    pub mount: &'a Path,
+    /// The host link (network role only).
+    pub net: Option<&'a netns::NetConfig>,
+}
+
+pub fn setup(s: &Setup<'_>) -> Result<Root> {
+    match (s.kind, s.role) {
+        (BackendKind::Vm, _) => vm::setup(s.data_dir, s.mount),
+        (BackendKind::Process, Role::Storage) => {
+            let data = s.data_dir.context("a storage domain needs --data-dir")?;
+            process::setup(data, s.mount)
+        }
+        (BackendKind::Process, Role::Network) => {
+            let net = s
+                .net
+                .context("a network domain needs --net-subnet and --net-host-if")?;
+            netns::setup(net)?;
+            process::setup_empty()
+        }
     }
 }
 

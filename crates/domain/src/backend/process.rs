@@ -25,6 +25,33 @@ use std::path::{Path, PathBuf};
 
 const TMPFS_OPTS: &str = "mode=0755,size=64k";
 
+/// The network domain's private root: an empty read-only tmpfs (no host
+/// files at all), in a private mount namespace.
+pub fn setup_empty() -> Result<Root> {
+    sys::unshare_mount_namespace()
+        .context("unshare(CLONE_NEWNS) failed (the process backend needs root)")?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .context("cannot make / recursively private in the domain's mount namespace")?;
+    let root = default_root();
+    build(&root, None)?;
+    tracing::info!(root = %root.display(), "empty private root ready");
+    Ok(Root::new(root, PathBuf::from("/")))
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from(if Path::new("/run").is_dir() {
+        "/run"
+    } else {
+        "/tmp"
+    })
+}
+
 pub fn setup(data_dir: &Path, mount: &Path) -> Result<Root> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -46,20 +73,18 @@ pub fn setup(data_dir: &Path, mount: &Path) -> Result<Root> {
     )
     .with_context(|| format!("cannot open data directory {}", data_dir.display()))?;
 
-    let root = PathBuf::from(if Path::new("/run").is_dir() {
-        "/run"
-    } else {
-        "/tmp"
-    });
+    let root = default_root();
     let source = PathBuf::from(format!("/proc/self/fd/{}", data.as_raw_fd()));
-    build(&root, &source, mount)
+    build(&root, Some((&source, mount)))
         .with_context(|| format!("data directory {}", data_dir.display()))?;
     drop(data);
     tracing::info!(root = %root.display(), data = %data_dir.display(), "private root ready");
     Ok(Root::new(root, mount.to_path_buf()))
 }
 
-fn build(root: &Path, data_dir: &Path, mount: &Path) -> Result<()> {
+/// Mount the tmpfs on `root`, bind `data_dir` at `root/<mount>` if given,
+/// then make the tmpfs read-only.
+fn build(root: &Path, storage: Option<(&Path, &Path)>) -> Result<()> {
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     sys::mount(
         Some(Path::new("tmpfs")),
@@ -69,6 +94,22 @@ fn build(root: &Path, data_dir: &Path, mount: &Path) -> Result<()> {
         Some(TMPFS_OPTS),
     )
     .with_context(|| format!("cannot mount a tmpfs on {}", root.display()))?;
+    if let Some((data_dir, mount)) = storage {
+        bind_storage(root, data_dir, mount)?;
+    }
+    // Nothing but the storage mount is writable in the private root.
+    sys::mount(
+        None,
+        root,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+        Some(TMPFS_OPTS),
+    )
+    .with_context(|| format!("cannot remount {} read-only", root.display()))?;
+    Ok(())
+}
+
+fn bind_storage(root: &Path, data_dir: &Path, mount: &Path) -> Result<()> {
     let target = mount_point(root, mount);
     std::fs::create_dir_all(&target)
         .with_context(|| format!("cannot create {}", target.display()))?;
@@ -85,15 +126,6 @@ fn build(root: &Path, data_dir: &Path, mount: &Path) -> Result<()> {
     ) {
         tracing::warn!("cannot remount the storage bind mount nosuid,nodev: {e}");
     }
-    // Nothing but the storage mount is writable in the private root.
-    sys::mount(
-        None,
-        root,
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
-        Some(TMPFS_OPTS),
-    )
-    .with_context(|| format!("cannot remount {} read-only", root.display()))?;
     Ok(())
 }
 

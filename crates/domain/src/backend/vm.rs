@@ -9,6 +9,6 @@ use super::Root;
 use anyhow::{bail, Result};
 use std::path::Path;
 
-pub fn setup(_data_dir: &Path, _mount: &Path) -> Result<Root> {
+pub fn setup(_data_dir: Option<&Path>, _mount: &Path) -> Result<Root> {
     bail!("the vm backend is not implemented yet (use --backend process)")
 }

@@ -1,5 +1,6 @@
 //! Ordinary forwarded system calls, marshalled by the shape table.
 
+use super::socket::{self, PrivateLen};
 use super::{fcntl, ioctl, neg};
 use virtuos_abi::entry::Request;
 use virtuos_abi::shape::{shape, Arg, Shape, MAX_STRING};
@@ -97,17 +98,36 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
             Err(e) => return neg(e),
         }
     }
+    if let Err(e) = socket::check_socket(nr, &args) {
+        return neg(e);
+    }
     let mut strings = Strings::default();
-    let raw = match marshal(region, fd_limit, req.chunk, &sh, &args, &mut strings) {
+    let mut raw = match marshal(region, fd_limit, req.chunk, &sh, &args, &mut strings) {
         Ok(raw) => raw,
         Err(e) => return neg(e),
     };
-    // SAFETY: `nr` has a shape, so it is a file system call that does not
-    // touch this process's memory map or control flow; every pointer slot
-    // was checked by `marshal` to lie inside the call's chunk of the mapped
-    // region (for its full length or struct size) or points into `strings`,
-    // which lives until the call returns; descriptors are the client's.
+    let mut len = None;
+    if let Some((slot, max)) = socket::len_slot(nr) {
+        match PrivateLen::take(region, req.chunk, args[slot], max) {
+            Ok(Some(mut l)) => {
+                raw[slot] = l.ptr();
+                len = Some(l);
+            }
+            Ok(None) => {}
+            Err(e) => return neg(e),
+        }
+    }
+    // SAFETY: `nr` has a shape, so it is a file system or socket call that
+    // does not touch this process's memory map or control flow; every
+    // pointer slot was checked by `marshal` to lie inside the call's chunk
+    // of the mapped region (for its full length or struct size) or points
+    // into `strings` or `len`, which live until the call returns (a
+    // `socklen_t` bounds its buffer by the struct size: see `socket`);
+    // descriptors are the client's.
     let r = unsafe { crate::sys::syscall(nr, raw) };
+    if let Some(l) = len {
+        l.finish(region);
+    }
     drop(strings);
     r
 }

@@ -6,7 +6,12 @@
 //! (`DOMAIN_FD_LIMIT`, or lower: see `Host::fd_limit`), every pointer slot is an
 //! offset that must lie inside the call's chunk, strings must end inside it.
 //! A bad request fails with an errno; nothing here panics on peer data.
+//!
+//! The domain's role (`crate::role`) decides which calls it executes at
+//! all: storage domains never run socket calls, network domains never run
+//! file calls (ENOSYS).
 
+use crate::role::Role;
 use std::os::fd::BorrowedFd;
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops;
@@ -15,6 +20,8 @@ use virtuos_abi::ClientRegion;
 mod fcntl;
 mod generic;
 mod ioctl;
+mod msg;
+mod socket;
 mod virtual_ops;
 
 #[cfg(test)]
@@ -22,6 +29,8 @@ mod tests;
 
 /// What a request may need from the shadow executing it.
 pub trait Host {
+    /// What this domain serves.
+    fn role(&self) -> Role;
     /// Client descriptors are below this number; the shadow's own ones are
     /// at or above it. `DOMAIN_FD_LIMIT` normally; lower when the domain may
     /// not raise `RLIMIT_NOFILE` past it (no CAP_SYS_RESOURCE).
@@ -35,12 +44,16 @@ pub trait Host {
 }
 
 /// Execute `req` (already claimed) for the client owning `region`. Returns
-/// the result to publish: >= 0, or a negative errno.
-pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
+/// the result to publish (>= 0, or a negative errno) and the extra word
+/// (`OP_RECVMSG`'s lengths and flags; 0 otherwise).
+pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u64) {
+    if !host.role().serves(req.op) {
+        return (neg(libc::ENOSYS), 0);
+    }
     if ops::is_virtual(req.op) {
         virtual_ops::execute(region, host, req)
     } else {
-        generic::execute(region, host.fd_limit(), req)
+        (generic::execute(region, host.fd_limit(), req), 0)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::generic::{marshal, Strings};
 use super::{execute, Host};
+use crate::role::Role;
 use proptest::prelude::*;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use virtuos_abi::entry::Request;
@@ -15,9 +16,13 @@ use virtuos_abi::{
 
 struct FakeHost {
     proc_: OwnedFd,
+    role: Role,
 }
 
 impl Host for FakeHost {
+    fn role(&self) -> Role {
+        self.role
+    }
     fn fd_limit(&self) -> u64 {
         DOMAIN_FD_LIMIT
     }
@@ -61,12 +66,25 @@ impl Fixture {
         std::fs::create_dir_all(&dir).unwrap();
         Fixture {
             region,
-            host: FakeHost { proc_ },
+            host: FakeHost {
+                proc_,
+                role: Role::Storage,
+            },
             dir,
         }
     }
 
+    fn network(name: &str) -> Fixture {
+        let mut f = Fixture::new(name);
+        f.host.role = Role::Network;
+        f
+    }
+
     fn call(&self, op: impl Into<i64>, chunk: Option<u16>, args: [u64; 6]) -> i64 {
+        self.call_extra(op, chunk, args).0
+    }
+
+    fn call_extra(&self, op: impl Into<i64>, chunk: Option<u16>, args: [u64; 6]) -> (i64, u64) {
         let req = Request {
             op: op.into() as u16,
             seq: 0,
@@ -397,5 +415,306 @@ proptest! {
                 prop_assert!(raw[i] >= start && raw[i] + len <= start + CHUNK_SIZE as u64);
             }
         }
+    }
+}
+
+mod sockets {
+    use super::*;
+    use virtuos_abi::ops::msg::{unpack_recv_extra, CONTROL_OFF, DATA_OFF, NAME_OFF};
+    use virtuos_abi::ops::{OP_RECVMSG, OP_SENDMSG};
+    use virtuos_abi::shape::{SOCKADDR, SOCKOPT};
+
+    const EAFNOSUPPORT: i64 = -(libc::EAFNOSUPPORT as i64);
+
+    fn sockaddr_in(port: u16) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&port.to_be_bytes());
+        a[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        a
+    }
+
+    impl Fixture {
+        fn socket(&self, ty: i32) -> u64 {
+            let fd = self.call(
+                libc::SYS_socket,
+                None,
+                [
+                    libc::AF_INET as u64,
+                    (ty | libc::SOCK_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            assert!(fd >= 0, "socket: {fd}");
+            fd as u64
+        }
+
+        fn put_u32(&self, chunk: u16, off: u64, v: u32) {
+            assert!(self.region.write_chunk(chunk, off, &v.to_ne_bytes()));
+        }
+
+        fn get_u32(&self, chunk: u16, off: u64) -> u32 {
+            let mut b = [0u8; 4];
+            assert!(self.region.read_chunk(chunk, off, &mut b));
+            u32::from_ne_bytes(b)
+        }
+
+        /// A UDP socket bound to 127.0.0.1 on an ephemeral port: (fd, port).
+        fn udp_bound(&self) -> (u64, u16) {
+            let fd = self.socket(libc::SOCK_DGRAM);
+            assert!(self.region.write_chunk(1, 0, &sockaddr_in(0)));
+            assert_eq!(self.call(libc::SYS_bind, Some(1), [fd, 0, 16, 0, 0, 0]), 0);
+            self.put_u32(1, 256, 16);
+            assert_eq!(
+                self.call(libc::SYS_getsockname, Some(1), [fd, 128, 256, 0, 0, 0]),
+                0
+            );
+            let mut a = [0u8; 16];
+            assert!(self.region.read_chunk(1, 128, &mut a));
+            (fd, u16::from_be_bytes([a[2], a[3]]))
+        }
+    }
+
+    #[test]
+    fn roles_filter_families() {
+        let storage = Fixture::new("role-storage");
+        let sock = [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0];
+        assert_eq!(storage.call(libc::SYS_socket, None, sock), ENOSYS);
+        assert_eq!(storage.call(OP_SENDMSG, Some(0), [0; 6]), ENOSYS);
+        assert_eq!(storage.call(OP_RECVMSG, Some(0), [0; 6]), ENOSYS);
+        let fd = storage.open_file("f");
+        storage.close(fd);
+
+        let net = Fixture::network("role-network");
+        let off = net.path(0, 0, "g");
+        let flags = (libc::O_CREAT | libc::O_RDWR) as u64;
+        assert_eq!(
+            net.call(
+                libc::SYS_openat,
+                Some(0),
+                [AT_FDCWD_ARG, off, flags, 0o600, 0, 0]
+            ),
+            ENOSYS
+        );
+        assert!(
+            !net.dir.join("g").exists(),
+            "the network domain opened a file"
+        );
+        assert_eq!(
+            net.call(libc::SYS_mkdir, Some(0), [off, 0o700, 0, 0, 0, 0]),
+            ENOSYS
+        );
+        assert_eq!(net.call(OP_PING, None, [0; 6]), 0);
+        let s = net.socket(libc::SOCK_STREAM);
+        net.close(s);
+        // Only internet sockets: no netlink, no Unix sockets.
+        for family in [libc::AF_UNIX, libc::AF_NETLINK, libc::AF_PACKET] {
+            let args = [family as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0];
+            assert_eq!(net.call(libc::SYS_socket, None, args), EAFNOSUPPORT);
+        }
+    }
+
+    #[test]
+    fn lying_lengths_are_clamped() {
+        let f = Fixture::network("clamp");
+        let (fd, port) = f.udp_bound();
+        assert_ne!(port, 0);
+        // getsockopt with *optlen far beyond the option room: clamped to
+        // SOCKOPT before the call (the kernel then writes 4 bytes).
+        f.put_u32(2, 2048, u32::MAX);
+        let args = [
+            fd,
+            libc::SOL_SOCKET as u64,
+            libc::SO_TYPE as u64,
+            0,
+            2048,
+            0,
+        ];
+        assert_eq!(f.call(libc::SYS_getsockopt, Some(2), args), 0);
+        assert_eq!(f.get_u32(2, 2048), 4);
+        assert_eq!(f.get_u32(2, 0), libc::SOCK_DGRAM as u32);
+        // Clamping is visible before the call too: a failing call leaves the
+        // clamped value.
+        f.put_u32(2, 2048, 1 << 30);
+        let bad = [fd, 9999, 9999, 0, 2048, 0];
+        assert!(f.call(libc::SYS_getsockopt, Some(2), bad) < 0);
+        assert_eq!(f.get_u32(2, 2048), SOCKOPT as u32);
+        // getsockname with a huge *addrlen: the kernel sees at most SOCKADDR
+        // and writes only the real address; bytes past the struct room stay.
+        let tail = CHUNK_SIZE as u64 - SOCKADDR as u64;
+        assert!(f.region.write_chunk(3, tail - 8, &[0xaa; 8]));
+        f.put_u32(3, 0, 0x7fff_ffff);
+        assert_eq!(
+            f.call(libc::SYS_getsockname, Some(3), [fd, tail, 0, 0, 0, 0]),
+            0
+        );
+        assert_eq!(f.get_u32(3, 0), 16);
+        let mut guard = [0u8; 8];
+        assert!(f.region.read_chunk(3, tail - 8, &mut guard));
+        assert_eq!(guard, [0xaa; 8]);
+        // The struct itself must fit in the chunk.
+        assert_eq!(
+            f.call(libc::SYS_getsockname, Some(3), [fd, tail + 1, 0, 0, 0, 0]),
+            EFAULT
+        );
+        // recvfrom's optional length (slot 5) is clamped too; NULL is fine.
+        let (peer, _) = f.udp_bound();
+        assert!(f.region.write_chunk(4, 0, b"ping"));
+        assert!(f.region.write_chunk(4, 64, &sockaddr_in(port)));
+        let sent = f.call(libc::SYS_sendto, Some(4), [peer, 0, 4, 0, 64, 16]);
+        assert_eq!(sent, 4);
+        f.put_u32(4, 512, 5000);
+        let got = f.call(libc::SYS_recvfrom, Some(4), [fd, 1024, 64, 0, 256, 512]);
+        assert_eq!(got, 4);
+        assert_eq!(f.get_u32(4, 512), 16);
+        assert_eq!(
+            f.call(libc::SYS_sendto, Some(4), [peer, 0, 4, 0, 64, 16]),
+            4
+        );
+        let got = f.call(
+            libc::SYS_recvfrom,
+            Some(4),
+            [fd, 1024, 64, 0, NULL_ARG, NULL_ARG],
+        );
+        assert_eq!(got, 4);
+        f.close(fd);
+        f.close(peer);
+    }
+
+    /// One cmsghdr with `payload`.
+    fn cmsg(level: i32, ty: i32, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((16 + payload.len()) as u64).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v.resize(v.len().div_ceil(8) * 8, 0);
+        v
+    }
+
+    #[test]
+    fn sendmsg_refuses_descriptors_and_recvmsg_layout() {
+        let f = Fixture::network("msg");
+        let (a, port_a) = f.udp_bound();
+        let (b, _) = f.udp_bound();
+        // On a real descriptor: refused before the kernel sees it.
+        let rights = cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &0i32.to_ne_bytes());
+        let creds = cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &[0u8; 12]);
+        assert!(f
+            .region
+            .write_chunk(5, NAME_OFF as u64, &sockaddr_in(port_a)));
+        assert!(f.region.write_chunk(5, DATA_OFF as u64, b"hello"));
+        for bad in [&rights, &creds] {
+            assert!(f.region.write_chunk(5, CONTROL_OFF as u64, bad));
+            let args = [b, 0, 16, bad.len() as u64, 5, 0];
+            assert_eq!(f.call(OP_SENDMSG, Some(5), args), EINVAL);
+        }
+        // Hidden behind an allowed message, too.
+        let mut two = cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[0x10, 0, 0, 0]);
+        two.extend_from_slice(&rights);
+        assert!(f.region.write_chunk(5, CONTROL_OFF as u64, &two));
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [b, 0, 16, two.len() as u64, 5, 0]),
+            EINVAL
+        );
+        // A malformed header is EINVAL, oversize lengths are EINVAL, a bad
+        // descriptor EBADF.
+        let mut short = rights.clone();
+        short[0..8].copy_from_slice(&4u64.to_ne_bytes());
+        assert!(f.region.write_chunk(5, CONTROL_OFF as u64, &short));
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [b, 0, 16, short.len() as u64, 5, 0]),
+            EINVAL
+        );
+        assert_eq!(f.call(OP_SENDMSG, Some(5), [b, 0, 129, 0, 5, 0]), EINVAL);
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [b, 0, 16, 0, CHUNK_SIZE as u64, 0]),
+            EINVAL
+        );
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [DOMAIN_FD_LIMIT, 0, 16, 0, 5, 0]),
+            EBADF
+        );
+        assert_eq!(f.call(OP_SENDMSG, None, [b, 0, 16, 0, 5, 0]), EFAULT);
+
+        // An allowed control message goes through.
+        let tos = cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[0x10, 0, 0, 0]);
+        assert!(f.region.write_chunk(5, CONTROL_OFF as u64, &tos));
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [b, 0, 16, tos.len() as u64, 5, 0]),
+            5
+        );
+        // recvmsg with IP_RECVTOS: name, control and data at their offsets.
+        f.put_u32(6, 0, 1);
+        let on = [a, libc::IPPROTO_IP as u64, libc::IP_RECVTOS as u64, 0, 4, 0];
+        assert_eq!(f.call(libc::SYS_setsockopt, Some(6), on), 0);
+        assert!(f.region.write_chunk(5, CONTROL_OFF as u64, &tos));
+        assert_eq!(
+            f.call(OP_SENDMSG, Some(5), [b, 0, 16, tos.len() as u64, 5, 0]),
+            5
+        );
+        // Drain the first datagram (sent before IP_RECVTOS) without control.
+        let (n, extra) = f.call_extra(OP_RECVMSG, Some(7), [a, 0, 128, 0, 64, 0]);
+        assert_eq!(n, 5);
+        let (namelen, controllen, _) = unpack_recv_extra(extra);
+        assert_eq!((namelen, controllen), (16, 0));
+        let (n, extra) = f.call_extra(OP_RECVMSG, Some(7), [a, 0, 128, 256, 64, 0]);
+        assert_eq!(n, 5, "bytes");
+        let (namelen, controllen, flags) = unpack_recv_extra(extra);
+        assert_eq!(namelen, 16);
+        assert_eq!(flags & libc::MSG_TRUNC as u32, 0);
+        let mut data = [0u8; 5];
+        assert!(f.region.read_chunk(7, DATA_OFF as u64, &mut data));
+        assert_eq!(&data, b"hello");
+        let mut name = [0u8; 16];
+        assert!(f.region.read_chunk(7, NAME_OFF as u64, &mut name));
+        assert_eq!(u16::from_ne_bytes([name[0], name[1]]), libc::AF_INET as u16);
+        assert_eq!(&name[4..8], &[127, 0, 0, 1]);
+        assert!(controllen >= 16, "IP_TOS control message: {controllen}");
+        let mut ctl = vec![0u8; controllen as usize];
+        assert!(f.region.read_chunk(7, CONTROL_OFF as u64, &mut ctl));
+        let level = i32::from_ne_bytes(ctl[8..12].try_into().unwrap());
+        let ty = i32::from_ne_bytes(ctl[12..16].try_into().unwrap());
+        assert_eq!((level, ty), (libc::IPPROTO_IP, libc::IP_TOS));
+        assert_eq!(ctl[16], 0x10);
+        // Truncation is reported in msg_flags.
+        assert!(f.region.write_chunk(5, DATA_OFF as u64, b"0123456789"));
+        assert_eq!(f.call(OP_SENDMSG, Some(5), [b, 0, 16, 0, 10, 0]), 10);
+        let (n, extra) = f.call_extra(OP_RECVMSG, Some(7), [a, 0, 0, 0, 4, 0]);
+        assert_eq!(n, 4);
+        let (namelen, _, flags) = unpack_recv_extra(extra);
+        assert_eq!(namelen, 0);
+        assert_ne!(flags & libc::MSG_TRUNC as u32, 0);
+        // Nothing left: MSG_DONTWAIT gives EAGAIN.
+        let (n, _) = f.call_extra(
+            OP_RECVMSG,
+            Some(7),
+            [a, libc::MSG_DONTWAIT as u64, 128, 0, 64, 0],
+        );
+        assert_eq!(n, -(libc::EAGAIN as i64));
+        f.close(a);
+        f.close(b);
+    }
+
+    #[test]
+    fn received_descriptors_are_dropped() {
+        use super::super::msg::filter_recv_control;
+        let memfd = create_memfd("passed", 4096).unwrap();
+        let raw = rustix::fd::IntoRawFd::into_raw_fd(memfd);
+        let mut buf = cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &raw.to_ne_bytes());
+        let tos = cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[7, 0, 0, 0]);
+        buf.extend_from_slice(&tos);
+        buf.extend_from_slice(&cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &[0; 12]));
+        let kept = filter_recv_control(&buf);
+        assert_eq!(kept, tos);
+        // (Another test thread may reuse the number, but not for this memfd.)
+        let link = std::fs::read_link(format!("/proc/self/fd/{raw}"));
+        assert!(
+            !link.is_ok_and(|l| l.to_string_lossy().contains("memfd:passed")),
+            "the received descriptor must be closed"
+        );
     }
 }

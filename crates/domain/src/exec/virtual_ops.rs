@@ -4,17 +4,27 @@
 use super::{neg, Host};
 use std::os::fd::AsRawFd;
 use virtuos_abi::entry::Request;
-use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::ops::{
+    OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_RECVMSG, OP_SENDMSG,
+};
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
-pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
-    match req.op {
+#[path = "poll.rs"]
+mod poll;
+
+/// (result, extra) of virtual op `req.op` (the caller checked the role).
+pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u64) {
+    let r = match req.op {
         OP_PING => 0,
         OP_FD_PATH => fd_path(region, host, req),
         OP_FORK_PREPARE => host.fork_prepare(),
         OP_FORK_ABORT => host.fork_abort(req.args[0]),
+        OP_SENDMSG => super::msg::sendmsg(region, host.fd_limit(), req),
+        OP_RECVMSG => return super::msg::recvmsg(region, host.fd_limit(), req),
+        virtuos_abi::ops::OP_POLL => poll::poll(region, host.fd_limit(), req),
         _ => neg(libc::ENOSYS),
-    }
+    };
+    (r, 0)
 }
 
 /// `[fd, off, len]`: what `/proc/self/fd/<fd>` names, written into the chunk.

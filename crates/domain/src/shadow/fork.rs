@@ -89,7 +89,7 @@ fn child(parent: &Shadow, sock: OwnedFd) -> ! {
                 client_id,
                 region,
                 state,
-                parent.cpus,
+                (parent.cpus, parent.role),
                 sock,
                 procfd,
                 parent.limits,

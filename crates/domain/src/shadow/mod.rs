@@ -20,6 +20,7 @@
 //! | BASE + 2 | log (the domain's stderr) |
 
 use crate::proto::ShadowMsg;
+use crate::role::Role;
 use crate::{exec, log, sys};
 use anyhow::{Context, Result};
 use rustix::event::{poll, PollFd, PollFlags};
@@ -101,6 +102,7 @@ pub struct Shadow {
     region: ClientRegion,
     state: StatePage,
     cpus: u32,
+    role: Role,
     /// Socket to the main process (shadow -> main messages).
     control: OwnedFd,
     procfd: OwnedFd,
@@ -125,6 +127,7 @@ pub struct NewShadow<'a> {
     pub mount: &'a Path,
     pub creds: &'a Credentials,
     pub cpus: u32,
+    pub role: Role,
 }
 
 /// Body of a shadow forked by the main process for `AddClient`. Never
@@ -145,7 +148,15 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
     std::mem::forget(logfd);
     match finish_setup(&a, limits, region, state) {
         Ok((region, state)) => {
-            let shadow = Shadow::new(a.client_id, region, state, a.cpus, control, procfd, limits);
+            let shadow = Shadow::new(
+                a.client_id,
+                region,
+                state,
+                (a.cpus, a.role),
+                control,
+                procfd,
+                limits,
+            );
             shadow.announce_and_serve()
         }
         Err(e) => {
@@ -252,7 +263,7 @@ impl Shadow {
         client_id: u64,
         region: ClientRegion,
         state: StatePage,
-        cpus: u32,
+        (cpus, role): (u32, Role),
         control: OwnedFd,
         procfd: OwnedFd,
         limits: FdLimits,
@@ -265,6 +276,7 @@ impl Shadow {
             region,
             state,
             cpus: cpus.max(1),
+            role,
             control,
             procfd,
             idle: AtomicU32::new(0),
@@ -336,6 +348,10 @@ impl Shadow {
 }
 
 impl exec::Host for Shadow {
+    fn role(&self) -> Role {
+        self.role
+    }
+
     fn fd_limit(&self) -> u64 {
         self.limits.base
     }

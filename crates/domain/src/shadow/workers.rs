@@ -111,14 +111,14 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
         spawn(shadow);
     }
     let host: &Shadow = shadow;
-    let result = catch_unwind(AssertUnwindSafe(|| {
+    let (result, extra) = catch_unwind(AssertUnwindSafe(|| {
         exec::execute(&shadow.region, host, &req)
     }))
     .unwrap_or_else(|_| {
         tracing::error!(client = shadow.client_id, op = req.op, "request panicked");
-        -(libc::EIO as i64)
+        (-(libc::EIO as i64), 0)
     });
-    call::complete(entry, result, 0);
+    call::complete(entry, result, extra);
     shadow.idle.fetch_add(1, Ordering::AcqRel);
     true
 }

@@ -5,6 +5,7 @@
 //! and chunk of its last call in a thread-local cache and returns them at
 //! thread exit (or at once when other threads are waiting for one).
 
+use super::fdtable::{slot_of, NUM_DOMAINS};
 use super::session::{self, Session};
 use super::usermem::ChunkRef;
 use super::{host, log, state};
@@ -96,14 +97,17 @@ impl<const W: usize> Pool<W> {
     }
 }
 
-static ENTRIES: Pool<{ NUM_ENTRIES.div_ceil(64) }> = Pool::new(NUM_ENTRIES);
-static CHUNKS: Pool<{ NUM_CHUNKS.div_ceil(64) }> = Pool::new(NUM_CHUNKS);
-/// Bumped whenever the pools are reset (new session, fork child): cached
-/// indices of an older generation are dropped, never released.
-static GEN: AtomicU32 = AtomicU32::new(1);
-/// Threads waiting for a free entry or chunk.
-static WAITERS: AtomicU32 = AtomicU32::new(0);
-static REPORTED_GONE: AtomicBool = AtomicBool::new(false);
+/// Per domain slot: free entries and chunks of that domain's region.
+static ENTRIES: [Pool<{ NUM_ENTRIES.div_ceil(64) }>; NUM_DOMAINS] =
+    [const { Pool::new(NUM_ENTRIES) }; NUM_DOMAINS];
+static CHUNKS: [Pool<{ NUM_CHUNKS.div_ceil(64) }>; NUM_DOMAINS] =
+    [const { Pool::new(NUM_CHUNKS) }; NUM_DOMAINS];
+/// Bumped whenever a slot's pools are reset (new session, fork child):
+/// cached indices of an older generation are dropped, never released.
+static GEN: [AtomicU32; NUM_DOMAINS] = [const { AtomicU32::new(1) }; NUM_DOMAINS];
+/// Threads waiting for a free entry or chunk, per slot.
+static WAITERS: [AtomicU32; NUM_DOMAINS] = [const { AtomicU32::new(0) }; NUM_DOMAINS];
+static REPORTED_GONE: [AtomicBool; NUM_DOMAINS] = [const { AtomicBool::new(false) }; NUM_DOMAINS];
 
 const NONE: u16 = u16::MAX;
 
@@ -125,56 +129,66 @@ const EMPTY: Cache = Cache {
 };
 
 thread_local! {
-    static CACHE: Cell<Cache> = const { Cell::new(EMPTY) };
+    static CACHE: [Cell<Cache>; NUM_DOMAINS] = const { [const { Cell::new(EMPTY) }; NUM_DOMAINS] };
 }
 
-/// A new session's region: all entries and chunks free, except those a
-/// previous image left in flight (exec while other threads waited).
-pub fn on_new_session(region: &ClientRegion) {
-    ENTRIES.fill();
-    CHUNKS.fill();
+fn with_cache<R>(slot: usize, f: impl FnOnce(&Cell<Cache>) -> R) -> Option<R> {
+    CACHE.try_with(|c| c.get(slot).map(f)).ok().flatten()
+}
+
+/// A new session's region for `domain`: all entries and chunks free,
+/// except those a previous image left in flight (exec while other threads
+/// waited).
+pub fn on_new_session(domain: u8, region: &ClientRegion) {
+    let Some(k) = slot_of(domain) else { return };
+    ENTRIES[k].fill();
+    CHUNKS[k].fill();
     for i in 0..NUM_ENTRIES as u16 {
         let Some(e) = region.entry(i) else { continue };
         let phase = e.state.load(Ordering::Acquire) & PHASE_MASK;
         if phase == Phase::Submitted as u32 || phase == Phase::Claimed as u32 {
-            ENTRIES.reserve(i);
+            ENTRIES[k].reserve(i);
             if let Some(c) = e.chunk.load(Ordering::Relaxed).checked_sub(1) {
-                CHUNKS.reserve(c);
+                CHUNKS[k].reserve(c);
             }
         }
     }
-    GEN.fetch_add(1, Ordering::AcqRel);
+    GEN[k].fetch_add(1, Ordering::AcqRel);
 }
 
 /// Forked child: forget the parent's allocations (allocation-free).
 pub fn reset_after_fork() {
-    ENTRIES.fill();
-    CHUNKS.fill();
-    WAITERS.store(0, Ordering::Relaxed);
-    GEN.fetch_add(1, Ordering::AcqRel);
-    let _ = CACHE.try_with(|c| c.set(EMPTY));
+    for k in 0..NUM_DOMAINS {
+        ENTRIES[k].fill();
+        CHUNKS[k].fill();
+        WAITERS[k].store(0, Ordering::Relaxed);
+        GEN[k].fetch_add(1, Ordering::AcqRel);
+        let _ = with_cache(k, |c| c.set(EMPTY));
+    }
 }
 
-/// The thread is exiting: give its cached entry and chunk back.
+/// The thread is exiting: give its cached entries and chunks back.
 pub fn on_thread_exit() {
-    let _ = CACHE.try_with(|c| {
-        let cur = c.replace(EMPTY);
-        if cur.gen == GEN.load(Ordering::Acquire) {
-            if cur.entry != NONE {
-                ENTRIES.release(cur.entry);
+    for k in 0..NUM_DOMAINS {
+        let _ = with_cache(k, |c| {
+            let cur = c.replace(EMPTY);
+            if cur.gen == GEN[k].load(Ordering::Acquire) {
+                if cur.entry != NONE {
+                    ENTRIES[k].release(cur.entry);
+                }
+                if cur.chunk != NONE {
+                    CHUNKS[k].release(cur.chunk);
+                }
             }
-            if cur.chunk != NONE {
-                CHUNKS.release(cur.chunk);
-            }
-        }
-    });
+        });
+    }
 }
 
-fn acquire_wait<const W: usize>(pool: &Pool<W>, sess: &Session) -> Result<u16, i64> {
+fn acquire_wait<const W: usize>(pool: &Pool<W>, k: usize, sess: &Session) -> Result<u16, i64> {
     if let Some(i) = pool.acquire() {
         return Ok(i);
     }
-    WAITERS.fetch_add(1, Ordering::AcqRel);
+    WAITERS[k].fetch_add(1, Ordering::AcqRel);
     let mut result = Err(-(libc::EAGAIN as i64));
     // About 30 s at most; a dead domain ends it at once.
     for round in 0..30_000u32 {
@@ -192,7 +206,7 @@ fn acquire_wait<const W: usize>(pool: &Pool<W>, sess: &Session) -> Result<u16, i
             host::sleep_ms(1);
         }
     }
-    WAITERS.fetch_sub(1, Ordering::AcqRel);
+    WAITERS[k].fetch_sub(1, Ordering::AcqRel);
     result
 }
 
@@ -207,6 +221,8 @@ fn policy() -> WaitPolicy {
 /// One thread's use of an entry and a chunk, for one or more calls.
 pub struct Call {
     sess: &'static Session,
+    domain: u8,
+    slot: usize,
     entry: u16,
     chunk: u16,
     seq: u16,
@@ -216,11 +232,13 @@ pub struct Call {
 }
 
 impl Call {
-    /// Get the session (registering if needed), an entry and a chunk.
-    pub fn begin() -> Result<Call, i64> {
-        let sess = session::get()?;
-        let gen = GEN.load(Ordering::Acquire);
-        let mut c = CACHE.try_with(|c| c.replace(EMPTY)).unwrap_or(EMPTY);
+    /// Get the session of `domain` (registering if needed), an entry and
+    /// a chunk of its region.
+    pub fn begin(domain: u8) -> Result<Call, i64> {
+        let k = slot_of(domain).ok_or(EIO)?;
+        let sess = session::get(domain)?;
+        let gen = GEN[k].load(Ordering::Acquire);
+        let mut c = with_cache(k, |c| c.replace(EMPTY)).unwrap_or(EMPTY);
         if c.gen != gen {
             // Indices of an older session: not ours to release.
             c.entry = NONE;
@@ -230,14 +248,14 @@ impl Call {
             c.tid = host::gettid();
         }
         let entry = match c.entry {
-            NONE => acquire_wait(&ENTRIES, sess)?,
+            NONE => acquire_wait(&ENTRIES[k], k, sess)?,
             e => e,
         };
         let chunk = match c.chunk {
-            NONE => match acquire_wait(&CHUNKS, sess) {
+            NONE => match acquire_wait(&CHUNKS[k], k, sess) {
                 Ok(ch) => ch,
                 Err(e) => {
-                    ENTRIES.release(entry);
+                    ENTRIES[k].release(entry);
                     return Err(e);
                 }
             },
@@ -245,6 +263,8 @@ impl Call {
         };
         Ok(Call {
             sess,
+            domain,
+            slot: k,
             entry,
             chunk,
             seq: c.seq,
@@ -256,6 +276,11 @@ impl Call {
 
     pub fn session(&self) -> &'static Session {
         self.sess
+    }
+
+    /// The domain this call talks to.
+    pub fn domain(&self) -> u8 {
+        self.domain
     }
 
     pub fn chunk(&self) -> Option<ChunkRef<'static>> {
@@ -290,9 +315,10 @@ impl Call {
                 // The entry (and chunk) may still be in the domain's hands.
                 self.poisoned = true;
                 log::once(
-                    &REPORTED_GONE,
+                    &REPORTED_GONE[self.slot],
                     format_args!(
-                        "the storage domain stopped answering ({e:?}); its calls fail with EIO"
+                        "the {} domain stopped answering ({e:?}); its calls fail with EIO",
+                        session::name(self.domain)
                     ),
                 );
                 Err(EIO)
@@ -311,11 +337,12 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if self.poisoned || self.gen != GEN.load(Ordering::Acquire) {
+        let k = self.slot;
+        if self.poisoned || self.gen != GEN[k].load(Ordering::Acquire) {
             // Leak: the domain may still use them / they belong to an old
             // session. Keep the sequence number going.
             let (seq, tid) = (self.seq, self.tid);
-            let _ = CACHE.try_with(|c| {
+            let _ = with_cache(k, |c| {
                 let mut cur = c.get();
                 cur.seq = seq;
                 cur.tid = tid;
@@ -330,21 +357,20 @@ impl Drop for Call {
             seq: self.seq,
             tid: self.tid,
         };
-        let kept = WAITERS.load(Ordering::Acquire) == 0
-            && CACHE
-                .try_with(|c| {
-                    if c.get().entry == NONE {
-                        c.set(me);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .unwrap_or(false);
+        let kept = WAITERS[k].load(Ordering::Acquire) == 0
+            && with_cache(k, |c| {
+                if c.get().entry == NONE {
+                    c.set(me);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
         if !kept {
-            ENTRIES.release(self.entry);
-            CHUNKS.release(self.chunk);
-            let _ = CACHE.try_with(|c| {
+            ENTRIES[k].release(self.entry);
+            CHUNKS[k].release(self.chunk);
+            let _ = with_cache(k, |c| {
                 let mut cur = c.get();
                 cur.seq = me.seq;
                 cur.tid = me.tid;
@@ -354,17 +380,26 @@ impl Drop for Call {
     }
 }
 
-/// A call without data (virtual ops, close, fsync...): -errno on failure.
-pub fn simple_call(op: u16, args: [u64; 6]) -> i64 {
-    match Call::begin() {
+/// A call without data (virtual ops, close, fsync...) in `domain`:
+/// -errno on failure.
+pub fn simple_call(domain: u8, op: u16, args: [u64; 6]) -> i64 {
+    match Call::begin(domain) {
         Ok(mut c) => c.result(op, args, false),
         Err(e) => e,
     }
 }
 
-/// Free entries and chunks (tests).
+/// Free entries and chunks of the storage domain's region (tests).
 pub fn free_counts() -> (u32, u32) {
-    (ENTRIES.free_count(), CHUNKS.free_count())
+    free_counts_in(super::fdtable::DOMAIN_STORAGE)
+}
+
+/// Free entries and chunks of `domain`'s region (tests).
+pub fn free_counts_in(domain: u8) -> (u32, u32) {
+    match slot_of(domain) {
+        Some(k) => (ENTRIES[k].free_count(), CHUNKS[k].free_count()),
+        None => (0, 0),
+    }
 }
 
 #[cfg(test)]

@@ -3,15 +3,19 @@
 //! any unclaimed fork; the new image's constructor reads, validates and
 //! closes it, then reattaches to its shadow.
 //!
-//! Record (little endian): a 64-byte header
+//! Record (little endian): a 72-byte header
 //! `magic u64 | version u32 | pid u32 | flags u32 | mount_len u32 |
-//!  cwd_len u32 | entries u32 | parent_pid u32 | reserved u32 | token u64 |
-//!  checksum u64 (FNV-1a of the body) | body_len u64`
+//!  cwd_len u32 | entries u32 | parent_pid u32 | reserved u32 |
+//!  storage token u64 | checksum u64 (FNV-1a of the body) | body_len u64 |
+//!  network token u64`
 //! then the body: mount bytes, cwd bytes, and 16 bytes per entry
 //! `user_fd u32 | remote u32 | domain u8 | cloexec u8 | 0 u8 x6`.
+//! Flags: a cwd, an unclaimed fork per domain (both forks of one parent),
+//! and which domains the old image was attached to (the new image
+//! reattaches to exactly those, plus the ones with an unclaimed fork).
 //! Close-on-exec entries are included: the new image closes them remotely.
 
-use super::fdtable::{self, Entry};
+use super::fdtable::{self, Entry, DOMAINS, NUM_DOMAINS};
 use super::route::PATH_MAX;
 use super::session::{self, PendingClaim};
 use super::{caller, cwd, host, log, state};
@@ -19,12 +23,16 @@ use core::sync::atomic::{AtomicI32, Ordering};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VIRTEXEC");
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const MEMFD_NAME: &str = "virtuos-exec-state";
-const HEADER: usize = 64;
+const HEADER: usize = 72;
 const ENTRY: usize = 16;
 const FLAG_CWD: u32 = 1;
-const FLAG_PENDING: u32 = 2;
+/// Per domain slot: an unclaimed fork.
+const FLAG_PENDING: [u32; NUM_DOMAINS] = [2, 4];
+/// Per domain slot: the old image had a session.
+const FLAG_ATTACHED: [u32; NUM_DOMAINS] = [8, 16];
+const ALL_FLAGS: u32 = FLAG_CWD | 2 | 4 | 8 | 16;
 const MAX_RECORD: usize = HEADER + 256 + PATH_MAX + fdtable::CAPACITY * ENTRY;
 
 /// Where an encoded record goes (the memfd, or a buffer in tests).
@@ -90,7 +98,9 @@ pub struct Snapshot<'a> {
     pub pid: u32,
     pub mount: &'a [u8],
     pub cwd: Option<&'a [u8]>,
-    pub pending: Option<PendingClaim>,
+    /// Per domain slot (all of one fork: the same parent pid).
+    pub pending: [Option<PendingClaim>; NUM_DOMAINS],
+    pub attached: [bool; NUM_DOMAINS],
 }
 
 /// Something that calls its argument once per table entry.
@@ -130,16 +140,19 @@ pub fn encode(sink: &mut dyn Sink, snap: &Snapshot<'_>, entries: &mut EntrySourc
     ok &= sink.put(off, &batch[..fill]);
     off += fill as u64;
     let mut h = [0u8; HEADER];
-    let flags = if snap.cwd.is_some() { FLAG_CWD } else { 0 }
-        | if snap.pending.is_some() {
-            FLAG_PENDING
-        } else {
-            0
-        };
-    let pending = snap.pending.unwrap_or(PendingClaim {
-        parent_pid: 0,
-        token: 0,
-    });
+    let mut flags = if snap.cwd.is_some() { FLAG_CWD } else { 0 };
+    let mut parent_pid = 0u32;
+    let mut tokens = [0u64; NUM_DOMAINS];
+    for k in 0..NUM_DOMAINS {
+        if let Some(p) = snap.pending[k] {
+            flags |= FLAG_PENDING[k];
+            parent_pid = p.parent_pid;
+            tokens[k] = p.token;
+        }
+        if snap.attached[k] {
+            flags |= FLAG_ATTACHED[k];
+        }
+    }
     h[0..8].copy_from_slice(&MAGIC.to_le_bytes());
     h[8..12].copy_from_slice(&VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&snap.pid.to_le_bytes());
@@ -147,9 +160,10 @@ pub fn encode(sink: &mut dyn Sink, snap: &Snapshot<'_>, entries: &mut EntrySourc
     h[20..24].copy_from_slice(&(snap.mount.len() as u32).to_le_bytes());
     h[24..28].copy_from_slice(&(cwd.len() as u32).to_le_bytes());
     h[28..32].copy_from_slice(&count.to_le_bytes());
-    h[32..36].copy_from_slice(&pending.parent_pid.to_le_bytes());
-    h[40..48].copy_from_slice(&pending.token.to_le_bytes());
+    h[32..36].copy_from_slice(&parent_pid.to_le_bytes());
+    h[40..48].copy_from_slice(&tokens[0].to_le_bytes());
     h[56..64].copy_from_slice(&(off - HEADER as u64).to_le_bytes());
+    h[64..72].copy_from_slice(&tokens[1].to_le_bytes());
     let sum = header_sum(sum, &h);
     h[48..56].copy_from_slice(&sum.to_le_bytes());
     ok && sink.put(0, &h)
@@ -161,7 +175,8 @@ pub struct Record {
     pub mount: Vec<u8>,
     pub cwd: Option<Vec<u8>>,
     pub entries: Vec<(u32, Entry)>,
-    pub pending: Option<PendingClaim>,
+    pub pending: [Option<PendingClaim>; NUM_DOMAINS],
+    pub attached: [bool; NUM_DOMAINS],
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -193,7 +208,7 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
     let cwd_len = u32_at(b, 24) as usize;
     let n = u32_at(b, 28) as usize;
     let body_len = u64_at(b, 56);
-    if flags & !(FLAG_CWD | FLAG_PENDING) != 0 || u32_at(b, 36) != 0 {
+    if flags & !ALL_FLAGS != 0 || u32_at(b, 36) != 0 {
         return Err("bad flags");
     }
     if mount_len >= 256 || cwd_len >= PATH_MAX || n > fdtable::CAPACITY {
@@ -233,7 +248,7 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
         let remote = u32_at(rec, 4);
         if fd as usize >= fdtable::CAPACITY
             || remote as u64 >= DOMAIN_FD_LIMIT
-            || rec[8] != fdtable::DOMAIN_STORAGE
+            || !fdtable::is_known_domain(rec[8])
             || rec[9] > 1
             || rec[10..16].iter().any(|&x| x != 0)
             || !seen.insert(fd)
@@ -249,11 +264,21 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
             },
         ));
     }
-    let pending = (flags & FLAG_PENDING != 0).then(|| PendingClaim {
-        parent_pid: u32_at(b, 32),
-        token: u64_at(b, 40),
-    });
-    if pending.is_none() && (u32_at(b, 32) != 0 || u64_at(b, 40) != 0) {
+    let token_at = [40usize, 64];
+    let mut pending = [None; NUM_DOMAINS];
+    let mut attached = [false; NUM_DOMAINS];
+    for k in 0..NUM_DOMAINS {
+        attached[k] = flags & FLAG_ATTACHED[k] != 0;
+        if flags & FLAG_PENDING[k] != 0 {
+            pending[k] = Some(PendingClaim {
+                parent_pid: u32_at(b, 32),
+                token: u64_at(b, token_at[k]),
+            });
+        } else if u64_at(b, token_at[k]) != 0 {
+            return Err("bad claim");
+        }
+    }
+    if pending.iter().all(Option::is_none) && u32_at(b, 32) != 0 {
         return Err("bad claim");
     }
     Ok(Record {
@@ -262,6 +287,7 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
         cwd,
         entries,
         pending,
+        attached,
     })
 }
 
@@ -291,7 +317,8 @@ pub fn before_exec() {
         pid: host::getpid(),
         mount: state::mount(),
         cwd: cwd_len.map(|n| &cwd_buf[..n]),
-        pending: session::pending(),
+        pending: DOMAINS.map(session::pending),
+        attached: DOMAINS.map(|d| session::current(d).is_some()),
     };
     let ok = encode(&mut FdSink(fd as i32), &snap, &mut |f| {
         fdtable::for_each_in(0, fdtable::CAPACITY as u64 - 1, f)
@@ -389,7 +416,7 @@ fn placeholder_ok(fd: u32) -> bool {
 
 /// Rebuild the table and cwd from `rec` and reattach.
 pub fn apply(rec: Record) {
-    if rec.pending.is_none() && rec.pid != host::getpid() {
+    if rec.pending.iter().all(Option::is_none) && rec.pid != host::getpid() {
         log::emit(format_args!(
             "ignoring an exec-state record of another process ({})",
             rec.pid
@@ -401,14 +428,30 @@ pub fn apply(rec: Record) {
         if !e.cloexec && placeholder_ok(*fd) && fdtable::set(*fd as u64, *e).is_ok() {
             continue;
         }
-        to_close.push(e.remote);
+        to_close.push(*e);
     }
     if let Some(c) = &rec.cwd {
         cwd::set_remote(c);
     }
-    if session::reattach(rec.pending) {
-        for r in to_close {
-            let _ = caller::simple_call(libc::SYS_close as u16, [r as u64, 0, 0, 0, 0, 0]);
+    for (k, d) in DOMAINS.into_iter().enumerate() {
+        let has_entries = rec.entries.iter().any(|(_, e)| e.domain == d);
+        // Descriptors (or a cwd) of a domain without a session: the
+        // reattach fails and marks the domain orphaned, as it must.
+        let wanted = rec.attached[k]
+            || rec.pending[k].is_some()
+            || has_entries
+            || (d == fdtable::DOMAIN_STORAGE && rec.cwd.is_some());
+        if !wanted {
+            continue;
+        }
+        if session::reattach(d, rec.pending[k]) {
+            for e in to_close.iter().filter(|e| e.domain == d) {
+                let _ = caller::simple_call(
+                    d,
+                    libc::SYS_close as u16,
+                    [e.remote as u64, 0, 0, 0, 0, 0],
+                );
+            }
         }
     }
 }
@@ -423,15 +466,23 @@ mod tests {
             pid: 42,
             mount: b"/storage",
             cwd: Some(b"/storage/dir"),
-            pending: Some(PendingClaim {
-                parent_pid: 7,
-                token: 99,
-            }),
+            pending: [
+                Some(PendingClaim {
+                    parent_pid: 7,
+                    token: 99,
+                }),
+                Some(PendingClaim {
+                    parent_pid: 7,
+                    token: 5,
+                }),
+            ],
+            attached: [true, false],
         };
         assert!(encode(&mut out, &snap, &mut |f| {
             for i in 0..100u32 {
                 f(3 + i, Entry::storage(10 + i, i % 3 == 0));
             }
+            f(200, Entry::network(7, false));
         }));
         out
     }
@@ -444,12 +495,20 @@ mod tests {
         assert_eq!(r.cwd.as_deref(), Some(&b"/storage/dir"[..]));
         assert_eq!(
             r.pending,
-            Some(PendingClaim {
-                parent_pid: 7,
-                token: 99
-            })
+            [
+                Some(PendingClaim {
+                    parent_pid: 7,
+                    token: 99
+                }),
+                Some(PendingClaim {
+                    parent_pid: 7,
+                    token: 5
+                })
+            ]
         );
-        assert_eq!(r.entries.len(), 100);
+        assert_eq!(r.attached, [true, false]);
+        assert_eq!(r.entries.len(), 101);
+        assert_eq!(r.entries[100], (200, Entry::network(7, false)));
         assert_eq!(r.entries[3], (6, Entry::storage(13, true)));
         assert_eq!(r.entries[4], (7, Entry::storage(14, false)));
     }
@@ -488,7 +547,8 @@ mod tests {
                 pid: 1,
                 mount: b"/storage",
                 cwd: None,
-                pending: None,
+                pending: [None; NUM_DOMAINS],
+                attached: [true, false],
             };
             encode(&mut out, &snap, &mut |f| {
                 for (fd, e) in &entries {
@@ -502,7 +562,8 @@ mod tests {
             pid: 1,
             mount: b"/storage/../x",
             cwd: Some(b"relative"),
-            pending: None,
+            pending: [None; NUM_DOMAINS],
+            attached: [false; NUM_DOMAINS],
         };
         encode(&mut out, &snap, &mut |_| {});
         assert!(decode(&out).is_err(), "unnormalised mount, relative cwd");

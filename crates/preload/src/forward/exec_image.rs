@@ -55,6 +55,9 @@ pub fn plan(nr: u64, a: [u64; 6]) -> ExecPlan {
     if flags & libc::AT_EMPTY_PATH as u64 != 0 && empty_path {
         // fexecve of a forwarded descriptor.
         return match dirfd.and_then(fdtable::get) {
+            Some(e) if e.domain != fdtable::DOMAIN_STORAGE => {
+                ExecPlan::Fail(-(libc::EACCES as i64))
+            }
             Some(e) => present(Source::Fd(e.remote), argv, envp, path),
             None => ExecPlan::Native,
         };
@@ -114,7 +117,7 @@ enum Source {
 /// An executable in the domain: open it, check it may be executed, then
 /// run it as a script or from a memory file.
 fn present(src: Source, argv: u64, envp: u64, user_path: u64) -> ExecPlan {
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(fdtable::DOMAIN_STORAGE) {
         Ok(c) => c,
         Err(e) => return ExecPlan::Fail(e),
     };

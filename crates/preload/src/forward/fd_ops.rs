@@ -23,7 +23,11 @@ pub fn close(fd: u64) -> Action {
     let Some(e) = fdtable::take(fd) else {
         return Action::Local;
     };
-    let r = caller::simple_call(libc::SYS_close as u16, [e.remote as u64, 0, 0, 0, 0, 0]);
+    let r = caller::simple_call(
+        e.domain,
+        libc::SYS_close as u16,
+        [e.remote as u64, 0, 0, 0, 0, 0],
+    );
     let h = host::close(fd as i32);
     // The descriptor is gone either way (POSIX); report a real error of
     // the domain's close (e.g. a deferred write error), not a dead domain.
@@ -41,7 +45,7 @@ fn remote_dup(call: &mut Call, rfd: u32) -> i64 {
 
 /// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`.
 fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -81,8 +85,11 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         let r = host::reissue(nr, args);
         if r >= 0 {
             if let Some(ne) = fdtable::take(new) {
-                let _ =
-                    caller::simple_call(libc::SYS_close as u16, [ne.remote as u64, 0, 0, 0, 0, 0]);
+                let _ = caller::simple_call(
+                    ne.domain,
+                    libc::SYS_close as u16,
+                    [ne.remote as u64, 0, 0, 0, 0, 0],
+                );
             }
         }
         return Action::Done(r);
@@ -98,7 +105,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
     if new as u32 as usize >= fdtable::CAPACITY {
         return Action::Done(-(libc::EMFILE as i64));
     }
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(oe.domain) {
         Ok(c) => c,
         Err(e) => return Action::Done(e),
     };
@@ -114,8 +121,15 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         remote_close(&mut call, rnew as u64);
         return Action::Done(h);
     }
-    let prev = fdtable::set(new, fdtable::Entry::storage(rnew as u32, cloexec));
+    let prev = fdtable::set(new, fdtable::Entry::new(oe.domain, rnew as u32, cloexec));
     match prev {
+        Ok(Some(p)) if p.domain != oe.domain => {
+            let _ = caller::simple_call(
+                p.domain,
+                libc::SYS_close as u16,
+                [p.remote as u64, 0, 0, 0, 0, 0],
+            );
+        }
         Ok(Some(p)) => {
             remote_close(&mut call, p.remote as u64);
         }
@@ -159,7 +173,7 @@ pub fn fcntl(args: [u64; 6]) -> Action {
                 ];
                 let mut a = args;
                 a[0] = e.remote as u64;
-                Action::Done(forward(libc::SYS_fcntl as u64, &a, &sh))
+                Action::Done(forward(libc::SYS_fcntl as u64, &a, &sh, e.domain))
             }
             None => {
                 log::unsupported(
@@ -202,7 +216,7 @@ pub fn ioctl(args: [u64; 6]) -> Action {
             ];
             let mut a = args;
             a[0] = e.remote as u64;
-            Action::Done(forward(libc::SYS_ioctl as u64, &a, &sh))
+            Action::Done(forward(libc::SYS_ioctl as u64, &a, &sh, e.domain))
         }
         None => Action::Done(-(libc::ENOTTY as i64)),
     }
@@ -224,10 +238,18 @@ pub fn close_range(args: [u64; 6]) -> Action {
     }
     // Remote closes for the forwarded descriptors in range, then the host
     // close_range (which closes their placeholders and the local ones).
-    let mut call = Call::begin().ok();
+    let mut calls: [Option<Call>; fdtable::NUM_DOMAINS] = [const { None }; fdtable::NUM_DOMAINS];
+    let mut tried = [false; fdtable::NUM_DOMAINS];
     fdtable::for_each_in(first, last, |fd, _| {
         if let Some(e) = fdtable::take(fd as u64) {
-            if let Some(c) = call.as_mut() {
+            let Some(k) = fdtable::slot_of(e.domain) else {
+                return;
+            };
+            if !tried[k] {
+                tried[k] = true;
+                calls[k] = Call::begin(e.domain).ok();
+            }
+            if let Some(c) = calls[k].as_mut() {
                 remote_close(c, e.remote as u64);
             }
         }

@@ -14,8 +14,28 @@ use rustix::mm::{MapFlags, ProtFlags};
 /// User descriptors at or above this are always local.
 pub const CAPACITY: usize = 65536;
 
-/// Domain ids (index of the domain; only storage exists today).
+/// Domain ids as stored in the table (and in exec records).
 pub const DOMAIN_STORAGE: u8 = 1;
+pub const DOMAIN_NETWORK: u8 = 2;
+/// Number of domains a process may be attached to.
+pub const NUM_DOMAINS: usize = 2;
+/// Every domain id, in slot order.
+pub const DOMAINS: [u8; NUM_DOMAINS] = [DOMAIN_STORAGE, DOMAIN_NETWORK];
+
+/// The slot (0..NUM_DOMAINS) of a domain id; unknown ids map to None.
+#[inline]
+pub fn slot_of(domain: u8) -> Option<usize> {
+    match domain {
+        DOMAIN_STORAGE => Some(0),
+        DOMAIN_NETWORK => Some(1),
+        _ => None,
+    }
+}
+
+/// Whether `domain` is a domain id this library knows.
+pub fn is_known_domain(domain: u8) -> bool {
+    slot_of(domain).is_some()
+}
 
 const VALID: u64 = 1 << 63;
 const CLOEXEC: u64 = 1 << 40;
@@ -29,11 +49,23 @@ pub struct Entry {
 
 impl Entry {
     pub fn storage(remote: u32, cloexec: bool) -> Entry {
+        Entry::new(DOMAIN_STORAGE, remote, cloexec)
+    }
+
+    pub fn network(remote: u32, cloexec: bool) -> Entry {
+        Entry::new(DOMAIN_NETWORK, remote, cloexec)
+    }
+
+    pub fn new(domain: u8, remote: u32, cloexec: bool) -> Entry {
         Entry {
-            domain: DOMAIN_STORAGE,
+            domain,
             remote,
             cloexec,
         }
+    }
+
+    pub fn is_network(&self) -> bool {
+        self.domain == DOMAIN_NETWORK
     }
 
     fn encode(self) -> u64 {
@@ -55,6 +87,18 @@ impl Entry {
 static TABLE: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
 /// Number of forwarded entries.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Number of forwarded entries per domain slot.
+static COUNTS: [AtomicUsize; NUM_DOMAINS] = [const { AtomicUsize::new(0) }; NUM_DOMAINS];
+
+fn count_add(domain: u8, delta: isize) {
+    if let Some(c) = slot_of(domain).and_then(|i| COUNTS.get(i)) {
+        if delta > 0 {
+            c.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
 /// One past the highest index ever set (bounds scans).
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 
@@ -122,9 +166,13 @@ pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
     let i = index(fd).ok_or(-(libc::EMFILE as i64))?;
     let t = map_table()?;
     let prev = Entry::decode(t[i].swap(e.encode(), Ordering::AcqRel));
-    if prev.is_none() {
-        COUNT.fetch_add(1, Ordering::Relaxed);
+    match prev {
+        None => {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(p) => count_add(p.domain, -1),
     }
+    count_add(e.domain, 1);
     HIGH.fetch_max(i + 1, Ordering::Relaxed);
     Ok(prev)
 }
@@ -133,8 +181,9 @@ pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
 pub fn take(fd: u64) -> Option<Entry> {
     let t = table()?;
     let prev = Entry::decode(t.get(index(fd)?)?.swap(0, Ordering::AcqRel));
-    if prev.is_some() {
+    if let Some(p) = prev {
         COUNT.fetch_sub(1, Ordering::Relaxed);
+        count_add(p.domain, -1);
     }
     prev
 }
@@ -162,6 +211,13 @@ pub fn count() -> usize {
     COUNT.load(Ordering::Relaxed)
 }
 
+/// Number of forwarded descriptors of `domain`.
+pub fn count_in(domain: u8) -> usize {
+    slot_of(domain)
+        .and_then(|i| COUNTS.get(i))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
 /// Call `f(fd, entry)` for each forwarded fd in `[first, last]`.
 pub fn for_each_in(first: u64, last: u64, mut f: impl FnMut(u32, Entry)) {
     let Some(t) = table() else { return };
@@ -186,6 +242,9 @@ pub fn clear_all() {
         }
     }
     COUNT.store(0, Ordering::Relaxed);
+    for c in &COUNTS {
+        c.store(0, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

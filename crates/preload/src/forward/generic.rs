@@ -17,8 +17,8 @@ pub enum Decision {
     /// On the host with these arguments (rewritten paths point into the
     /// scratch buffers, which must outlive the call).
     LocalRewritten([u64; 6]),
-    /// Forward with these (descriptor-translated) arguments.
-    Remote([u64; 6]),
+    /// Forward with these (descriptor-translated) arguments to this domain.
+    Remote([u64; 6], u8),
     /// Errno for the call.
     Fail(i64),
 }
@@ -35,10 +35,16 @@ pub fn decide(
     let mut remote = *args;
     let mut local = *args;
     let (mut any_remote, mut any_local, mut rewritten) = (false, false, false);
+    // The one domain every forwarded argument must belong to.
+    let mut domain: Option<u8> = None;
     for &i in fd_slots {
         let Some(&fd) = args.get(i) else { continue };
         match fdtable::get(fd) {
             Some(e) => {
+                if domain.is_some_and(|d| d != e.domain) {
+                    return Decision::Fail(-(libc::EXDEV as i64));
+                }
+                domain = Some(e.domain);
                 remote[i] = e.remote as u64;
                 any_remote = true;
             }
@@ -50,6 +56,13 @@ pub fn decide(
             return Decision::Fail(EIO);
         };
         let dirfd = dirslot.and_then(|d| args.get(d).copied());
+        // Paths live in the storage domain; a socket is no directory.
+        if dirfd
+            .and_then(fdtable::get)
+            .is_some_and(|e| e.domain != fdtable::DOMAIN_STORAGE)
+        {
+            return Decision::Fail(-(libc::ENOTDIR as i64));
+        }
         match route::classify(dirfd, ptr, follows_final_link(nr, args), s) {
             Err(e) => return Decision::Fail(e),
             Ok(PathRoute::Local) => any_local = true,
@@ -62,6 +75,10 @@ pub fn decide(
                 }
             }
             Ok(PathRoute::RemoteRewritten) => {
+                if domain.is_some_and(|d| d != fdtable::DOMAIN_STORAGE) {
+                    return Decision::Fail(-(libc::EXDEV as i64));
+                }
+                domain = Some(fdtable::DOMAIN_STORAGE);
                 any_remote = true;
                 remote[pslot] = s.rewritten().as_ptr() as u64;
                 if let Some(d) = dirslot {
@@ -69,6 +86,10 @@ pub fn decide(
                 }
             }
             Ok(PathRoute::Remote { dirfd }) => {
+                if domain.is_some_and(|d| d != fdtable::DOMAIN_STORAGE) {
+                    return Decision::Fail(-(libc::EXDEV as i64));
+                }
+                domain = Some(fdtable::DOMAIN_STORAGE);
                 any_remote = true;
                 if let Some(d) = dirslot {
                     remote[d] = dirfd;
@@ -78,7 +99,7 @@ pub fn decide(
     }
     match (any_remote, any_local) {
         (true, true) => Decision::Fail(-(libc::EXDEV as i64)),
-        (true, false) => Decision::Remote(remote),
+        (true, false) => Decision::Remote(remote, domain.unwrap_or(fdtable::DOMAIN_STORAGE)),
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
     }
@@ -199,13 +220,24 @@ fn run(nr: u64, sh: &Shape, d: Decision) -> Action {
         Decision::Local => Action::Local,
         Decision::LocalRewritten(a) => Action::Done(host::reissue(nr, a)),
         Decision::Fail(e) => Action::Done(e),
-        Decision::Remote(a) => Action::Done(forward(nr, &a, sh)),
+        Decision::Remote(a, domain) => Action::Done(forward_checked(nr, &a, sh, domain)),
     }
 }
 
-/// Forward a shaped call and apply its effects on our state.
-pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape) -> i64 {
-    let mut call = match Call::begin() {
+/// A socket call reaches only the network domain, a file call only the
+/// storage domain (per-family tables): a socket call on a forwarded file is
+/// ENOTSOCK, as natively.
+fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, domain: u8) -> i64 {
+    use virtuos_abi::shape::{family, Family};
+    if family(nr as u16) == Some(Family::Socket) && domain != fdtable::DOMAIN_NETWORK {
+        return -(libc::ENOTSOCK as i64);
+    }
+    forward(nr, a, sh, domain)
+}
+
+/// Forward a shaped call to `domain` and apply its effects on our state.
+pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape, domain: u8) -> i64 {
+    let mut call = match Call::begin(domain) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -247,7 +279,7 @@ pub fn install(call: &mut Call, rfd: i64, cloexec: bool) -> i64 {
 
 /// Record user fd `ph` (a placeholder we own) as remote `rfd`.
 pub fn bind(call: &mut Call, ph: i64, rfd: u32, cloexec: bool) -> i64 {
-    match fdtable::set(ph as u64, fdtable::Entry::storage(rfd, cloexec)) {
+    match fdtable::set(ph as u64, fdtable::Entry::new(call.domain(), rfd, cloexec)) {
         Ok(prev) => {
             if let Some(p) = prev {
                 // A stale entry for a number the kernel considered free.
@@ -300,7 +332,7 @@ pub fn chdir(args: [u64; 6]) -> Action {
         Decision::Local => local_chdir(args),
         Decision::LocalRewritten(a) => local_chdir(a),
         Decision::Fail(e) => Action::Done(e),
-        Decision::Remote(a) => Action::Done(remote_chdir(libc::SYS_chdir, &a)),
+        Decision::Remote(a, _) => Action::Done(remote_chdir(libc::SYS_chdir, &a)),
     }
 }
 
@@ -314,6 +346,7 @@ fn local_chdir(a: [u64; 6]) -> Action {
 
 pub fn fchdir(args: [u64; 6]) -> Action {
     match fdtable::get(args[0]) {
+        Some(e) if e.domain != fdtable::DOMAIN_STORAGE => Action::Done(-(libc::ENOTDIR as i64)),
         Some(e) => {
             let mut a = args;
             a[0] = e.remote as u64;
@@ -334,7 +367,7 @@ fn remote_chdir(nr: i64, a: &[u64; 6]) -> i64 {
     let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
         return EIO;
     };
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(fdtable::DOMAIN_STORAGE) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -365,8 +398,12 @@ pub fn getcwd(args: [u64; 6]) -> Action {
 /// the domain get the same mode bits as natively.
 pub fn umask(mask: u64) -> Action {
     let old = host::reissue(libc::SYS_umask as u64, [mask, 0, 0, 0, 0, 0]);
-    if super::session::current().is_some() {
-        let _ = super::caller::simple_call(libc::SYS_umask as u16, [mask & 0o777, 0, 0, 0, 0, 0]);
+    if super::session::current(fdtable::DOMAIN_STORAGE).is_some() {
+        let _ = super::caller::simple_call(
+            fdtable::DOMAIN_STORAGE,
+            libc::SYS_umask as u16,
+            [mask & 0o777, 0, 0, 0, 0, 0],
+        );
     }
     Action::Done(old)
 }
@@ -375,5 +412,9 @@ pub fn umask(mask: u64) -> Action {
 pub fn sync_umask() {
     let cur = host::reissue(libc::SYS_umask as u64, [0o022, 0, 0, 0, 0, 0]);
     host::reissue(libc::SYS_umask as u64, [cur as u64, 0, 0, 0, 0, 0]);
-    let _ = super::caller::simple_call(libc::SYS_umask as u16, [cur as u64 & 0o777, 0, 0, 0, 0, 0]);
+    let _ = super::caller::simple_call(
+        fdtable::DOMAIN_STORAGE,
+        libc::SYS_umask as u16,
+        [cur as u64 & 0o777, 0, 0, 0, 0, 0],
+    );
 }

@@ -1,7 +1,11 @@
 //! Data transfer on forwarded descriptors: chunk-sized splitting of
 //! read/write/pread64/pwrite64, vectored I/O gathered and scattered through
-//! the chunk, and copies between a local and a forwarded descriptor
-//! (copy_file_range, sendfile, splice) through the chunk.
+//! the chunk, and copies between descriptors of different domains (local,
+//! storage, network: copy_file_range, sendfile, splice) through the chunks.
+//!
+//! Reads of a socket are never split: a second piece could block although
+//! the first one already returned data (natively read returns what is
+//! there), so a socket read returns at most one chunk.
 
 use super::caller::Call;
 use super::fdtable::{self, Entry};
@@ -18,14 +22,16 @@ pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let Some(sh) = shape(nr as u16) else {
         return Action::Done(EIO);
     };
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };
     let positional = matches!(nr as i64, libc::SYS_pread64 | libc::SYS_pwrite64);
     let (buf, total, pos) = (args[1], args[2], args[3]);
     let mut a = [e.remote as u64, buf, total, pos, 0, 0];
-    if total <= CHUNK_SIZE as u64 {
+    let is_read = matches!(nr as i64, libc::SYS_read | libc::SYS_pread64);
+    if total <= CHUNK_SIZE as u64 || (e.is_network() && is_read) {
+        // (One chunk at most: the shape clamps the read.)
         return Action::Done(marshal::call_shaped(&mut call, nr as u16, &sh, &a));
     }
     let total = total.min(isize::MAX as u64);
@@ -78,7 +84,64 @@ impl Iov {
     }
 }
 
-fn iov_total(iov: u64, count: usize) -> Result<u64, i64> {
+/// Gather up to `max` bytes of the user iovec array into `chunk` at `off`;
+/// returns the bytes gathered.
+pub(super) fn gather(
+    chunk: &super::usermem::ChunkRef<'_>,
+    off: usize,
+    iov: u64,
+    count: usize,
+    max: u64,
+) -> Result<u64, i64> {
+    let mut cur = Iov {
+        base: iov,
+        count,
+        index: 0,
+        within: 0,
+    };
+    let mut filled = 0u64;
+    while filled < max {
+        let Some((b, n)) = cur.next(max - filled) else {
+            break;
+        };
+        if !chunk.from_user(off + filled as usize, b, n as usize) {
+            return Err(-(libc::EFAULT as i64));
+        }
+        cur.advance(n);
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Scatter `n` bytes of `chunk` at `off` into the user iovec array.
+pub(super) fn scatter(
+    chunk: &super::usermem::ChunkRef<'_>,
+    off: usize,
+    iov: u64,
+    count: usize,
+    n: u64,
+) -> Result<(), i64> {
+    let mut cur = Iov {
+        base: iov,
+        count,
+        index: 0,
+        within: 0,
+    };
+    let mut copied = 0u64;
+    while copied < n {
+        let Some((b, len)) = cur.next(n - copied) else {
+            break;
+        };
+        if !chunk.to_user(off + copied as usize, b, len as usize) {
+            return Err(-(libc::EFAULT as i64));
+        }
+        cur.advance(len);
+        copied += len;
+    }
+    Ok(())
+}
+
+pub(super) fn iov_total(iov: u64, count: usize) -> Result<u64, i64> {
     let mut total = 0u64;
     for i in 0..count {
         let (_, l) = usermem::read_iovec(iov, i).ok_or(-(libc::EFAULT as i64))?;
@@ -121,13 +184,14 @@ pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
     if total == 0 {
         return Action::Done(0);
     }
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };
     let Some(chunk) = call.chunk() else {
         return Action::Done(EIO);
     };
+    let one_piece = e.is_network() && !write;
     let mut cur = Iov {
         base: iov,
         count: cnt as usize,
@@ -191,7 +255,7 @@ pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
         if let Some(o) = offset.as_mut() {
             *o += r;
         }
-        if (r as u64) < want {
+        if (r as u64) < want || one_piece {
             break;
         }
     }
@@ -210,7 +274,8 @@ fn skip(cur: &mut Iov, mut n: u64) {
 #[derive(Clone, Copy)]
 enum Side {
     Local(i32),
-    Remote(u32),
+    /// (domain, remote fd)
+    Remote(u8, u32),
 }
 
 /// copy_file_range / sendfile / splice.
@@ -223,7 +288,7 @@ pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
     let (ein, eout) = (fdtable::get(fd_in), fdtable::get(fd_out));
     match (ein, eout) {
         (None, None) => return Action::Local,
-        (Some(i), Some(o)) => {
+        (Some(i), Some(o)) if i.domain == o.domain => {
             let Some(sh) = shape(nr as u16) else {
                 return Action::Done(EIO);
             };
@@ -235,15 +300,19 @@ pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
                 a[0] = i.remote as u64;
                 a[2] = o.remote as u64;
             }
-            return Action::Done(generic::forward(nr, &a, &sh));
+            return Action::Done(generic::forward(nr, &a, &sh, i.domain));
         }
         _ => {}
     }
     if nr as i64 == libc::SYS_copy_file_range && args[5] != 0 {
         return Action::Done(EINVAL);
     }
-    let src = ein.map_or(Side::Local(fd_in as i32), |e| Side::Remote(e.remote));
-    let dst = eout.map_or(Side::Local(fd_out as i32), |e| Side::Remote(e.remote));
+    let src = ein.map_or(Side::Local(fd_in as i32), |e| {
+        Side::Remote(e.domain, e.remote)
+    });
+    let dst = eout.map_or(Side::Local(fd_out as i32), |e| {
+        Side::Remote(e.domain, e.remote)
+    });
     let read_off = |p: u64| -> Result<Option<i64>, i64> {
         if p == 0 {
             return Ok(None);
@@ -270,24 +339,85 @@ pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
     Action::Done(r)
 }
 
+fn begin_side(s: Side) -> Result<Option<Call>, i64> {
+    match s {
+        Side::Local(_) => Ok(None),
+        Side::Remote(d, _) => Call::begin(d).map(Some),
+    }
+}
+
+/// Copy through the chunk of the source's domain (or of the destination's
+/// when the source is local); between two domains, chunk to chunk.
 fn copy_loop(src: Side, dst: Side, oin: &mut Option<i64>, oout: &mut Option<i64>, len: u64) -> i64 {
-    let mut call = match Call::begin() {
+    let mut scall = match begin_side(src) {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let Some(chunk) = call.chunk() else {
+    let mut dcall = match begin_side(dst) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let schunk = scall.as_ref().map(|c| c.chunk());
+    let dchunk = dcall.as_ref().map(|c| c.chunk());
+    let (schunk, dchunk) = match (schunk, dchunk) {
+        (Some(None), _) | (_, Some(None)) => return EIO,
+        (a, b) => (a.flatten(), b.flatten()),
+    };
+    // The staging buffer: the source's chunk, else the destination's.
+    let Some(stage) = schunk.as_ref().or(dchunk.as_ref()) else {
         return EIO;
     };
+    // A remote file read at its current position: read positionally and
+    // move the position by what was written (not by what was read), as
+    // the kernel does; sockets and pipes (ESPIPE) are read plainly.
+    let mut seek_back: Option<u32> = None;
+    if let (Side::Remote(_, r), Some(call), None) = (src, scall.as_mut(), *oin) {
+        let p = call.result(
+            libc::SYS_lseek as u16,
+            [r as u64, 0, libc::SEEK_CUR as u64, 0, 0, 0],
+            false,
+        );
+        if p >= 0 {
+            *oin = Some(p);
+            seek_back = Some(r);
+        }
+    }
+    let r = copy_pieces(
+        src, dst, &mut scall, &mut dcall, &schunk, &dchunk, stage, oin, oout, len,
+    );
+    if let (Some(fd), Some(call), Some(pos)) = (seek_back, scall.as_mut(), *oin) {
+        call.result(
+            libc::SYS_lseek as u16,
+            [fd as u64, pos as u64, libc::SEEK_SET as u64, 0, 0, 0],
+            false,
+        );
+        *oin = None;
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_pieces(
+    src: Side,
+    dst: Side,
+    scall: &mut Option<Call>,
+    dcall: &mut Option<Call>,
+    schunk: &Option<super::usermem::ChunkRef<'static>>,
+    dchunk: &Option<super::usermem::ChunkRef<'static>>,
+    stage: &super::usermem::ChunkRef<'static>,
+    oin: &mut Option<i64>,
+    oout: &mut Option<i64>,
+    len: u64,
+) -> i64 {
     let len = len.min(isize::MAX as u64);
     let mut done = 0u64;
     while done < len {
         let piece = (len - done).min(CHUNK_SIZE as u64) as usize;
-        let Some(ptr) = chunk.ptr(0, piece) else {
+        let Some(ptr) = stage.ptr(0, piece) else {
             return EIO;
         };
-        let n = match src {
-            Side::Local(fd) => super::host::read_raw(fd, ptr, piece, *oin),
-            Side::Remote(r) => {
+        let n = match (src, scall.as_mut()) {
+            (Side::Remote(_, r), Some(call)) => {
                 let (op, pos) = match *oin {
                     Some(o) => (libc::SYS_pread64, o as u64),
                     None => (libc::SYS_read, 0),
@@ -298,6 +428,8 @@ fn copy_loop(src: Side, dst: Side, oin: &mut Option<i64>, oout: &mut Option<i64>
                 }
                 n
             }
+            (Side::Local(fd), _) => super::host::read_raw(fd, ptr, piece, *oin),
+            _ => return EIO,
         };
         if n <= 0 {
             if n < 0 && done == 0 {
@@ -305,9 +437,15 @@ fn copy_loop(src: Side, dst: Side, oin: &mut Option<i64>, oout: &mut Option<i64>
             }
             break;
         }
-        let w = match dst {
-            Side::Local(fd) => super::host::write_raw(fd, ptr, n as usize, *oout),
-            Side::Remote(r) => {
+        let w = match (dst, dcall.as_mut()) {
+            (Side::Local(fd), _) => super::host::write_raw(fd, ptr, n as usize, *oout),
+            (Side::Remote(_, r), Some(call)) => {
+                if let Some(d) = dchunk.as_ref().filter(|_| schunk.is_some()) {
+                    // Two domains: move the bytes into the destination's chunk.
+                    if !d.from_user(0, ptr as u64, n as usize) {
+                        return EIO;
+                    }
+                }
                 let (op, pos) = match *oout {
                     Some(o) => (libc::SYS_pwrite64, o as u64),
                     None => (libc::SYS_write, 0),
@@ -318,6 +456,7 @@ fn copy_loop(src: Side, dst: Side, oin: &mut Option<i64>, oout: &mut Option<i64>
                 }
                 w
             }
+            _ => return EIO,
         };
         if w < 0 {
             if done == 0 {

@@ -22,6 +22,10 @@ pub fn mmap(args: [u64; 6]) -> Action {
     let Some(e) = fdtable::get(fd) else {
         return Action::Local;
     };
+    if e.domain != fdtable::DOMAIN_STORAGE {
+        // A socket cannot be mapped (natively: ENODEV).
+        return Action::Done(-(libc::ENODEV as i64));
+    }
     let kind = flags & 0x0f; // MAP_TYPE
     let shared = kind == libc::MAP_SHARED || kind == libc::MAP_SHARED_VALIDATE;
     if shared && prot & libc::PROT_WRITE != 0 {
@@ -43,7 +47,7 @@ pub fn mmap(args: [u64; 6]) -> Action {
             | libc::MAP_LOCKED
             | libc::MAP_POPULATE
             | libc::MAP_STACK);
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };

@@ -9,8 +9,13 @@
 //! reattach), `caller` (entries, chunks, the call), `marshal` (shape-driven
 //! copies), `fdtable`, `route` (paths), `cwd`, `generic` (shaped calls,
 //! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
-//! (splitting, vectored, cross-domain copies), `mmap`, `procfs`, `poll`,
-//! `unsupported`, `exec`. Unsafe code lives only in `sync`, `host`,
+//! (splitting, vectored, cross-domain copies), `net` (sockets of the
+//! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
+//! `mmap`, `procfs`, `poll`, `unsupported`, `exec`.
+//!
+//! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
+//! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
+//! on a forwarded descriptor goes to the domain of that descriptor. Unsafe code lives only in `sync`, `host`,
 //! `usermem` and the table mapping in `fdtable`.
 //!
 //! Stack: the path-taking handlers use up to ~24 KiB of stack (two
@@ -29,6 +34,7 @@ pub mod io;
 pub mod log;
 pub mod marshal;
 pub mod mmap;
+pub mod net;
 pub mod poll;
 pub mod procfs;
 pub mod route;
@@ -89,6 +95,16 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         libc::SYS_close_range => fd_ops::close_range(a),
         libc::SYS_copy_file_range | libc::SYS_sendfile | libc::SYS_splice => io::transfer(nr, a),
         libc::SYS_mmap => mmap::mmap(a),
+        libc::SYS_socket => net::socket(a),
+        libc::SYS_accept | libc::SYS_accept4 => net::on_fd(nr, a, net::accept),
+        libc::SYS_getsockname | libc::SYS_getpeername => net::on_fd(nr, a, net::sockname),
+        libc::SYS_getsockopt => net::on_fd(nr, a, net::getsockopt),
+        libc::SYS_recvfrom => net::on_fd(nr, a, net::recvfrom),
+        libc::SYS_sendto => net::on_fd(nr, a, net::sendto),
+        libc::SYS_sendmsg => net::on_fd(nr, a, net::sendmsg),
+        libc::SYS_recvmsg => net::on_fd(nr, a, net::recvmsg),
+        libc::SYS_sendmmsg => net::on_fd(nr, a, net::sendmmsg),
+        libc::SYS_recvmmsg => net::on_fd(nr, a, net::recvmmsg),
         libc::SYS_poll | libc::SYS_ppoll => poll::poll(nr, a),
         libc::SYS_select | libc::SYS_pselect6 => poll::select(nr, a),
         libc::SYS_epoll_ctl => poll::epoll_ctl(a),
@@ -116,25 +132,26 @@ fn shaped_or_local(nr: u64, a: [u64; 6]) -> Action {
 /// Opaque state carried from `before_fork` to the `after_fork_*` calls.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForkTicket {
-    pub token: Option<u64>,
+    /// Per domain slot: the prepared shadow's token.
+    pub tokens: session::ForkTokens,
 }
 
 /// A process-creating clone (no CLONE_THREAD) is about to run.
 pub fn before_fork(clone_flags: u64) -> ForkTicket {
     let _ = clone_flags;
     ForkTicket {
-        token: session::before_fork(),
+        tokens: session::before_fork(),
     }
 }
 
 /// In the parent after the fork syscall returned `result` (child pid or -errno).
 pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
-    session::after_fork_parent(ticket.token, result);
+    session::after_fork_parent(ticket.tokens, result);
 }
 
 /// In the child (a separate process) right after the fork syscall.
 pub fn after_fork_child(ticket: ForkTicket) {
-    session::after_fork_child(ticket.token);
+    session::after_fork_child(ticket.tokens);
 }
 
 /// True when this process has forwarded state (registered with a domain, or
@@ -204,6 +221,19 @@ pub fn install_test_session(
         return Err("configuration already in use".into());
     }
     let s = session::map_session(region_fd, state_fd)?;
-    session::install(s);
+    session::install(fdtable::DOMAIN_STORAGE, s);
+    Ok(())
+}
+
+/// Test hook: install an already mapped region and state page as this
+/// process's network domain session (after `install_test_session`).
+/// Allocates.
+#[doc(hidden)]
+pub fn install_test_network_session(
+    region_fd: impl rustix::fd::AsFd,
+    state_fd: impl rustix::fd::AsFd,
+) -> Result<(), String> {
+    let s = session::map_session(region_fd, state_fd)?;
+    session::install(fdtable::DOMAIN_NETWORK, s);
     Ok(())
 }

@@ -4,9 +4,29 @@
 //! are always ready for reading and writing (and which epoll refuses with
 //! EPERM). We report exactly that for them and run the local part of the
 //! set natively (with a zero timeout when something is already ready).
-//! A full cross-domain wait comes later.
+//!
+//! Sockets of the network domain are not always ready: a set that holds
+//! one is waited for by polling the network domain (`OP_POLL`, the
+//! sockets' remote numbers in the chunk). A set of only network sockets
+//! (and storage files) is one remote poll with the program's timeout. A
+//! set that also holds local descriptors alternates: a zero-timeout pass
+//! over both first, then remote and local polls of at most `SLICE_MS`
+//! each until something is ready or the timeout passes. Correct but not
+//! optimal (up to SLICE_MS of extra latency for a local event, a few
+//! wakeups per 10 ms while waiting); the full cross-domain wait with
+//! cancellation comes later. A signal does not interrupt these waits
+//! (they run inside the SIGSYS handler): it is delivered when the wait
+//! ends.
 
+use super::caller::Call;
+use super::fdtable::{DOMAIN_NETWORK, DOMAIN_STORAGE};
+use super::usermem::ChunkRef;
 use super::{fdtable, host, usermem, Action};
+use std::time::{Duration, Instant};
+use virtuos_abi::ops::OP_POLL;
+
+/// Longest single wait in one domain while a mixed set is waited for.
+const SLICE_MS: u64 = 5;
 
 /// Sets larger than this with forwarded members are not emulated (EINVAL).
 const MAX_POLL: usize = 8192;
@@ -59,6 +79,19 @@ pub fn poll(nr: u64, args: [u64; 6]) -> Action {
     }
     if nfds > MAX_POLL {
         return Action::Done(-(libc::EINVAL as i64));
+    }
+    if fdtable::count_in(DOMAIN_NETWORK) > 0 {
+        let mut any_net = false;
+        for i in 0..nfds {
+            if mask[i / 64] & (1 << (i % 64)) != 0 {
+                if let Some((fd, _, _)) = read_pollfd(fds, i) {
+                    any_net |= fdtable::get(fd as u64).is_some_and(|e| e.is_network());
+                }
+            }
+        }
+        if any_net {
+            return Action::Done(poll_net(nr, args, &mask));
+        }
     }
     // Hide forwarded entries from the kernel (negative fds are ignored).
     let mut ready = 0i64;
@@ -118,6 +151,32 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
         return Action::Local;
     }
     let (rset, wset, eset) = (args[1], args[2], args[3]);
+    if fdtable::count_in(DOMAIN_NETWORK) > 0 {
+        let word = |set: u64, w: usize| -> u64 {
+            if set == 0 {
+                0
+            } else {
+                usermem::read_u64(set + w as u64 * 8).unwrap_or(0)
+            }
+        };
+        let mut net = [0u64; MAX_SELECT_FDS / 64];
+        let mut any_net = false;
+        for fd in 0..nfds {
+            if fwd[fd / 64] & (1 << (fd % 64)) != 0
+                && fdtable::get(fd as u64).is_some_and(|e| e.is_network())
+            {
+                let w = fd / 64;
+                let bit = 1u64 << (fd % 64);
+                if (word(rset, w) | word(wset, w) | word(eset, w)) & bit != 0 {
+                    net[w] |= bit;
+                    any_net = true;
+                }
+            }
+        }
+        if any_net {
+            return Action::Done(select_net(nr, args, nfds, &fwd, &net));
+        }
+    }
     let word = |set: u64, w: usize| -> u64 {
         if set == 0 {
             0
@@ -166,6 +225,418 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
         }
     }
     Action::Done(r + count)
+}
+
+/// A timeout as "milliseconds left", None = infinite.
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn after(d: Option<Duration>) -> Deadline {
+        Deadline(d.map(|d| Instant::now() + d))
+    }
+
+    /// Milliseconds left, rounded up; None = infinite.
+    fn left_ms(&self) -> Option<u64> {
+        self.0.map(|t| {
+            let left = t.saturating_duration_since(Instant::now());
+            left.as_micros().div_ceil(1000) as u64
+        })
+    }
+
+    fn expired(&self) -> bool {
+        self.left_ms() == Some(0)
+    }
+
+    /// One slice: at most SLICE_MS, at most what is left.
+    fn slice_ms(&self) -> u64 {
+        self.left_ms().map_or(SLICE_MS, |l| l.min(SLICE_MS))
+    }
+}
+
+fn read_timespec(p: u64) -> Result<Option<Duration>, i64> {
+    if p == 0 {
+        return Ok(None);
+    }
+    let (Some(sec), Some(nsec)) = (usermem::read_u64(p), usermem::read_u64(p + 8)) else {
+        return Err(-(libc::EFAULT as i64));
+    };
+    if (sec as i64) < 0 || nsec >= 1_000_000_000 {
+        return Err(-(libc::EINVAL as i64));
+    }
+    Ok(Some(Duration::new(sec.min(u32::MAX as u64), nsec as u32)))
+}
+
+fn read_timeval(p: u64) -> Result<Option<Duration>, i64> {
+    if p == 0 {
+        return Ok(None);
+    }
+    let (Some(sec), Some(usec)) = (usermem::read_u64(p), usermem::read_u64(p + 8)) else {
+        return Err(-(libc::EFAULT as i64));
+    };
+    if (sec as i64) < 0 || (usec as i64) < 0 {
+        return Err(-(libc::EINVAL as i64));
+    }
+    // The kernel normalises large microsecond values.
+    Ok(Some(
+        Duration::from_secs(sec.min(u32::MAX as u64))
+            + Duration::from_micros(usec.min(u32::MAX as u64)),
+    ))
+}
+
+/// One remote poll of the `n` pollfds in `call`'s chunk.
+fn remote_poll(call: &mut Call, n: usize, timeout_ms: Option<u64>) -> i64 {
+    let t = timeout_ms.map_or(-1i64, |t| t.min(i32::MAX as u64) as i64);
+    call.result(
+        OP_POLL,
+        [n as u64, t as i32 as u32 as u64, 0, 0, 0, 0],
+        n > 0,
+    )
+}
+
+fn chunk_pollfd(chunk: &ChunkRef<'_>, j: usize, fd: i32, events: i16) -> bool {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&fd.to_ne_bytes());
+    b[4..6].copy_from_slice(&events.to_ne_bytes());
+    chunk.write(j * 8, &b)
+}
+
+fn chunk_revents(chunk: &ChunkRef<'_>, j: usize, events: i16) -> i16 {
+    let mut b = [0u8; 2];
+    if !chunk.read(j * 8 + 6, &mut b) {
+        return 0;
+    }
+    // Only what was asked for, plus the conditions always reported.
+    i16::from_ne_bytes(b) & (events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL)
+}
+
+/// poll/ppoll over a set with network sockets (`mask`: forwarded entries).
+fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
+    let (fds, nfds) = (args[0], args[1] as usize);
+    let timeout = if nr as i64 == libc::SYS_poll {
+        let t = args[2] as i32;
+        (t >= 0).then(|| Duration::from_millis(t as u64))
+    } else {
+        match read_timespec(args[2]) {
+            Ok(t) => t,
+            Err(e) => return e,
+        }
+    };
+    let mut call = match Call::begin(DOMAIN_NETWORK) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(chunk) = call.chunk() else {
+        return -(libc::EIO as i64);
+    };
+    let is_fwd = |i: usize| mask[i / 64] & (1 << (i % 64)) != 0;
+    // Network entries into the chunk (in set order), storage readiness,
+    // and whether anything is left for the host.
+    let (mut n_net, mut storage_ready, mut any_local) = (0usize, 0i64, false);
+    for i in 0..nfds {
+        let Some((fd, ev, _)) = read_pollfd(fds, i) else {
+            return -(libc::EFAULT as i64);
+        };
+        if !is_fwd(i) {
+            any_local |= fd >= 0;
+            continue;
+        }
+        match fdtable::get(fd as u64) {
+            Some(e) if e.domain == DOMAIN_STORAGE => {
+                if ev & READY_MASK != 0 {
+                    storage_ready += 1;
+                }
+            }
+            Some(e) => {
+                if !chunk_pollfd(&chunk, n_net, e.remote as i32, ev) {
+                    return -(libc::EIO as i64);
+                }
+                n_net += 1;
+            }
+            // Closed meanwhile: nothing to poll (the kernel would say POLLNVAL).
+            None => {
+                if !chunk_pollfd(&chunk, n_net, -1, 0) {
+                    return -(libc::EIO as i64);
+                }
+                n_net += 1;
+            }
+        }
+    }
+    // Hide forwarded entries from the kernel (negative fds are ignored).
+    for i in 0..nfds {
+        if is_fwd(i) {
+            if let Some((fd, _, _)) = read_pollfd(fds, i) {
+                write_fd(fds, i, !fd);
+            }
+        }
+    }
+    let deadline = Deadline::after(timeout);
+    let zero_ts = [0i64, 0i64];
+    let mut slice_ts = [0i64, 0i64];
+    let mut local_r = 0i64;
+    let mut first = true;
+    let result = loop {
+        let now_only = first || storage_ready > 0;
+        let net_t = if now_only {
+            Some(0)
+        } else if any_local {
+            Some(deadline.slice_ms())
+        } else {
+            deadline.left_ms()
+        };
+        let net_r = remote_poll(&mut call, n_net, net_t);
+        if net_r < 0 {
+            break net_r;
+        }
+        if any_local {
+            let t_ms = if now_only || net_r > 0 {
+                0
+            } else {
+                deadline.slice_ms()
+            };
+            let ts = if t_ms == 0 {
+                &zero_ts
+            } else {
+                slice_ts[1] = (t_ms * 1_000_000) as i64;
+                &slice_ts
+            };
+            let sigmask = if nr as i64 == libc::SYS_ppoll {
+                args[3]
+            } else {
+                0
+            };
+            local_r = host::reissue(
+                libc::SYS_ppoll as u64,
+                [fds, nfds as u64, ts.as_ptr() as u64, sigmask, 8, 0],
+            );
+            if local_r < 0 {
+                break local_r;
+            }
+        }
+        if net_r > 0 || local_r > 0 || storage_ready > 0 || deadline.expired() {
+            break 0;
+        }
+        first = false;
+    };
+    // Restore the numbers and fill in the forwarded entries' revents.
+    let mut count = if result < 0 { 0 } else { local_r };
+    let mut j = 0usize;
+    for i in 0..nfds {
+        if !is_fwd(i) {
+            continue;
+        }
+        let Some((hidden, ev, _)) = read_pollfd(fds, i) else {
+            continue;
+        };
+        let fd = !hidden;
+        write_fd(fds, i, fd);
+        let rev = match fdtable::get(fd as u64) {
+            Some(e) if e.domain == DOMAIN_STORAGE => ev & READY_MASK,
+            _ => {
+                let r = chunk_revents(&chunk, j, ev);
+                j += 1;
+                r
+            }
+        };
+        let rev = if result < 0 { 0 } else { rev };
+        write_revents(fds, i, rev);
+        if rev != 0 {
+            count += 1;
+        }
+    }
+    if result < 0 {
+        result
+    } else {
+        count
+    }
+}
+
+/// select/pselect6 over a set with network sockets (`fwd`: forwarded
+/// descriptors, `net`: the network ones in some set).
+#[allow(clippy::needless_range_loop)] // parallel per-word arrays
+fn select_net(
+    nr: u64,
+    args: [u64; 6],
+    nfds: usize,
+    fwd: &[u64; MAX_SELECT_FDS / 64],
+    net: &[u64; MAX_SELECT_FDS / 64],
+) -> i64 {
+    let sets = [args[1], args[2], args[3]];
+    let words = nfds.div_ceil(64);
+    let timeout = if nr as i64 == libc::SYS_select {
+        read_timeval(args[4])
+    } else {
+        read_timespec(args[4])
+    };
+    let timeout = match timeout {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let read_word = |set: u64, w: usize| -> u64 {
+        if set == 0 {
+            0
+        } else {
+            usermem::read_u64(set + w as u64 * 8).unwrap_or(0)
+        }
+    };
+    let write_word = |set: u64, w: usize, v: u64| {
+        if set != 0 {
+            usermem::write_u64(set + w as u64 * 8, v);
+        }
+    };
+    let valid = |w: usize| -> u64 {
+        if (w + 1) * 64 <= nfds {
+            u64::MAX
+        } else {
+            (1u64 << (nfds - w * 64)) - 1
+        }
+    };
+    // The program's sets, saved: each local pass needs them again.
+    let mut orig = [[0u64; MAX_SELECT_FDS / 64]; 3];
+    for (k, &set) in sets.iter().enumerate() {
+        for w in 0..words {
+            orig[k][w] = read_word(set, w) & valid(w);
+        }
+    }
+    let mut call = match Call::begin(DOMAIN_NETWORK) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let Some(chunk) = call.chunk() else {
+        return -(libc::EIO as i64);
+    };
+    let mut n_net = 0usize;
+    let mut storage = [[0u64; MAX_SELECT_FDS / 64]; 2];
+    let mut storage_ready = false;
+    let mut any_local = false;
+    for w in 0..words {
+        let f = fwd[w] & valid(w);
+        let local = !f & valid(w);
+        any_local |= (orig[0][w] | orig[1][w] | orig[2][w]) & local != 0;
+        let st = f & !net[w];
+        storage[0][w] = orig[0][w] & st;
+        storage[1][w] = orig[1][w] & st;
+        storage_ready |= storage[0][w] | storage[1][w] != 0;
+        let mut bits = net[w] & valid(w);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let fd = w * 64 + b;
+            let bit = 1u64 << b;
+            let ev = if orig[0][w] & bit != 0 {
+                libc::POLLIN
+            } else {
+                0
+            } | if orig[1][w] & bit != 0 {
+                libc::POLLOUT
+            } else {
+                0
+            } | if orig[2][w] & bit != 0 {
+                libc::POLLPRI
+            } else {
+                0
+            };
+            let rfd = fdtable::get(fd as u64).map_or(-1, |e| e.remote as i32);
+            if !chunk_pollfd(&chunk, n_net, rfd, ev) {
+                return -(libc::EIO as i64);
+            }
+            n_net += 1;
+        }
+    }
+    let deadline = Deadline::after(timeout);
+    let mut tbuf = [0i64, 0i64];
+    let mut ran_local = false;
+    let mut first = true;
+    let mut net_r;
+    loop {
+        let now_only = first || storage_ready;
+        let net_t = if now_only {
+            Some(0)
+        } else if any_local {
+            Some(deadline.slice_ms())
+        } else {
+            deadline.left_ms()
+        };
+        net_r = remote_poll(&mut call, n_net, net_t);
+        if net_r < 0 {
+            return net_r;
+        }
+        let mut local_r = 0;
+        if any_local {
+            for (k, &set) in sets.iter().enumerate() {
+                for w in 0..words {
+                    let keep = read_word(set, w) & !(valid(w)) | (orig[k][w] & !fwd[w]);
+                    write_word(set, w, keep);
+                }
+            }
+            let t_ms = if now_only || net_r > 0 {
+                0
+            } else {
+                deadline.slice_ms()
+            };
+            // timeval (select) or timespec (pselect6).
+            tbuf[0] = 0;
+            tbuf[1] = if nr as i64 == libc::SYS_select {
+                (t_ms * 1000) as i64
+            } else {
+                (t_ms * 1_000_000) as i64
+            };
+            let mut a = args;
+            a[4] = tbuf.as_ptr() as u64;
+            local_r = host::reissue(nr, a);
+            if local_r < 0 {
+                // The program's sets are as it passed them (minus ours).
+                return local_r;
+            }
+            ran_local = true;
+        }
+        if net_r > 0 || local_r > 0 || storage_ready || deadline.expired() {
+            break;
+        }
+        first = false;
+    }
+    // Merge: the kernel's answer for local descriptors, the storage
+    // files (always ready), the sockets' revents.
+    let mut result = [[0u64; MAX_SELECT_FDS / 64]; 3];
+    for w in 0..words {
+        for k in 0..3 {
+            result[k][w] = if ran_local {
+                read_word(sets[k], w) & !fwd[w] & valid(w)
+            } else {
+                0
+            };
+        }
+        result[0][w] |= storage[0][w];
+        result[1][w] |= storage[1][w];
+    }
+    let mut j = 0usize;
+    for w in 0..words {
+        let mut bits = net[w] & valid(w);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let bit = 1u64 << b;
+            let rev = chunk_revents(&chunk, j, libc::POLLIN | libc::POLLOUT | libc::POLLPRI);
+            j += 1;
+            if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                result[0][w] |= orig[0][w] & bit;
+            }
+            if rev & (libc::POLLOUT | libc::POLLERR) != 0 {
+                result[1][w] |= orig[1][w] & bit;
+            }
+            if rev & libc::POLLPRI != 0 {
+                result[2][w] |= orig[2][w] & bit;
+            }
+        }
+    }
+    let mut count = 0i64;
+    for (k, &set) in sets.iter().enumerate() {
+        for w in 0..words {
+            let beyond = read_word(set, w) & !valid(w);
+            write_word(set, w, result[k][w] | beyond);
+            count += result[k][w].count_ones() as i64;
+        }
+    }
+    count
 }
 
 /// epoll_ctl: a forwarded regular file cannot be added (EPERM), exactly as

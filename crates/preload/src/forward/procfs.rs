@@ -77,7 +77,7 @@ fn fd_path(call: &mut Call, rfd: u32, cap: u64) -> i64 {
 /// The domain's path of remote descriptor `rfd`, copied into `out`
 /// (without NUL); the length, or -errno.
 pub fn domain_path_of(rfd: u32, out: &mut [u8]) -> Result<usize, i64> {
-    let mut call = Call::begin()?;
+    let mut call = Call::begin(fdtable::DOMAIN_STORAGE)?;
     let chunk = call.chunk().ok_or(EIO)?;
     let cap = out.len().saturating_sub(1).min(PATH_MAX - 1);
     let r = fd_path(&mut call, rfd, cap as u64);
@@ -101,7 +101,7 @@ pub fn readlink(nr: u64, args: [u64; 6]) -> Option<Action> {
     if (size as i64) <= 0 {
         return Some(Action::Done(-(libc::EINVAL as i64)));
     }
-    let mut call = match Call::begin() {
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(err) => return Some(Action::Done(err)),
     };
@@ -135,7 +135,11 @@ pub fn open(nr: u64, args: [u64; 6]) -> Option<Action> {
         }
     };
     let e = named_entry(path)?;
-    let mut call = match Call::begin() {
+    if e.domain != fdtable::DOMAIN_STORAGE {
+        // Opening a socket's /proc link fails natively too.
+        return Some(Action::Done(-(libc::ENXIO as i64)));
+    }
+    let mut call = match Call::begin(e.domain) {
         Ok(c) => c,
         Err(err) => return Some(Action::Done(err)),
     };

@@ -154,6 +154,11 @@ pub fn classify(
     };
     if let Some(fd) = super::procfs::fd_of_path(&hi[..n]).filter(|_| follow) {
         if let Some(e) = fdtable::get(fd as u64) {
+            if e.domain != fdtable::DOMAIN_STORAGE {
+                // A socket of the network domain: natively, following its
+                // /proc link cannot open it either.
+                return Err(-(libc::ENXIO as i64));
+            }
             let len = super::procfs::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
             s.buf[len] = 0;
             s.len = len;

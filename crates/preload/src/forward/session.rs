@@ -1,15 +1,17 @@
-//! The attachment to the storage domain: registration with the daemon, the
-//! mapped request region and state page, fork claims and exec reattach.
+//! The attachments to the service domains (one session per domain:
+//! storage, network): registration with the daemon, the mapped request
+//! region and state page, fork claims and exec reattach, all per domain.
 //!
-//! The session pointer is published once (Release) and never freed while
+//! Each session pointer is published once (Release) and never freed while
 //! the process can use it; only a forked child (single-threaded) swaps it
 //! out and frees the parent's mapping later, when allocation is allowed.
 
+use super::fdtable::{self, DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
 use super::sync::SpinLock;
-use super::{caller, cwd, fdtable, log, state};
+use super::{caller, cwd, log, state};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use rustix::fd::AsFd;
-use virtuos_abi::control::{self, ClientRequest, DaemonReply, STORAGE};
+use virtuos_abi::control::{self, ClientRequest, DaemonReply, NETWORK, STORAGE};
 use virtuos_abi::region::StatePage;
 use virtuos_abi::ClientRegion;
 
@@ -24,103 +26,164 @@ pub struct PendingClaim {
     pub token: u64,
 }
 
-static SESSION: AtomicPtr<Session> = AtomicPtr::new(core::ptr::null_mut());
-/// The parent's session in a forked child: never used, freed at the claim.
-static STALE: AtomicPtr<Session> = AtomicPtr::new(core::ptr::null_mut());
+/// Per-domain attachment state.
+struct Slot {
+    session: AtomicPtr<Session>,
+    /// The parent's session in a forked child: never used, freed at the claim.
+    stale: AtomicPtr<Session>,
+    /// A fork to claim: parent pid and token, valid while `has_pending`.
+    /// Only written by a single-threaded fork child and under LOCK.
+    pending_parent: AtomicU32,
+    pending_token: AtomicU64,
+    has_pending: AtomicBool,
+    /// Forwarded state without a shadow (a fork whose claim failed): EIO.
+    orphaned: AtomicBool,
+    reported: AtomicBool,
+    reported_orphan: AtomicBool,
+    /// The daemon runs no such domain (`virtuos up --no-network`): its
+    /// calls stay on the host (sockets), nothing to report.
+    absent: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            session: AtomicPtr::new(core::ptr::null_mut()),
+            stale: AtomicPtr::new(core::ptr::null_mut()),
+            pending_parent: AtomicU32::new(0),
+            pending_token: AtomicU64::new(0),
+            has_pending: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+            reported_orphan: AtomicBool::new(false),
+            absent: AtomicBool::new(false),
+        }
+    }
+}
+
+static SLOTS: [Slot; NUM_DOMAINS] = [const { Slot::new() }; NUM_DOMAINS];
 /// Serialises registration / claim / reattach.
 static LOCK: SpinLock<()> = SpinLock::new(());
-/// A fork to claim: parent pid and token, valid while HAS_PENDING. Only
-/// written by a single-threaded fork child and under LOCK.
-static PENDING_PARENT: AtomicU32 = AtomicU32::new(0);
-static PENDING_TOKEN: AtomicU64 = AtomicU64::new(0);
-static HAS_PENDING: AtomicBool = AtomicBool::new(false);
-/// Forwarded state without a shadow (a fork whose claim failed): EIO.
-static ORPHANED: AtomicBool = AtomicBool::new(false);
-static REPORTED: AtomicBool = AtomicBool::new(false);
-static REPORTED_ORPHAN: AtomicBool = AtomicBool::new(false);
 /// Our pid when `before_fork` ran (the child's parent pid).
 static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
 
+fn slot(domain: u8) -> &'static Slot {
+    // Unknown ids never reach here (the table only holds known ones); fall
+    // back to the storage slot rather than panic.
+    &SLOTS[fdtable::slot_of(domain).unwrap_or(0)]
+}
+
+/// The daemon's name of a domain.
+pub fn name(domain: u8) -> &'static str {
+    match domain {
+        DOMAIN_NETWORK => NETWORK,
+        _ => STORAGE,
+    }
+}
+
+/// Whether this process has forwarded state in `domain` (descriptors, or
+/// for storage a cwd in the domain): what a fork must carry over.
+fn has_state_in(domain: u8) -> bool {
+    fdtable::count_in(domain) > 0 || (domain == DOMAIN_STORAGE && cwd::is_remote())
+}
+
 #[inline]
-pub fn current() -> Option<&'static Session> {
-    let p = SESSION.load(Ordering::Acquire);
+pub fn current(domain: u8) -> Option<&'static Session> {
+    let p = slot(domain).session.load(Ordering::Acquire);
     // SAFETY: a non-null pointer came from `Box::into_raw` in `publish` and
     // stays valid for the life of this process image (see module comment).
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-pub fn pending() -> Option<PendingClaim> {
-    if !HAS_PENDING.load(Ordering::Acquire) {
+pub fn pending(domain: u8) -> Option<PendingClaim> {
+    let s = slot(domain);
+    if !s.has_pending.load(Ordering::Acquire) {
         return None;
     }
     Some(PendingClaim {
-        parent_pid: PENDING_PARENT.load(Ordering::Relaxed),
-        token: PENDING_TOKEN.load(Ordering::Relaxed),
+        parent_pid: s.pending_parent.load(Ordering::Relaxed),
+        token: s.pending_token.load(Ordering::Relaxed),
     })
 }
 
-fn set_pending(p: Option<PendingClaim>) {
-    HAS_PENDING.store(false, Ordering::Release);
+fn set_pending(domain: u8, p: Option<PendingClaim>) {
+    let s = slot(domain);
+    s.has_pending.store(false, Ordering::Release);
     if let Some(p) = p {
-        PENDING_PARENT.store(p.parent_pid, Ordering::Relaxed);
-        PENDING_TOKEN.store(p.token, Ordering::Relaxed);
-        HAS_PENDING.store(true, Ordering::Release);
+        s.pending_parent.store(p.parent_pid, Ordering::Relaxed);
+        s.pending_token.store(p.token, Ordering::Relaxed);
+        s.has_pending.store(true, Ordering::Release);
     }
 }
 
-pub fn is_orphaned() -> bool {
-    ORPHANED.load(Ordering::Relaxed)
+/// The daemon said it runs no such domain (only ever for network: a daemon
+/// without storage is refused at `up`).
+pub fn is_absent(domain: u8) -> bool {
+    slot(domain).absent.load(Ordering::Relaxed)
 }
 
-/// The session, registering (or claiming a fork) on first use. May
-/// allocate on the slow path (never while libc holds malloc locks: no
+pub fn is_orphaned(domain: u8) -> bool {
+    slot(domain).orphaned.load(Ordering::Relaxed)
+}
+
+/// Mark `domain` as lost (its descriptors fail with EIO).
+pub fn set_orphaned(domain: u8) {
+    slot(domain).orphaned.store(true, Ordering::Relaxed);
+}
+
+/// The session of `domain`, registering (or claiming a fork) on first use.
+/// May allocate on the slow path (never while libc holds malloc locks: no
 /// forwarded call is made from inside malloc).
 #[inline]
-pub fn get() -> Result<&'static Session, i64> {
-    match current() {
+pub fn get(domain: u8) -> Result<&'static Session, i64> {
+    match current(domain) {
         Some(s) => Ok(s),
-        None => slow_get(),
+        None => slow_get(domain),
     }
 }
 
 #[cold]
-fn slow_get() -> Result<&'static Session, i64> {
+fn slow_get(domain: u8) -> Result<&'static Session, i64> {
     // Our caller may run in the program's normal context (the exported
     // wrappers): keep its signal handlers out while we hold LOCK.
     let mask = super::host::block_signals();
-    let r = slow_get_locked();
+    let r = slow_get_locked(domain);
     super::host::restore_signals(mask);
     r
 }
 
-fn slow_get_locked() -> Result<&'static Session, i64> {
+fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
     let _g = LOCK.lock();
-    if let Some(s) = current() {
+    if let Some(s) = current(domain) {
         return Ok(s);
     }
-    if ORPHANED.load(Ordering::Relaxed) {
+    let sl = slot(domain);
+    if sl.orphaned.load(Ordering::Relaxed) {
         log::once(
-            &REPORTED_ORPHAN,
-            format_args!("this process lost its storage domain session (fork claim failed); forwarded calls fail with EIO"),
+            &sl.reported_orphan,
+            format_args!(
+                "this process lost its {} domain session (fork claim failed); forwarded calls fail with EIO",
+                name(domain)
+            ),
         );
         return Err(-(libc::EIO as i64));
     }
-    let claim = pending();
+    let claim = pending(domain);
     let req = match claim {
         Some(p) => ClientRequest::ClaimFork {
-            domain: STORAGE.into(),
+            domain: name(domain).into(),
             parent_pid: p.parent_pid,
             token: p.token,
         },
         None => ClientRequest::Register {
-            domain: STORAGE.into(),
+            domain: name(domain).into(),
         },
     };
     match attach(&req) {
         Ok(s) => {
-            set_pending(None);
-            let s = publish(s);
-            if claim.is_none() {
+            set_pending(domain, None);
+            let s = publish(domain, s);
+            if claim.is_none() && domain == DOMAIN_STORAGE {
                 // A fresh shadow starts with the domain's umask; a forked
                 // one inherited its parent's, which is ours.
                 super::generic::sync_umask();
@@ -128,11 +191,20 @@ fn slow_get_locked() -> Result<&'static Session, i64> {
             Ok(s)
         }
         Err(msg) => {
-            report(&msg);
+            if claim.is_none()
+                && domain == DOMAIN_NETWORK
+                && msg.contains("unknown domain")
+                && !has_state_in(domain)
+            {
+                // `virtuos up --no-network`: sockets stay on the host.
+                sl.absent.store(true, Ordering::Relaxed);
+                return Err(-(libc::EIO as i64));
+            }
+            report(domain, &msg);
             if claim.is_some() {
-                set_pending(None);
-                if fdtable::count() > 0 || cwd::is_remote() {
-                    ORPHANED.store(true, Ordering::Relaxed);
+                set_pending(domain, None);
+                if has_state_in(domain) {
+                    sl.orphaned.store(true, Ordering::Relaxed);
                 }
             }
             Err(-(libc::EIO as i64))
@@ -140,12 +212,13 @@ fn slow_get_locked() -> Result<&'static Session, i64> {
     }
 }
 
-fn report(msg: &str) {
+fn report(domain: u8, msg: &str) {
     log::once(
-        &REPORTED,
+        &slot(domain).reported,
         format_args!(
-            "cannot reach the virtuos daemon at {}: {msg}",
-            state::config().socket.as_str()
+            "cannot reach the virtuos daemon at {} ({} domain): {msg}",
+            state::config().socket.as_str(),
+            name(domain)
         ),
     );
 }
@@ -203,61 +276,64 @@ pub fn map_session(region: impl AsFd, state_fd: impl AsFd) -> Result<Session, St
     Ok(Session { region, state })
 }
 
-fn publish(s: Session) -> &'static Session {
-    caller::on_new_session(&s.region);
+fn publish(domain: u8, s: Session) -> &'static Session {
+    caller::on_new_session(domain, &s.region);
     let p = Box::into_raw(Box::new(s));
-    SESSION.store(p, Ordering::Release);
-    drop_stale();
+    slot(domain).session.store(p, Ordering::Release);
+    drop_stale(domain);
     // SAFETY: just leaked above; never freed while this image uses it.
     unsafe { &*p }
 }
 
-fn drop_stale() {
-    let old = STALE.swap(core::ptr::null_mut(), Ordering::AcqRel);
+fn drop_stale(domain: u8) {
+    let old = slot(domain)
+        .stale
+        .swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !old.is_null() {
-        // SAFETY: `old` came from `Box::into_raw`; it was swapped out of
-        // SESSION in a single-threaded forked child, so no reference to it
-        // is live (no call was in progress across the fork).
+        // SAFETY: `old` came from `Box::into_raw`; it was swapped out of the
+        // session slot in a single-threaded forked child, so no reference
+        // to it is live (no call was in progress across the fork).
         drop(unsafe { Box::from_raw(old) });
     }
 }
 
-/// Test hook / exec path: install an already mapped session.
-pub fn install(s: Session) -> &'static Session {
+/// Test hook / exec path: install an already mapped session for `domain`.
+pub fn install(domain: u8, s: Session) -> &'static Session {
     let _g = LOCK.lock();
-    publish(s)
+    publish(domain, s)
 }
 
-/// Claim a pending fork now (the atfork child handler). Allocates.
+/// Claim pending forks now (the atfork child handler). Allocates.
 pub fn claim_pending_now() {
-    if current().is_some() || pending().is_none() {
-        return;
+    for d in DOMAINS {
+        if current(d).is_none() && pending(d).is_some() {
+            let _ = get(d);
+        }
     }
-    let _ = get();
 }
 
-/// The new image after exec: attach to the same shadow again (or claim the
-/// fork the old image had not claimed yet). Allocates.
-pub fn reattach(claim: Option<PendingClaim>) -> bool {
+/// The new image after exec: attach to the same shadow of `domain` again
+/// (or claim the fork the old image had not claimed yet). Allocates.
+pub fn reattach(domain: u8, claim: Option<PendingClaim>) -> bool {
     let _g = LOCK.lock();
     let req = match claim {
         Some(p) => ClientRequest::ClaimFork {
-            domain: STORAGE.into(),
+            domain: name(domain).into(),
             parent_pid: p.parent_pid,
             token: p.token,
         },
         None => ClientRequest::Reattach {
-            domain: STORAGE.into(),
+            domain: name(domain).into(),
         },
     };
     match attach(&req) {
         Ok(s) => {
-            publish(s);
+            publish(domain, s);
             true
         }
         Err(msg) => {
-            report(&msg);
-            ORPHANED.store(true, Ordering::Relaxed);
+            report(domain, &msg);
+            slot(domain).orphaned.store(true, Ordering::Relaxed);
             false
         }
     }
@@ -265,54 +341,76 @@ pub fn reattach(claim: Option<PendingClaim>) -> bool {
 
 // ---- fork ----
 
+/// Tokens of the shadows prepared for a fork, per domain slot.
+pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
+
 /// Parent, before the fork (malloc locks may be held: allocation-free).
-/// Returns the token of the prepared shadow.
-pub fn before_fork() -> Option<u64> {
-    current()?;
-    if is_orphaned() {
-        return None;
-    }
+/// Prepares a forked shadow in every domain where we have state.
+pub fn before_fork() -> ForkTokens {
+    let mut tokens = [None; NUM_DOMAINS];
     FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
-    if fdtable::count() == 0 && !cwd::is_remote() {
-        // Nothing to inherit: the child registers afresh if it ever needs to.
-        return None;
+    for (i, d) in DOMAINS.into_iter().enumerate() {
+        if current(d).is_none() || is_orphaned(d) {
+            continue;
+        }
+        if !has_state_in(d) {
+            // Nothing to inherit: the child registers afresh if it ever needs to.
+            continue;
+        }
+        let r = caller::simple_call(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
+        tokens[i] = (r >= 0).then_some(r as u64);
     }
-    let r = caller::simple_call(virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
-    (r >= 0).then_some(r as u64)
+    tokens
 }
 
-pub fn after_fork_parent(token: Option<u64>, result: i64) {
-    if let (Some(t), true) = (token, result < 0) {
-        let _ = caller::simple_call(virtuos_abi::ops::OP_FORK_ABORT, [t, 0, 0, 0, 0, 0]);
+pub fn after_fork_parent(tokens: ForkTokens, result: i64) {
+    if result >= 0 {
+        return;
+    }
+    for (i, d) in DOMAINS.into_iter().enumerate() {
+        if let Some(t) = tokens[i] {
+            let _ = caller::simple_call(d, virtuos_abi::ops::OP_FORK_ABORT, [t, 0, 0, 0, 0, 0]);
+        }
     }
 }
 
 /// Child, right after the fork (allocation-free, single-threaded).
-pub fn after_fork_child(token: Option<u64>) {
+pub fn after_fork_child(tokens: ForkTokens) {
     LOCK.force_unlock();
     cwd::force_unlock();
-    let old = SESSION.swap(core::ptr::null_mut(), Ordering::AcqRel);
-    if !old.is_null() {
-        let older = STALE.swap(old, Ordering::AcqRel);
-        // A stale session of our parent's parent (never claimed): leak it
-        // rather than free memory here.
-        let _ = older;
+    for s in &SLOTS {
+        let old = s.session.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !old.is_null() {
+            let older = s.stale.swap(old, Ordering::AcqRel);
+            // A stale session of our parent's parent (never claimed): leak
+            // it rather than free memory here.
+            let _ = older;
+        }
     }
     caller::reset_after_fork();
-    match token {
-        Some(t) => set_pending(Some(PendingClaim {
-            parent_pid: FORK_PARENT.load(Ordering::Relaxed),
-            token: t,
-        })),
-        None => {
-            set_pending(None);
-            if fdtable::count() > 0 || cwd::is_remote() {
-                ORPHANED.store(true, Ordering::Relaxed);
+    for (i, d) in DOMAINS.into_iter().enumerate() {
+        match tokens[i] {
+            Some(t) => set_pending(
+                d,
+                Some(PendingClaim {
+                    parent_pid: FORK_PARENT.load(Ordering::Relaxed),
+                    token: t,
+                }),
+            ),
+            None => {
+                set_pending(d, None);
+                if has_state_in(d) {
+                    set_orphaned(d);
+                }
             }
         }
     }
 }
 
 pub fn has_forwarded_state() -> bool {
-    current().is_some() || fdtable::count() > 0 || cwd::is_remote() || pending().is_some()
+    fdtable::count() > 0
+        || cwd::is_remote()
+        || DOMAINS
+            .into_iter()
+            .any(|d| current(d).is_some() || pending(d).is_some())
 }

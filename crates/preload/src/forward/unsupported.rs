@@ -69,7 +69,7 @@ pub fn check(nr: u64, args: [u64; 6]) -> Action {
         Decision::Local => Action::Local,
         Decision::LocalRewritten(a) => Action::Done(host::reissue(nr, a)),
         Decision::Fail(e) => Action::Done(e),
-        Decision::Remote(_) => {
+        Decision::Remote(..) => {
             log::unsupported(nr, "on a file in the storage domain", rule.errno);
             Action::Done(-(rule.errno as i64))
         }

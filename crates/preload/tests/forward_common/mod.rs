@@ -11,7 +11,9 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicI32, Ordering};
 use virtuos_abi::call::complete;
 use virtuos_abi::entry::Request;
-use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::ops::{
+    msg, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_POLL, OP_RECVMSG, OP_SENDMSG,
+};
 use virtuos_abi::region::StatePage;
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, shape, Arg, MAX_STRING};
 use virtuos_abi::{ClientRegion, AT_FDCWD_ARG, DOMAIN_FD_LIMIT, NULL_ARG};
@@ -84,8 +86,8 @@ impl Executor {
                 Ok(Some(i)) => {
                     let entry = region.entry(i).unwrap();
                     let Some(req) = entry.claim() else { continue };
-                    let r = self.execute(region, &req);
-                    complete(entry, r, 0);
+                    let (r, extra) = self.execute_extra(region, &req);
+                    complete(entry, r, extra);
                 }
                 Ok(None) => region.worker_sleep(state.get(), std::time::Duration::from_millis(20)),
                 Err(e) => panic!("malformed submit list: {e:?}"),
@@ -98,6 +100,15 @@ impl Executor {
         if old >= 0 {
             // SAFETY: closing our own old cwd descriptor.
             unsafe { libc::close(old) };
+        }
+    }
+
+    /// Like `execute`, with the extra result word (OP_RECVMSG).
+    pub fn execute_extra(&self, region: &ClientRegion, req: &Request) -> (i64, u64) {
+        match req.op {
+            OP_SENDMSG | OP_RECVMSG => msg_op(region, req),
+            OP_POLL => (poll_op(region, req), 0),
+            _ => (self.execute(region, req), 0),
         }
     }
 
@@ -257,4 +268,90 @@ impl Executor {
             r
         }
     }
+}
+
+/// OP_SENDMSG / OP_RECVMSG with the `ops::msg` layout, as the network
+/// domain executes them (real sendmsg/recvmsg in this process).
+fn msg_op(region: &ClientRegion, req: &Request) -> (i64, u64) {
+    let [fd, flags, name_len, control_len, data_len, _] = req.args;
+    if fd >= DOMAIN_FD_LIMIT
+        || name_len as usize > msg::NAME_MAX
+        || control_len as usize > msg::CONTROL_MAX
+        || data_len as usize > msg::DATA_MAX
+    {
+        return (-(libc::EINVAL as i64), 0);
+    }
+    let Some(c) = req.chunk else {
+        return (-(libc::EFAULT as i64), 0);
+    };
+    let base = region
+        .chunk_ptr(c, 0, virtuos_abi::CHUNK_SIZE as u64)
+        .unwrap();
+    let mut iov = libc::iovec {
+        // SAFETY: DATA_OFF + data_len lies inside the chunk (checked above).
+        iov_base: unsafe { base.add(msg::DATA_OFF) }.cast(),
+        iov_len: data_len as usize,
+    };
+    // SAFETY: all-zero bytes are a valid msghdr.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    if name_len > 0 {
+        // SAFETY: inside the chunk.
+        m.msg_name = unsafe { base.add(msg::NAME_OFF) }.cast();
+        m.msg_namelen = name_len as u32;
+    }
+    if control_len > 0 {
+        // SAFETY: inside the chunk.
+        m.msg_control = unsafe { base.add(msg::CONTROL_OFF) }.cast();
+        m.msg_controllen = control_len as usize;
+    }
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    if req.op == OP_SENDMSG {
+        // SAFETY: every pointer of `m` is inside the chunk.
+        let r = unsafe { libc::sendmsg(fd as i32, &m, flags as i32) };
+        (if r < 0 { errno() } else { r as i64 }, 0)
+    } else {
+        // SAFETY: every pointer of `m` is inside the chunk.
+        let r = unsafe { libc::recvmsg(fd as i32, &mut m, flags as i32) };
+        if r < 0 {
+            return (errno(), 0);
+        }
+        let extra =
+            msg::pack_recv_extra(m.msg_namelen, m.msg_controllen as u32, m.msg_flags as u32);
+        (r as i64, extra)
+    }
+}
+
+/// OP_POLL: `[nfds, timeout_ms]`, pollfds at 0 of the chunk.
+fn poll_op(region: &ClientRegion, req: &Request) -> i64 {
+    let [nfds, timeout, ..] = req.args;
+    let n = nfds as usize;
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(n);
+    if n > 0 {
+        let Some(c) = req.chunk else {
+            return -(libc::EFAULT as i64);
+        };
+        let mut raw = vec![0u8; n * 8];
+        if !region.read_chunk(c, 0, &mut raw) {
+            return -(libc::EFAULT as i64);
+        }
+        for e in raw.chunks_exact(8) {
+            fds.push(libc::pollfd {
+                fd: i32::from_ne_bytes([e[0], e[1], e[2], e[3]]),
+                events: i16::from_ne_bytes([e[4], e[5]]),
+                revents: 0,
+            });
+        }
+    }
+    // SAFETY: our own vector of n pollfds.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), n as u64, timeout as i64 as i32) };
+    if r < 0 {
+        return errno();
+    }
+    if let Some(c) = req.chunk {
+        for (i, p) in fds.iter().enumerate() {
+            region.write_chunk(c, (i * 8 + 6) as u64, &p.revents.to_ne_bytes());
+        }
+    }
+    r as i64
 }

@@ -6,6 +6,7 @@
 //! A restart would move it from `disconnected` back to `connecting`
 //! (`Domain::start` can be called again).
 
+pub mod hostnet;
 pub mod process;
 
 use crate::config::Backend;
@@ -50,10 +51,13 @@ pub struct DomainSpec {
     pub backend: Backend,
     /// The domain server binary.
     pub bin: PathBuf,
-    /// The domain's own tree (`<data>/storage`).
-    pub data_dir: PathBuf,
+    /// The storage domain's own tree (`<data>/storage`); None for the
+    /// network domain.
+    pub data_dir: Option<PathBuf>,
     /// Where clients see the tree (`/storage`).
     pub mount: String,
+    /// The network domain's host link; None for the storage domain.
+    pub net: Option<crate::network::Subnet>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +156,9 @@ impl Domain {
             Ok(Some((DomainReply::Ready { cpus }, _))) => {
                 self.cpus.store(cpus.max(1), Ordering::Relaxed);
                 tracing::info!(domain = %self.spec.name, cpus, after = ?started.elapsed(), "domain ready");
+            }
+            Ok(Some((DomainReply::Error { message }, _))) => {
+                anyhow::bail!("the domain could not start: {message}")
             }
             Ok(Some((other, _))) => anyhow::bail!("domain sent {other:?} instead of Ready"),
             Ok(None) => anyhow::bail!("domain exited (or closed its control socket) before Ready"),

@@ -8,7 +8,9 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use std::process::{Child, Command, Stdio};
 
 /// Spawn `virtuos-domain --control-fd 3 --data-dir <data> --mount <mount>
-/// --backend process`; returns the child and the daemon's end of the link.
+/// --backend process` (storage) or `virtuos-domain --control-fd 3 --role
+/// network --net-subnet <cidr> --net-host-if <name> --backend process`;
+/// returns the child and the daemon's end of the link.
 pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
     if !spec.bin.is_file() {
         bail!(
@@ -17,8 +19,10 @@ pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
             spec.bin.display()
         );
     }
-    std::fs::create_dir_all(&spec.data_dir)
-        .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
+    if let Some(data) = &spec.data_dir {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
+    }
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -27,15 +31,20 @@ pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
     )
     .context("socketpair")?;
     let mut cmd = Command::new(&spec.bin);
-    cmd.arg("--control-fd")
-        .arg("3")
-        .arg("--data-dir")
-        .arg(&spec.data_dir)
-        .arg("--mount")
-        .arg(&spec.mount)
-        .arg("--backend")
-        .arg("process")
-        .stdin(Stdio::null());
+    cmd.arg("--control-fd").arg("3");
+    if let Some(data) = &spec.data_dir {
+        cmd.arg("--data-dir")
+            .arg(data)
+            .arg("--mount")
+            .arg(&spec.mount);
+    }
+    if let Some(net) = &spec.net {
+        cmd.args(["--role", "network", "--net-subnet"])
+            .arg(net.to_string())
+            .arg("--net-host-if")
+            .arg(net.host_if());
+    }
+    cmd.arg("--backend").arg("process").stdin(Stdio::null());
     crate::sys::domain_child_setup(&mut cmd, theirs.as_raw_fd());
     let child = cmd
         .spawn()

@@ -181,13 +181,19 @@ impl Demo {
 
 pub fn cmd(keep: bool) -> Result<i32> {
     let root = temp_root()?;
+    let runtime = root.join("run");
     let settings = Settings {
-        runtime: Runtime::new(root.join("run")),
+        network_subnet: crate::network::default_subnet_for(&runtime),
+        subnet_explicit: false,
+        runtime: Runtime::new(runtime),
         data_dir: root.join("data"),
         storage_mount: DEFAULT_STORAGE_MOUNT.to_string(),
         mount_explicit: true,
         data_explicit: true,
         backend: Backend::Process,
+        // The demo only shows storage.
+        network: false,
+        forwards: vec![],
     };
     println!("virtuos demo: throw-away daemon in {}", root.display());
     let mut steps = Steps {
@@ -200,7 +206,7 @@ pub fn cmd(keep: bool) -> Result<i32> {
     let host_had_demo = host_demo.exists();
 
     let up_ok = steps.step("start virtuosd and the storage domain", || {
-        let info = up::start(&settings)?;
+        let (info, _) = up::start(&settings)?;
         Ok(format!(
             "daemon pid {}, storage domain files in {}",
             info.pid,

@@ -45,10 +45,24 @@ pub fn cmd(rt: &Runtime, json: bool) -> Result<i32> {
             "domain {}: {} (backend {}, pid {pid})",
             d.name, d.state, d.backend
         );
-        if let Some(i) = &info {
-            println!("  mount:   {}", i.storage_mount);
+        if let Some(e) = &d.error {
+            println!("  error:   {e}");
         }
-        println!("  data:    {}", d.data);
+        if let Some(a) = &d.address {
+            println!("  address: {a}");
+        }
+        if let Some(h) = &d.host_link {
+            println!("  host:    {h}");
+        }
+        for f in &d.forwards {
+            println!("  forward: {f}");
+        }
+        if !d.data.is_empty() {
+            if let Some(i) = &info {
+                println!("  mount:   {}", i.storage_mount);
+            }
+            println!("  data:    {}", d.data);
+        }
         let pids: Vec<String> = d.clients.iter().map(|c| c.pid.to_string()).collect();
         if pids.is_empty() {
             println!("  clients: none");

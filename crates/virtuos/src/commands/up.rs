@@ -1,5 +1,7 @@
 //! `virtuos up`: start the daemon in the background and wait until its
-//! storage domain is connected. Also the "ensure it runs" step of `run`.
+//! storage domain is connected (and its network domain connected or
+//! failed: the storage domain works without it). Also the "ensure it runs"
+//! step of `run`.
 
 use super::tail;
 use crate::client;
@@ -11,6 +13,7 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use virtuos_abi::control::{StatusReport, NETWORK, STORAGE};
 
 /// How long `up` waits for the daemon and its domain.
 pub const START_TIMEOUT: Duration = Duration::from_secs(40);
@@ -19,6 +22,33 @@ pub struct Running {
     pub info: DaemonInfo,
     /// False when this call started it.
     pub already: bool,
+    /// What the daemon reported once it served.
+    pub report: Option<StatusReport>,
+}
+
+/// A line about the network domain for `up` (None without one).
+pub fn network_line(report: &StatusReport) -> Option<String> {
+    let d = report.domains.iter().find(|d| d.name == NETWORK)?;
+    Some(match d.state.as_str() {
+        "connected" => {
+            let mut line = format!(
+                "network domain at {} (host side {})",
+                d.address.as_deref().unwrap_or("?"),
+                d.host_link.as_deref().unwrap_or("?")
+            );
+            for f in &d.forwards {
+                line.push_str(&format!("; forward {f}"));
+            }
+            line
+        }
+        state => format!(
+            "warning: the network domain is {state}{} (storage still works)",
+            d.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+    })
 }
 
 /// `virtuos up`.
@@ -36,6 +66,9 @@ pub fn cmd(settings: &Settings) -> Result<()> {
         r.info.backend,
         r.info.data_dir.display()
     );
+    if let Some(line) = r.report.as_ref().and_then(network_line) {
+        eprintln!("virtuosd: {line}");
+    }
     Ok(())
 }
 
@@ -53,7 +86,13 @@ pub fn ensure(settings: &Settings) -> Result<Running> {
             )
         })?;
         check_compatible(settings, &info)?;
-        if let Some(d) = report.domains.iter().find(|d| d.state != "connected") {
+        // The network domain is optional: programs that only use storage
+        // still work without it.
+        if let Some(d) = report
+            .domains
+            .iter()
+            .find(|d| d.state != "connected" && d.name != NETWORK)
+        {
             bail!(
                 "virtuosd runs but its {} domain is {}; see {} and restart with \
                  `virtuos down && virtuos up`",
@@ -65,11 +104,14 @@ pub fn ensure(settings: &Settings) -> Result<Running> {
         return Ok(Running {
             info,
             already: true,
+            report: Some(report),
         });
     }
+    let (info, report) = start(settings)?;
     Ok(Running {
-        info: start(settings)?,
+        info,
         already: false,
+        report: Some(report),
     })
 }
 
@@ -117,7 +159,7 @@ pub fn domain_bin_present() -> Result<()> {
 }
 
 /// Start `virtuos daemon ...` detached and wait until it serves.
-pub fn start(settings: &Settings) -> Result<DaemonInfo> {
+pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
     domain_bin_present()?;
     let rt = &settings.runtime;
     std::fs::create_dir_all(&rt.dir)
@@ -145,11 +187,19 @@ pub fn start(settings: &Settings) -> Result<DaemonInfo> {
             .arg(&settings.storage_mount)
             .arg("--backend")
             .arg(settings.backend.as_str())
+            .arg("--network-subnet")
+            .arg(free_subnet(settings).to_string())
             // Also in the environment: tools find "their" daemon by it.
             .env(paths::vars::RUNTIME_DIR, &rt.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if !settings.network {
+            cmd.arg("--no-network");
+        }
+        for f in &settings.forwards {
+            cmd.arg("--forward").arg(f.to_string());
+        }
         child = Some(cmd.spawn().context("cannot start virtuosd")?);
     }
     wait_ready(settings, child.as_mut(), &log_path, log_start)
@@ -173,11 +223,11 @@ fn wait_ready(
     mut child: Option<&mut Child>,
     log: &Path,
     log_start: u64,
-) -> Result<DaemonInfo> {
+) -> Result<(DaemonInfo, StatusReport)> {
     let rt = &settings.runtime;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
-        pb.set_message("starting virtuosd and the storage domain...");
+        pb.set_message("starting virtuosd and its domains...");
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
@@ -191,14 +241,27 @@ fn wait_ready(
     let started = Instant::now();
     let result = loop {
         if let Ok(Some(report)) = client::status(rt) {
-            let states: Vec<&str> = report.domains.iter().map(|d| d.state.as_str()).collect();
-            if !states.is_empty() && states.iter().all(|s| *s == "connected") {
+            let state = |name: &str| {
+                report
+                    .domains
+                    .iter()
+                    .find(|d| d.name == name)
+                    .map(|d| d.state.clone())
+            };
+            let storage = state(STORAGE);
+            // Done when storage serves and the network domain (if any) has
+            // either connected or given up.
+            let network_settled = matches!(
+                state(NETWORK).as_deref(),
+                None | Some("connected") | Some("disconnected")
+            );
+            if storage.as_deref() == Some("connected") && network_settled {
                 match DaemonInfo::read(&rt.info_file()) {
-                    Some(info) => break Ok(info),
+                    Some(info) => break Ok((info, report)),
                     None => break Err(fail("virtuosd wrote no info file".into())),
                 }
             }
-            if states.contains(&"disconnected") {
+            if storage.as_deref() == Some("disconnected") {
                 break Err(fail("the storage domain failed to start".into()));
             }
         }
@@ -219,4 +282,22 @@ fn wait_ready(
         pb.finish_and_clear();
     }
     result
+}
+
+/// The subnet for the new daemon's network link: the configured one, or the
+/// default one moved to the next free /30 while another live domain holds
+/// its host interface (a veth pair vanishes with its domain's namespace, so
+/// an existing interface belongs to a running daemon).
+fn free_subnet(settings: &Settings) -> crate::network::Subnet {
+    let mut s = settings.network_subnet;
+    if settings.subnet_explicit {
+        return s;
+    }
+    for _ in 0..64 {
+        if !std::path::Path::new("/sys/class/net").join(s.host_if()).exists() {
+            return s;
+        }
+        s = s.next_link();
+    }
+    settings.network_subnet
 }

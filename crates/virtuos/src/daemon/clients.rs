@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
-/// One registered process (for the storage domain).
+/// One registered process (for one domain).
 pub struct Client {
     pub id: u64,
     pub pid: u32,

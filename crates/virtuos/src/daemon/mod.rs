@@ -1,18 +1,22 @@
-//! `virtuosd`: the trusted daemon. It starts the storage domain, registers
-//! client processes (handing each its request region and a read-only state
-//! page), watches clients and the domain, and answers `virtuos status`.
+//! `virtuosd`: the trusted daemon. It starts the storage and the network
+//! domain, registers client processes with either (handing each its request
+//! region and a read-only state page per domain), watches clients and the
+//! domains, proxies port forwards into the network domain, and answers
+//! `virtuos status`.
 //!
-//! Threads: the main thread starts the domain and then watches pidfds
+//! Threads: the main thread starts the domains and then watches pidfds
 //! (`watch`); one thread accepts connections and one serves each connection
-//! (`server`); one waits for SIGTERM/SIGINT/SIGHUP.
+//! (`server`); one waits for SIGTERM/SIGINT/SIGHUP; one listens per port
+//! forward, two relay each forwarded connection (`forward`).
 
 mod clients;
+mod forward;
 mod regions;
 mod requests;
 mod server;
 mod watch;
 
-use crate::backend::{Domain, DomainError, DomainSpec, Phase};
+use crate::backend::{hostnet, Domain, DomainError, DomainSpec, Phase};
 use crate::config::Settings;
 use crate::info::DaemonInfo;
 use crate::paths::{self, Env};
@@ -24,21 +28,60 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use virtuos_abi::control::{DomainCommand, DomainReply, STORAGE};
+use virtuos_abi::control::{DomainCommand, DomainReply, NETWORK, STORAGE};
 
 /// How long the domain gets to exit after `Shutdown`.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-pub struct Daemon {
-    pub settings: Settings,
+/// One service domain and the clients registered with it. A process may be
+/// registered with several domains (one region pair per domain).
+pub struct Served {
     pub domain: Domain,
     clients: Mutex<Clients>,
     /// Serialises Register/Reattach/ClaimFork (check + domain call + insert).
     register_lock: Mutex<()>,
+    /// Why the domain does not serve (start failure, exit), for `status`.
+    error: Mutex<Option<String>>,
+}
+
+impl Served {
+    fn new(spec: DomainSpec) -> Served {
+        Served {
+            domain: Domain::new(spec),
+            clients: Mutex::new(Clients::default()),
+            register_lock: Mutex::new(()),
+            error: Mutex::new(None),
+        }
+    }
+
+    fn clients(&self) -> MutexGuard<'_, Clients> {
+        lock(&self.clients)
+    }
+
+    fn set_error(&self, why: impl Into<String>) {
+        *lock(&self.error) = Some(why.into());
+    }
+
+    pub fn error(&self) -> Option<String> {
+        lock(&self.error).clone()
+    }
+
+    /// The host side of the network domain's link, if this is one.
+    fn host_if(&self) -> Option<String> {
+        self.domain.spec.net.map(|n| n.host_if())
+    }
+}
+
+pub struct Daemon {
+    pub settings: Settings,
+    /// `storage` first, then `network` (unless disabled).
+    pub domains: Vec<Served>,
     next_id: AtomicU64,
-    /// eventfd: pokes the watcher when the client table changed.
+    /// eventfd: pokes the watcher when a client table changed.
     wake: OwnedFd,
     stopping: AtomicBool,
+    /// Port forwards that listen (`127.0.0.1:H -> A:D`), for `status`.
+    forwards: Mutex<Vec<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,63 +89,85 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Daemon {
-    fn clients(&self) -> MutexGuard<'_, Clients> {
-        lock(&self.clients)
+    fn served(&self, i: usize) -> &Served {
+        &self.domains[i]
+    }
+
+    /// Index of the domain called `name`.
+    fn find(&self, name: &str) -> Option<usize> {
+        self.domains.iter().position(|d| d.domain.spec.name == name)
     }
 
     fn poke_watcher(&self) {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
 
-    /// Remove a client (it exited): tell the domain, drop its memory.
-    fn remove_client(&self, pid: u32) {
-        let Some(client) = self.clients().remove(pid) else {
+    /// Remove a client of domain `i` (it exited): tell the domain, drop its
+    /// memory.
+    fn remove_client(&self, i: usize, pid: u32) {
+        let s = self.served(i);
+        let Some(client) = s.clients().remove(pid) else {
             return;
         };
-        tracing::debug!(pid, client_id = client.id, "client exited");
-        if self.domain.phase() == Phase::Connected {
+        tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
+        if s.domain.phase() == Phase::Connected {
             let cmd = DomainCommand::RemoveClient {
                 client_id: client.id,
             };
-            match self.domain.command(&cmd, &[]) {
+            match s.domain.command(&cmd, &[]) {
                 Ok(DomainReply::Ok) => {}
                 Ok(other) => tracing::warn!(pid, ?other, "domain answered RemoveClient"),
-                Err(e) => self.domain_lost(&e),
+                Err(e) => self.domain_lost(i, &e),
             }
         }
     }
 
-    /// The control link broke: the domain is unusable from now on.
-    fn domain_lost(&self, e: &DomainError) {
+    /// The control link of domain `i` broke: it is unusable from now on.
+    fn domain_lost(&self, i: usize, e: &DomainError) {
         tracing::error!("{e}");
-        self.domain.kill();
-        self.domain_gone("control link lost");
+        self.served(i).domain.kill();
+        self.domain_gone(i, "control link lost");
     }
 
-    /// The domain is gone: every client's calls must fail, not hang.
-    fn domain_gone(&self, why: &str) {
-        let was = self.domain.disconnect();
+    /// Domain `i` is gone: every one of its clients' calls must fail, not
+    /// hang. The other domain is not affected.
+    fn domain_gone(&self, i: usize, why: &str) {
+        let s = self.served(i);
+        let was = s.domain.disconnect();
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let clients = self.clients();
-        for c in clients.iter() {
-            c.regions.mark_failed();
-        }
         if was != Phase::Disconnected {
-            tracing::error!(
-                domain = %self.domain.spec.name,
-                clients = clients.len(),
-                "domain disconnected ({why}); marked every client's state page FAILED"
-            );
+            s.set_error(why);
+        }
+        {
+            let clients = s.clients();
+            for c in clients.iter() {
+                c.regions.mark_failed();
+            }
+            if was != Phase::Disconnected {
+                tracing::error!(
+                    domain = %s.domain.spec.name,
+                    clients = clients.len(),
+                    "domain disconnected ({why}); marked every client's state page FAILED"
+                );
+            }
+        }
+        if let Some(h) = s.host_if() {
+            hostnet::remove(&h);
         }
     }
 
-    /// Stop the domain, remove our files, exit the process.
+    /// Stop the domains, remove our files, exit the process.
     fn shutdown(&self, why: &str) -> ! {
         self.stopping.store(true, Ordering::SeqCst);
         tracing::info!("shutting down ({why})");
-        self.domain.stop(STOP_GRACE);
+        for s in self.domains.iter().rev() {
+            s.domain.stop(STOP_GRACE);
+            if let Some(h) = s.host_if() {
+                hostnet::remove(&h);
+            }
+        }
         let rt = &self.settings.runtime;
         for f in [rt.socket(), rt.info_file(), rt.pid_file()] {
             let _ = std::fs::remove_file(f);
@@ -158,19 +223,32 @@ pub fn run(settings: Settings) -> Result<()> {
     let _pid_lock = lock_pid_file(&settings)?;
     let env = Env::current();
     let bin = paths::domain_bin(&env).context("cannot locate the virtuos-domain binary")?;
-    let spec = DomainSpec {
+    let mut specs = vec![DomainSpec {
         name: STORAGE.to_string(),
         backend: settings.backend,
-        bin,
-        data_dir: settings.storage_dir(),
+        bin: bin.clone(),
+        data_dir: Some(settings.storage_dir()),
         mount: settings.storage_mount.clone(),
-    };
+        net: None,
+    }];
+    if settings.network {
+        specs.push(DomainSpec {
+            name: NETWORK.to_string(),
+            backend: settings.backend,
+            bin,
+            data_dir: None,
+            mount: settings.storage_mount.clone(),
+            net: Some(settings.network_subnet),
+        });
+    }
     tracing::info!(
         pid = std::process::id(),
         runtime = %rt.dir.display(),
-        data = %spec.data_dir.display(),
-        mount = %spec.mount,
+        data = %settings.storage_dir().display(),
+        mount = %settings.storage_mount,
         backend = %settings.backend,
+        network = settings.network,
+        subnet = %settings.network_subnet,
         "virtuosd starting"
     );
     let listener = server::listen(&rt.socket())?;
@@ -190,12 +268,11 @@ pub fn run(settings: Settings) -> Result<()> {
     )?;
     let daemon = Arc::new(Daemon {
         settings,
-        domain: Domain::new(spec),
-        clients: Mutex::new(Clients::default()),
-        register_lock: Mutex::new(()),
+        domains: specs.into_iter().map(Served::new).collect(),
         next_id: AtomicU64::new(1),
         wake,
         stopping: AtomicBool::new(false),
+        forwards: Mutex::new(Vec::new()),
     });
 
     {
@@ -214,15 +291,32 @@ pub fn run(settings: Settings) -> Result<()> {
             .spawn(move || server::accept_loop(d, listener))?;
     }
 
-    // The main thread starts the domain (it must outlive the domain: the
-    // domain's parent-death signal follows it) and then watches processes.
-    if let Err(e) = daemon.domain.start() {
+    // The main thread starts the domains (it must outlive them: their
+    // parent-death signal follows it) and then watches processes. Without
+    // the storage domain the daemon is useless; without the network domain
+    // it still serves storage (status says why).
+    let storage = daemon.served(0);
+    if let Err(e) = storage.domain.start() {
         tracing::error!("cannot start the {} domain: {e:#}", STORAGE);
         let rt = &daemon.settings.runtime;
         for f in [rt.socket(), rt.info_file(), rt.pid_file()] {
             let _ = std::fs::remove_file(f);
         }
         return Err(e.context(format!("cannot start the {STORAGE} domain")));
+    }
+    if let Some(i) = daemon.find(NETWORK) {
+        let net = daemon.served(i);
+        if let Some(h) = net.host_if() {
+            hostnet::remove(&h);
+        }
+        if let Err(e) = net.domain.start() {
+            tracing::error!("cannot start the {NETWORK} domain (storage still serves): {e:#}");
+            net.set_error(format!("{e:#}"));
+            if let Some(h) = net.host_if() {
+                hostnet::remove(&h);
+            }
+        }
+        forward::start_all(&daemon);
     }
     watch::run(&daemon);
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use virtuos_abi::control::{
     ClientRequest, ClientStatus, Credentials, DaemonReply, DomainCommand, DomainReply,
-    DomainStatus, StatusReport, STORAGE,
+    DomainStatus, StatusReport,
 };
 
 /// A reply without descriptors.
@@ -67,18 +67,28 @@ impl Daemon {
         }
     }
 
-    fn check_domain(&self, domain: &str) -> Result<(), Answer> {
-        if domain != STORAGE {
+    /// The index of the serving domain called `domain`.
+    fn check_domain(&self, domain: &str) -> Result<usize, Answer> {
+        let Some(i) = self.find(domain) else {
+            let known: Vec<&str> = self
+                .domains
+                .iter()
+                .map(|d| d.domain.spec.name.as_str())
+                .collect();
             return Err(error(format!(
-                "unknown domain {domain:?} (only {STORAGE:?} exists)"
+                "unknown domain {domain:?} (this daemon runs {known:?})"
             )));
-        }
-        match self.domain.phase() {
-            Phase::Connected => Ok(()),
-            p => Err(error(format!(
-                "the {STORAGE} domain is {} (not serving)",
-                p.as_str()
-            ))),
+        };
+        let s = self.served(i);
+        match s.domain.phase() {
+            Phase::Connected => Ok(i),
+            p => {
+                let why = s.error().map(|e| format!(": {e}")).unwrap_or_default();
+                Err(error(format!(
+                    "the {domain} domain is {} (not serving){why}",
+                    p.as_str()
+                )))
+            }
         }
     }
 
@@ -102,14 +112,15 @@ impl Daemon {
         domain: &str,
         fork: Option<(u32, u64)>,
     ) -> Result<Granted, Answer> {
-        self.check_domain(domain)?;
-        let _serial = lock(&self.register_lock);
+        let i = self.check_domain(domain)?;
+        let served = self.served(i);
+        let _serial = lock(&served.register_lock);
         let status = clients::proc_status(peer.pid)
             .map_err(|e| error(format!("cannot inspect process {}: {e}", peer.pid)))?;
 
         // A registered pid whose process is gone is a stale entry (pid reuse
         // before the watcher noticed): drop it first.
-        let stale = match self.clients().get(peer.pid) {
+        let stale = match served.clients().get(peer.pid) {
             Some(c) if clients::exited(&c.pidfd) => true,
             Some(_) => {
                 return Err(error(format!(
@@ -120,7 +131,7 @@ impl Daemon {
             None => false,
         };
         if stale {
-            self.remove_client(peer.pid);
+            self.remove_client(i, peer.pid);
         }
 
         let parent = match fork {
@@ -132,7 +143,7 @@ impl Daemon {
                         peer.pid
                     )));
                 }
-                let parent_id = self
+                let parent_id = served
                     .clients()
                     .get(parent_pid)
                     .map(|c| c.id)
@@ -148,7 +159,7 @@ impl Daemon {
                     .map_err(|e| error(format!("cannot watch process {}: {e}", peer.pid)))
             })?;
         let client_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let regions = Regions::create(client_id, self.domain.cpus())
+        let regions = Regions::create(client_id, served.domain.cpus())
             .map_err(|e| error(format!("cannot create shared regions: {e}")))?;
         let cmd = match parent {
             None => DomainCommand::AddClient {
@@ -167,14 +178,14 @@ impl Daemon {
                 pid: peer.pid,
             },
         };
-        match self.domain.command(&cmd, &regions.domain_fds()) {
+        match served.domain.command(&cmd, &regions.domain_fds()) {
             Ok(DomainReply::Ok) => {}
             Ok(DomainReply::Error { message }) => {
-                return Err(error(format!("the {STORAGE} domain refused: {message}")))
+                return Err(error(format!("the {domain} domain refused: {message}")))
             }
-            Ok(other) => return Err(error(format!("the {STORAGE} domain answered {other:?}"))),
+            Ok(other) => return Err(error(format!("the {domain} domain answered {other:?}"))),
             Err(e) => {
-                self.domain_lost(&e);
+                self.domain_lost(i, &e);
                 return Err(error(e.to_string()));
             }
         }
@@ -189,17 +200,18 @@ impl Daemon {
             pid = peer.pid,
             uid = peer.uid,
             client_id,
+            domain,
             forked_from = ?fork.map(|f| f.0),
             "client registered"
         );
-        self.clients().insert(client);
+        served.clients().insert(client);
         self.poke_watcher();
         Ok(granted)
     }
 
     fn reattach(&self, peer: Peer, domain: &str) -> Result<Granted, Answer> {
-        self.check_domain(domain)?;
-        let clients = self.clients();
+        let i = self.check_domain(domain)?;
+        let clients = self.served(i).clients();
         let c = clients
             .get(peer.pid)
             .ok_or_else(|| error(format!("process {} is not registered", peer.pid)))?;
@@ -208,24 +220,52 @@ impl Daemon {
     }
 
     pub(super) fn status(&self) -> StatusReport {
-        let clients = self
-            .clients()
+        let forwards = lock(&self.forwards).clone();
+        let domains = self
+            .domains
             .iter()
-            .map(|c| ClientStatus {
-                client_id: c.id,
-                pid: c.pid,
+            .map(|s| {
+                let clients = s
+                    .clients()
+                    .iter()
+                    .map(|c| ClientStatus {
+                        client_id: c.id,
+                        pid: c.pid,
+                    })
+                    .collect();
+                let spec = &s.domain.spec;
+                let phase = s.domain.phase();
+                DomainStatus {
+                    name: spec.name.clone(),
+                    backend: spec.backend.to_string(),
+                    state: phase.as_str().to_string(),
+                    pid: s.domain.pid(),
+                    data: spec
+                        .data_dir
+                        .as_ref()
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default(),
+                    clients,
+                    address: spec.net.map(|n| n.domain_addr().to_string()),
+                    host_link: spec
+                        .net
+                        .map(|n| format!("{} {}/{}", n.host_if(), n.host_addr(), n.prefix)),
+                    forwards: if spec.net.is_some() {
+                        forwards.clone()
+                    } else {
+                        vec![]
+                    },
+                    error: if phase == Phase::Connected {
+                        None
+                    } else {
+                        s.error()
+                    },
+                }
             })
             .collect();
         StatusReport {
             daemon_pid: std::process::id(),
-            domains: vec![DomainStatus {
-                name: self.domain.spec.name.clone(),
-                backend: self.domain.spec.backend.to_string(),
-                state: self.domain.phase().as_str().to_string(),
-                pid: self.domain.pid(),
-                data: self.domain.spec.data_dir.display().to_string(),
-                clients,
-            }],
+            domains,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The watcher: waits on the pidfds of every client and of the domain, and
-//! on an eventfd poked whenever the client table changes.
+//! The watcher: waits on the pidfds of every client and of the domains,
+//! and on an eventfd poked whenever a client table changes.
 
 use super::Daemon;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 enum Source {
     Wake,
-    Domain,
-    Client(u32),
+    Domain(usize),
+    Client(usize, u32),
 }
 
 pub fn run(daemon: &Arc<Daemon>) -> ! {
@@ -17,11 +17,13 @@ pub fn run(daemon: &Arc<Daemon>) -> ! {
         // Snapshot what to watch (the table may change while we sleep;
         // every change pokes `wake`).
         let mut watched: Vec<(Source, Arc<OwnedFd>)> = Vec::new();
-        if let Some(fd) = daemon.domain.pidfd() {
-            watched.push((Source::Domain, fd));
-        }
-        for c in daemon.clients().iter() {
-            watched.push((Source::Client(c.pid), c.pidfd.clone()));
+        for (i, s) in daemon.domains.iter().enumerate() {
+            if let Some(fd) = s.domain.pidfd() {
+                watched.push((Source::Domain(i), fd));
+            }
+            for c in s.clients().iter() {
+                watched.push((Source::Client(i, c.pid), c.pidfd.clone()));
+            }
         }
         let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(watched.len() + 1);
         fds.push(PollFd::new(&daemon.wake, PollFlags::IN));
@@ -54,19 +56,20 @@ pub fn run(daemon: &Arc<Daemon>) -> ! {
                     let mut buf = [0u8; 8];
                     let _ = rustix::io::read(&daemon.wake, &mut buf);
                 }
-                Source::Domain => {
-                    let status = daemon.domain.reap();
+                Source::Domain(i) => {
+                    let domain = &daemon.domains[*i].domain;
+                    let status = domain.reap();
                     let why = match status {
                         Some(s) => format!("domain process exited: {s}"),
                         None => "domain process exited".to_string(),
                     };
                     if status.is_none() {
                         // Not reapable by try_wait: make sure it is gone.
-                        daemon.domain.kill();
+                        domain.kill();
                     }
-                    daemon.domain_gone(&why);
+                    daemon.domain_gone(*i, &why);
                 }
-                Source::Client(pid) => daemon.remove_client(*pid),
+                Source::Client(i, pid) => daemon.remove_client(*i, *pid),
             }
         }
     }

@@ -82,16 +82,48 @@ pub struct TestEnv {
     pub extra_env: Vec<(String, String)>,
 }
 
+static SUBNETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A /30 of its own for each test daemon's network link (tests run in
+/// parallel; the domain tests use 169.254.200-249.x).
+pub fn unique_subnet() -> String {
+    let n = SUBNETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    let c = 100 + (pid % 100);
+    let d = 4 * ((pid / 100 + n) % 64);
+    format!("169.254.{c}.{d}/30")
+}
+
 impl TestEnv {
     pub fn new(domain_bin: PathBuf) -> TestEnv {
-        TestEnv {
+        let env = TestEnv {
             dir: tempfile::Builder::new()
                 .prefix("virtuos-test-")
                 .tempdir()
                 .unwrap(),
             domain_bin,
             extra_env: vec![],
-        }
+        };
+        env.write_config(&format!("network_subnet = \"{}\"\n", unique_subnet()));
+        env
+    }
+
+    /// Replace the test's config file.
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_file(), text).unwrap();
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("virtuos.toml")
+    }
+
+    /// The network domain's entry of `status --json`.
+    pub fn network(&self) -> serde_json::Value {
+        let st = self.status();
+        st["domains"]
+            .as_array()
+            .and_then(|a| a.iter().find(|d| d["name"] == "network").cloned())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     pub fn runtime(&self) -> PathBuf {
@@ -110,7 +142,7 @@ impl TestEnv {
             .env("VIRTUOS_RUNTIME_DIR", self.runtime())
             .env("VIRTUOS_DATA_DIR", self.data())
             .env("VIRTUOS_DOMAIN_BIN", &self.domain_bin)
-            .env("VIRTUOS_CONFIG", self.dir.path().join("no-config.toml"))
+            .env("VIRTUOS_CONFIG", self.config_file())
             .env("VIRTUOS_LOG", "debug");
         for (k, v) in &self.extra_env {
             c.env(k, v);
