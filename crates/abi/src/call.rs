@@ -6,6 +6,7 @@
 use crate::entry::RequestEntry;
 use crate::region::{ClientRegion, RegionError};
 use crate::state::DomainState;
+use core::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 /// How a caller waits for its result.
@@ -47,10 +48,41 @@ pub fn submit_and_wait(
     index: u16,
     policy: WaitPolicy,
 ) -> Result<(i64, u64), CallError> {
+    submit_and_wait_with(region, state, index, policy, &mut plain_sleep)
+}
+
+/// How a caller sleeps on a word: `sleep(word, expected, slice)` returns
+/// true if a signal interrupted the sleep and the call should be
+/// interrupted in the domain.
+pub type Sleeper<'a> = dyn FnMut(&AtomicU32, u32, Duration) -> bool + 'a;
+
+fn plain_sleep(word: &AtomicU32, expected: u32, slice: Duration) -> bool {
+    crate::doorbell::wait(word, expected, Some(slice));
+    false
+}
+
+/// `submit_and_wait` with the caller's own sleep: when `sleep` reports a
+/// signal, the call is interrupted in the domain (`request_interrupt`) and
+/// the wait goes on, uninterruptibly, for the domain's answer (EINTR, or
+/// the real result if the call had already finished).
+pub fn submit_and_wait_with(
+    region: &ClientRegion,
+    state: &DomainState,
+    index: u16,
+    policy: WaitPolicy,
+    sleep: &mut Sleeper<'_>,
+) -> Result<(i64, u64), CallError> {
     let entry = region.entry(index).ok_or(CallError::BadEntry)?;
     region.submit(index).map_err(CallError::Region)?;
     region.ring_if_idle(state);
-    wait_done(entry, state, policy)?;
+    let mut interrupted = false;
+    let mut on_signal = || {
+        if !interrupted {
+            interrupted = true;
+            region.request_interrupt(index);
+        }
+    };
+    wait_done(entry, state, policy, sleep, &mut on_signal)?;
     let r = entry.result();
     entry.release();
     Ok(r)
@@ -60,6 +92,8 @@ fn wait_done(
     entry: &RequestEntry,
     state: &DomainState,
     policy: WaitPolicy,
+    sleep: &mut Sleeper<'_>,
+    on_signal: &mut dyn FnMut(),
 ) -> Result<(), CallError> {
     for _ in 0..policy.spin {
         if entry.is_done() {
@@ -72,7 +106,9 @@ fn wait_done(
         let Some(val) = entry.mark_sleeping() else {
             return Ok(());
         };
-        crate::doorbell::wait(&entry.state, val, Some(policy.sleep_slice));
+        if sleep(&entry.state, val, policy.sleep_slice) {
+            on_signal();
+        }
         if entry.is_done() {
             return Ok(());
         }

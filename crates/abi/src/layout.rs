@@ -6,7 +6,7 @@
 /// Page size assumed for layout (x86_64).
 pub const PAGE_SIZE: usize = 4096;
 /// Version of this ABI; bumped on any layout change.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// `b"VIRTUOSR"` as a little-endian u64: the request region's magic.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"VIRTUOSR");
 /// `b"VIRTUOSS"`: the domain state page's magic.

@@ -25,9 +25,12 @@ pub struct RegionHeader {
     /// Head of the submit list (tagged, see `list`). Own cache line.
     pub submit_head: AtomicU64,
     _pad1: [AtomicU64; 7],
-    /// Bumped by the client to wake workers asleep in `wait_for_work`.
+    /// Bumped by the client to wake workers asleep in `worker_sleep`.
     pub doorbell: AtomicU32,
-    _pad2: [AtomicU32; 15],
+    /// Bumped by the client after it set FLAG_INTERRUPT on an entry: wakes
+    /// the domain's interrupter (see `request_interrupt`).
+    pub interrupt_bell: AtomicU32,
+    _pad2: [AtomicU32; 14],
 }
 
 // SAFETY: only atomics.
@@ -163,6 +166,26 @@ impl ClientRegion {
             crate::doorbell::wait(bell, seen, Some(timeout));
         }
         state.idle_workers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Client: ask the domain to interrupt the call in entry `index` (a
+    /// signal arrived while the caller waited): the domain makes the call's
+    /// blocking system call return EINTR, if it is still running.
+    pub fn request_interrupt(&self, index: u16) {
+        if let Some(e) = self.entry(index) {
+            e.request_interrupt();
+            let bell = &self.header().interrupt_bell;
+            bell.fetch_add(1, Ordering::SeqCst);
+            crate::doorbell::wake(bell, 1);
+        }
+    }
+
+    /// Domain: sleep until a client asks for an interrupt (or `timeout`).
+    /// `seen` is the bell value the caller last handled.
+    pub fn wait_interrupt_bell(&self, seen: u32, timeout: std::time::Duration) -> u32 {
+        let bell = &self.header().interrupt_bell;
+        crate::doorbell::wait(bell, seen, Some(timeout));
+        bell.load(Ordering::SeqCst)
     }
 
     /// Byte offset of `[offset, offset+len)` inside chunk `chunk`, if the

@@ -117,6 +117,40 @@ pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// The signal that interrupts a worker's blocking system call when the
+/// client asked for it (FLAG_INTERRUPT).
+pub const INTERRUPT_SIGNAL: libc::c_int = libc::SIGUSR2;
+
+extern "C" fn on_interrupt_signal(_: libc::c_int) {}
+
+/// Install a handler for `INTERRUPT_SIGNAL` that does nothing and, having
+/// no SA_RESTART, makes the blocking call it lands in return EINTR.
+pub fn install_interrupt_handler() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is an empty extern
+    // "C" function, async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        check(libc::sigaction(INTERRUPT_SIGNAL, &sa, std::ptr::null_mut()))
+    }
+}
+
+/// The calling thread's id.
+pub fn gettid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Send `INTERRUPT_SIGNAL` to thread `tid` of this process.
+pub fn interrupt_thread(tid: u32) {
+    // SAFETY: tgkill with our own pid only signals a thread of ours; the
+    // signal has a no-op handler.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::pid_t, INTERRUPT_SIGNAL);
+    }
+}
+
 /// `unshare(CLONE_NEWNS)`. Must be called while the process is single
 /// threaded (the domain's main process is, at setup).
 pub fn unshare_mount_namespace() -> io::Result<()> {

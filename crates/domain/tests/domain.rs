@@ -716,3 +716,56 @@ fn concurrent_client_threads() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=64).contains(&workers), "workers {workers}");
 }
+
+#[test]
+fn an_interrupt_request_ends_a_blocked_call_with_eintr() {
+    let (dom, _) = Domain::start("interrupt");
+    let c = dom.add_client(1, root_creds());
+    let p = c.put_str(0, "/storage/fifo");
+    assert_eq!(
+        c.call(
+            libc::SYS_mknodat,
+            true,
+            [AT_FDCWD_ARG, p, (libc::S_IFIFO | 0o600) as u64, 0, 0, 0]
+        ),
+        0
+    );
+    // Entry 5: open the FIFO for reading: blocks, no writer will come.
+    assert!(c.region.write_chunk(5, 0, b"/storage/fifo\0"));
+    let e = c.region.entry(5).unwrap();
+    e.fill(
+        libc::SYS_openat as u16,
+        0,
+        1,
+        Some(5),
+        [AT_FDCWD_ARG, 0, libc::O_RDONLY as u64, 0, 0, 0],
+    );
+    c.region.submit(5).unwrap();
+    c.region.ring_if_idle(c.state.get());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!e.is_done(), "open of a FIFO without writer must block");
+    // A signal arrived in the client: it asks the domain to interrupt.
+    let start = Instant::now();
+    c.region.request_interrupt(5);
+    while !e.is_done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the interrupt request did not end the blocked call"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (r, _) = e.result();
+    e.release();
+    assert_eq!(r, neg(libc::EINTR), "interrupted call must fail with EINTR");
+    // The shadow keeps serving, and later calls are not interrupted.
+    for _ in 0..50 {
+        assert_eq!(c.call(OP_PING, false, [0; 6]), 0);
+    }
+    let p = c.put_str(0, "/storage/after");
+    let fd = c.call(
+        libc::SYS_openat,
+        true,
+        [AT_FDCWD_ARG, p, (libc::O_CREAT | libc::O_WRONLY) as u64, 0o644, 0, 0],
+    );
+    assert!(fd >= 0, "open after an interrupt: {fd}");
+}

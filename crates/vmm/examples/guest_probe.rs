@@ -72,6 +72,7 @@ fn main() {
             "dax" => test_dax(rounds, adds),
             "doorbell" => test_doorbell(rounds),
             "vport" => test_vport(rounds),
+            "vfio" => test_vfio(rounds),
             other => Err(format!("unknown test {other}")),
         };
         if let Err(e) = r {
@@ -512,6 +513,9 @@ fn test_doorbell(rounds: u64) -> Result<(), String> {
             if unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
                 return Ok(false);
             }
+            if p.revents & libc::POLLERR != 0 {
+                return Err("uio device has no interrupt (POLLERR)".into());
+            }
             let mut cnt = [0u8; 4];
             std::io::Read::read_exact(uiof, &mut cnt).map_err(|e| e.to_string())?;
             Ok(true)
@@ -582,6 +586,174 @@ fn test_vport(rounds: u64) -> Result<(), String> {
     let el = t.elapsed();
     say!(
         "VIRTUOS-RESULT vport dev=/dev/{port} works=yes rounds={n} rtt_us={:.1} rt_per_s={:.0}",
+        el.as_secs_f64() * 1e6 / n as f64,
+        n as f64 / el.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Host -> guest doorbell with a stock driver: vfio-pci (behind the emulated
+/// Intel IOMMU) enables the ivshmem-doorbell's MSI-X and signals an eventfd
+/// of ours on each interrupt. Guest -> host: Doorbell register write
+/// through the vfio region (pwrite).
+fn test_vfio(rounds: u64) -> Result<(), String> {
+    const VFIO_SET_IOMMU: u64 = 0x3B66;
+    const VFIO_GROUP_GET_STATUS: u64 = 0x3B67;
+    const VFIO_GROUP_SET_CONTAINER: u64 = 0x3B68;
+    const VFIO_GROUP_GET_DEVICE_FD: u64 = 0x3B6A;
+    const VFIO_DEVICE_GET_REGION_INFO: u64 = 0x3B6C;
+    const VFIO_DEVICE_SET_IRQS: u64 = 0x3B6E;
+    const VFIO_TYPE1_IOMMU: u64 = 1;
+    const MSIX_INDEX: u32 = 2;
+    let dev = ivshmem_devices()
+        .into_iter()
+        .find(|d| is_doorbell(d))
+        .ok_or("no ivshmem-doorbell device")?;
+    let bdf = dev
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let group = fs::read_link(dev.join("iommu_group"))
+        .map_err(|e| format!("{bdf} has no IOMMU group (intel_iommu=on?): {e}"))?;
+    let group = group
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let _ = fs::write(dev.join("driver/unbind"), &bdf);
+    sysfs_write(&dev.join("driver_override").to_string_lossy(), "vfio-pci")?;
+    let _ = fs::write("/sys/bus/pci/drivers_probe", &bdf);
+    let gpath = PathBuf::from(format!("/dev/vfio/{group}"));
+    wait_path(&gpath, Duration::from_secs(2));
+    let open = |p: &Path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(p)
+            .map_err(|e| format!("open {}: {e}", p.display()))
+    };
+    let container = open(Path::new("/dev/vfio/vfio"))?;
+    let groupf = open(&gpath)?;
+    let ioctl = |fd: i32, req: u64, arg: usize, what: &str| -> Result<i32, String> {
+        // SAFETY: each call passes a pointer to a live, correctly sized
+        // struct (or an integer) as the VFIO uAPI defines for `req`.
+        let r = unsafe { libc::ioctl(fd, req as _, arg) };
+        if r < 0 {
+            Err(format!("{what}: {}", std::io::Error::last_os_error()))
+        } else {
+            Ok(r)
+        }
+    };
+    let mut status = [8u32, 0];
+    ioctl(
+        groupf.as_raw_fd(),
+        VFIO_GROUP_GET_STATUS,
+        status.as_mut_ptr() as usize,
+        "GROUP_GET_STATUS",
+    )?;
+    if status[1] & 1 == 0 {
+        return Err(format!("group {group} not viable"));
+    }
+    let cfd = container.as_raw_fd();
+    ioctl(
+        groupf.as_raw_fd(),
+        VFIO_GROUP_SET_CONTAINER,
+        &cfd as *const i32 as usize,
+        "SET_CONTAINER",
+    )?;
+    ioctl(cfd, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU as usize, "SET_IOMMU")?;
+    let name = cstr(&bdf);
+    let devfd = ioctl(
+        groupf.as_raw_fd(),
+        VFIO_GROUP_GET_DEVICE_FD,
+        name.as_ptr() as usize,
+        "GET_DEVICE_FD",
+    )?;
+    // BAR0's region offset in the device fd.
+    let mut info = [0u64; 4]; // argsz, flags | index, cap_offset | size, offset
+    let words: &mut [u32; 8] = {
+        // SAFETY: [u64; 4] and [u32; 8] have the same size; u32 alignment is weaker.
+        unsafe { &mut *(info.as_mut_ptr() as *mut [u32; 8]) }
+    };
+    words[0] = 32; // argsz
+    words[2] = 0; // index: BAR0
+    ioctl(
+        devfd,
+        VFIO_DEVICE_GET_REGION_INFO,
+        info.as_mut_ptr() as usize,
+        "GET_REGION_INFO",
+    )?;
+    let bar0 = info[3];
+    let efd = {
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::eventfd(0, 0) };
+        if fd < 0 {
+            return Err("eventfd".into());
+        }
+        fd
+    };
+    // struct vfio_irq_set + one eventfd.
+    let mut set = [0u32; 6];
+    set[0] = 24; // argsz
+    set[1] = 4 | 32; // DATA_EVENTFD | ACTION_TRIGGER
+    set[2] = MSIX_INDEX;
+    set[3] = 0; // start
+    set[4] = 1; // count
+    set[5] = efd as u32;
+    ioctl(
+        devfd,
+        VFIO_DEVICE_SET_IRQS,
+        set.as_mut_ptr() as usize,
+        "SET_IRQS(MSI-X)",
+    )?;
+    let ring = || {
+        let v = (HOST_PEER << 16).to_le_bytes();
+        // SAFETY: writes 4 bytes from a live buffer to the device fd.
+        unsafe { libc::pwrite(devfd, v.as_ptr().cast(), 4, (bar0 + 12) as libc::off_t) }
+    };
+    let wait = |ms: i32| -> bool {
+        let mut p = libc::pollfd {
+            fd: efd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd; then an 8-byte read into a live buffer.
+        unsafe {
+            if libc::poll(&mut p, 1, ms) <= 0 {
+                return false;
+            }
+            let mut b = [0u8; 8];
+            libc::read(efd, b.as_mut_ptr().cast(), 8) == 8
+        }
+    };
+    let t0 = Instant::now();
+    if ring() != 4 {
+        return Err(format!(
+            "doorbell pwrite: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if !wait(5000) {
+        say!(
+            "VIRTUOS-RESULT vfio dev={bdf} group={group} msix=enabled works=no irq_timeout_ms=5000"
+        );
+        return Ok(());
+    }
+    let first = t0.elapsed();
+    let n = rounds.clamp(1, 2000);
+    let t = Instant::now();
+    for i in 0..n {
+        ring();
+        if !wait(2000) {
+            say!("VIRTUOS-RESULT vfio dev={bdf} works=partial lost_at={i}");
+            return Ok(());
+        }
+    }
+    let el = t.elapsed();
+    say!(
+        "VIRTUOS-RESULT vfio dev={bdf} group={group} works=yes first_us={} rounds={n} rtt_us={:.1} rt_per_s={:.0}",
+        first.as_micros(),
         el.as_secs_f64() * 1e6 / n as f64,
         n as f64 / el.as_secs_f64()
     );

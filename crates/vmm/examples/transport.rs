@@ -42,7 +42,17 @@ fn main() -> Result<()> {
     let k = kernel::fetch(&cache)?;
     let probe =
         static_bin::build_static("virtuos-vmm", static_bin::Artifact::Example("guest_probe"))?;
-    let img = initramfs::build(&k, &initramfs::InitramfsSpec::new(&probe), &cache)?;
+    let mut spec = initramfs::InitramfsSpec::new(&probe);
+    for m in [
+        "vfio",
+        "vfio_iommu_type1",
+        "vfio_virqfd",
+        "vfio_pci_core",
+        "vfio_pci",
+    ] {
+        spec.modules.push(virtuos_vmm::modules::Want::optional(m));
+    }
+    let img = initramfs::build(&k, &spec, &cache)?;
     println!(
         "kernel {} ({}), initramfs {} modules={}",
         k.release,
@@ -79,6 +89,10 @@ fn main() -> Result<()> {
     cfg.qemu = virtuos_vmm::qemu::ensure_qemu()?;
     cfg.cpus = cpus;
     cfg.max_cpus = Some(maxcpus);
+    if args.iter().any(|a| a == "--iommu") {
+        cfg.machine = virtuos_vmm::qemu::Machine::Q35;
+        cfg.iommu = true;
+    }
     cfg.append.push(format!(
         "virtuos.probe={tests} virtuos.rounds={rounds} virtuos.adds={adds}"
     ));

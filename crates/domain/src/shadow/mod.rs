@@ -94,6 +94,11 @@ fn choose_limits() -> Result<FdLimits> {
         hard,
     })
 }
+/// How often the interrupter re-signals a worker whose call is still running.
+const INTERRUPT_RETRY: std::time::Duration = std::time::Duration::from_millis(5);
+/// Longest sleep of the interrupter when nothing is pending.
+const INTERRUPT_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often the housekeeping thread bumps the heartbeat.
 const HEARTBEAT_MS: i64 = 50;
 
@@ -113,6 +118,10 @@ pub struct Shadow {
     fork_lock: Mutex<()>,
     list_error_logged: AtomicBool,
     limits: FdLimits,
+    /// Requests being executed: (worker tid, entry index). The interrupter
+    /// signals a worker only while holding this lock and only if its entry
+    /// is still listed, so a signal never lands in a later request.
+    running: Mutex<Vec<(u32, u16)>>,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -176,6 +185,7 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     sys::ignore_signal(libc::SIGCHLD).context("signal(SIGCHLD)")?;
     sys::ignore_signal(libc::SIGIO).context("signal(SIGIO)")?;
     sys::ignore_signal(libc::SIGPIPE).context("signal(SIGPIPE)")?;
+    sys::install_interrupt_handler().context("sigaction(SIGUSR2)")?;
     let limits = choose_limits()?;
     let devnull = std::fs::OpenOptions::new()
         .read(true)
@@ -284,6 +294,7 @@ impl Shadow {
             fork_lock: Mutex::new(()),
             list_error_logged: AtomicBool::new(false),
             limits,
+            running: Mutex::new(Vec::new()),
         })
     }
 
@@ -292,6 +303,15 @@ impl Shadow {
     fn announce_and_serve(self: Arc<Self>) -> ! {
         if !workers::spawn(&self) {
             tracing::error!(client = self.client_id, "cannot start a worker");
+            sys::exit_now(1);
+        }
+        let sh = Arc::clone(&self);
+        if let Err(e) = std::thread::Builder::new()
+            .name("interrupter".into())
+            .stack_size(64 * 1024)
+            .spawn(move || sh.interrupter())
+        {
+            tracing::error!(client = self.client_id, "cannot start the interrupter: {e}");
             sys::exit_now(1);
         }
         if let Err(e) = control::send(self.control.as_fd(), &ShadowMsg::Ready, &[]) {
@@ -304,6 +324,40 @@ impl Shadow {
             "shadow serving"
         );
         self.housekeeping()
+    }
+
+    /// Executing request `index` on this thread (until `finished`).
+    pub(crate) fn started(&self, tid: u32, index: u16) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).push((tid, index));
+    }
+
+    pub(crate) fn finished(&self, tid: u32, index: u16) {
+        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = r.iter().position(|&x| x == (tid, index)) {
+            r.swap_remove(i);
+        }
+    }
+
+    /// Interrupt the calls whose client asked for it (a signal arrived
+    /// while it waited): signal the worker executing each until it is done.
+    /// Repeats every few milliseconds while such calls run, because the
+    /// signal may land just before the worker enters its blocking call.
+    fn interrupter(&self) {
+        let mut seen = 0u32;
+        loop {
+            let mut pending = false;
+            {
+                let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                for &(tid, index) in r.iter() {
+                    if self.region.entry(index).is_some_and(|e| e.interrupt_requested()) {
+                        sys::interrupt_thread(tid);
+                        pending = true;
+                    }
+                }
+            }
+            let slice = if pending { INTERRUPT_RETRY } else { INTERRUPT_IDLE };
+            seen = self.region.wait_interrupt_bell(seen, slice);
+        }
     }
 
     /// Heartbeat, and exit when the main process goes away (its end of the

@@ -111,9 +111,13 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
         spawn(shadow);
     }
     let host: &Shadow = shadow;
-    let (result, extra) = catch_unwind(AssertUnwindSafe(|| {
+    let tid = crate::sys::gettid();
+    shadow.started(tid, index);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
         exec::execute(&shadow.region, host, &req)
-    }))
+    }));
+    shadow.finished(tid, index);
+    let (result, extra) = outcome
     .unwrap_or_else(|_| {
         tracing::error!(client = shadow.client_id, op = req.op, "request panicked");
         (-(libc::EIO as i64), 0)
