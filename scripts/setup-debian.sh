@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
     bash coreutils findutils tar gzip diffutils sed mawk util-linux procps
     sqlite3 git python3 iproute2
+    qemu-system-x86 cpio file   # crates/vmm: VM domains, initramfs check
 )
 
 missing=()

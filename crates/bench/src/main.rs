@@ -111,7 +111,9 @@ fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, v: &T) -> any
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let r = run(Cli::parse());
+    drivers::cleanup();
+    if let Err(e) = r {
         eprintln!("virtuos-bench: error: {e:#}");
         std::process::exit(1);
     }

@@ -147,7 +147,12 @@ pub fn interrupt_thread(tid: u32) {
     // SAFETY: tgkill with our own pid only signals a thread of ours; the
     // signal has a no-op handler.
     unsafe {
-        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::pid_t, INTERRUPT_SIGNAL);
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            tid as libc::pid_t,
+            INTERRUPT_SIGNAL,
+        );
     }
 }
 

@@ -765,7 +765,14 @@ fn an_interrupt_request_ends_a_blocked_call_with_eintr() {
     let fd = c.call(
         libc::SYS_openat,
         true,
-        [AT_FDCWD_ARG, p, (libc::O_CREAT | libc::O_WRONLY) as u64, 0o644, 0, 0],
+        [
+            AT_FDCWD_ARG,
+            p,
+            (libc::O_CREAT | libc::O_WRONLY) as u64,
+            0o644,
+            0,
+            0,
+        ],
     );
     assert!(fd >= 0, "open after an interrupt: {fd}");
 }

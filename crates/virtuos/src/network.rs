@@ -40,7 +40,10 @@ pub fn nth_link_subnet(n: u64) -> Subnet {
     loop {
         let network = Ipv4Addr::from(FIRST + 4 * i as u32);
         if network != system.network {
-            return Subnet { network, prefix: 30 };
+            return Subnet {
+                network,
+                prefix: 30,
+            };
         }
         i = (i + 1) % COUNT;
     }
@@ -139,7 +142,11 @@ mod tests {
         let a = default_subnet_for(std::path::Path::new("/tmp/a/run"));
         let b = default_subnet_for(std::path::Path::new("/tmp/b/run"));
         assert_ne!(a, b, "different daemons get different links");
-        assert_eq!(a, default_subnet_for(std::path::Path::new("/tmp/a/run")), "stable");
+        assert_eq!(
+            a,
+            default_subnet_for(std::path::Path::new("/tmp/a/run")),
+            "stable"
+        );
         for s in [a, b, a.next_link()] {
             assert_eq!(s.prefix, 30);
             assert_eq!(s.network.octets()[..2], [169, 254]);

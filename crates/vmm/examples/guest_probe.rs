@@ -2,7 +2,7 @@
 //! `virtuos_vmm::static_bin`). Loads `/lib/modules/load.list` with
 //! `finit_module`, mounts proc/sys/devtmpfs, prints the readiness line, runs
 //! the experiments named by `virtuos.probe=a,b,...` on the kernel command
-//! line, and powers off. Results are console lines `VIRTUOS-RESULT <test> k=v ...`.
+//! line, and powers off (after `virtuos.hold=SECS`, if given). Results are console lines `VIRTUOS-RESULT <test> k=v ...`.
 //!
 //! Tests: `ivshmem` (ivshmem-plain BAR2 via sysfs `resource2`, then a second
 //! device via `resource2_wc`), `pmem` (/dev/pmem0 mmap), `dax` (the NVDIMM
@@ -79,6 +79,10 @@ fn main() {
             say!("VIRTUOS-RESULT {test} error=\"{e}\"");
         }
     }
+    let hold: u64 = param("virtuos.hold")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(hold));
     say!("VIRTUOS-PROBE DONE");
     // SAFETY: sync and reboot take no pointers; PID 1 powering off is the intent.
     unsafe {
@@ -707,6 +711,20 @@ fn test_vfio(rounds: u64) -> Result<(), String> {
         set.as_mut_ptr() as usize,
         "SET_IRQS(MSI-X)",
     )?;
+    // MSI-X messages are DMA writes: they need Bus Master Enable, which
+    // vfio-pci leaves to its user.
+    {
+        use std::os::unix::fs::FileExt;
+        let config = open(&dev.join("config"))?;
+        let mut cmd = [0u8; 2];
+        config
+            .read_exact_at(&mut cmd, 4)
+            .map_err(|e| e.to_string())?;
+        let v = u16::from_le_bytes(cmd) | 0x4;
+        config
+            .write_all_at(&v.to_le_bytes(), 4)
+            .map_err(|e| e.to_string())?;
+    }
     let ring = || {
         let v = (HOST_PEER << 16).to_le_bytes();
         // SAFETY: writes 4 bytes from a live buffer to the device fd.
@@ -738,6 +756,18 @@ fn test_vfio(rounds: u64) -> Result<(), String> {
         say!(
             "VIRTUOS-RESULT vfio dev={bdf} group={group} msix=enabled works=no irq_timeout_ms=5000"
         );
+        dump_kernel_log(&["vfio", "DMAR", "ivshmem", "IRQ", "iommu"]);
+        for l in fs::read_to_string("/proc/interrupts")
+            .unwrap_or_default()
+            .lines()
+        {
+            if l.contains("vfio") || l.contains("DMAR") || l.contains("PCI-MSI") {
+                say!(
+                    "VIRTUOS-PROBE irq {}",
+                    l.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+            }
+        }
         return Ok(());
     }
     let first = t0.elapsed();
@@ -758,4 +788,24 @@ fn test_vfio(rounds: u64) -> Result<(), String> {
         n as f64 / el.as_secs_f64()
     );
     Ok(())
+}
+
+/// Print kernel log lines containing any of `words` (reads /dev/kmsg).
+fn dump_kernel_log(words: &[&str]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return;
+    };
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = std::io::Read::read(&mut f, &mut buf) {
+        let rec = String::from_utf8_lossy(&buf[..n]);
+        let msg = rec.split_once(';').map(|x| x.1).unwrap_or(&rec).trim();
+        if words.iter().any(|w| msg.contains(w)) {
+            say!("VIRTUOS-PROBE kmsg {msg}");
+        }
+    }
 }

@@ -42,16 +42,7 @@ fn main() -> Result<()> {
     let k = kernel::fetch(&cache)?;
     let probe =
         static_bin::build_static("virtuos-vmm", static_bin::Artifact::Example("guest_probe"))?;
-    let mut spec = initramfs::InitramfsSpec::new(&probe);
-    for m in [
-        "vfio",
-        "vfio_iommu_type1",
-        "vfio_virqfd",
-        "vfio_pci_core",
-        "vfio_pci",
-    ] {
-        spec.modules.push(virtuos_vmm::modules::Want::optional(m));
-    }
+    let spec = initramfs::InitramfsSpec::new(&probe);
     let img = initramfs::build(&k, &spec, &cache)?;
     println!(
         "kernel {} ({}), initramfs {} modules={}",

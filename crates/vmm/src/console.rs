@@ -44,13 +44,12 @@ impl Console {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Lines starting with `prefix`.
+    /// Lines containing `prefix`, each from `prefix` on (firmware and the
+    /// kernel put terminal escapes before the first line of init's output).
     pub fn lines_with_prefix(&self, prefix: &str) -> Vec<String> {
         self.contents()
             .lines()
-            .map(|l| l.trim_end_matches('\r'))
-            .filter(|l| l.starts_with(prefix))
-            .map(str::to_string)
+            .filter_map(|l| l.find(prefix).map(|i| l[i..].trim_end().to_string()))
             .collect()
     }
 
@@ -86,5 +85,38 @@ impl Console {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_lines_and_waits() {
+        let path = std::env::temp_dir().join(format!("virtuos-console-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "\x1bc\x1b[?7lREADY one\r\nnoise\nREADY two\npartial READY",
+        )
+        .unwrap();
+        let c = Console::new(&path);
+        assert_eq!(
+            c.lines_with_prefix("READY"),
+            ["READY one", "READY two", "READY"]
+        );
+        assert_eq!(c.tail(2), "READY two\npartial READY");
+        let w = c.wait_for("two", Duration::from_secs(1), || true).unwrap();
+        assert_eq!(w, Wait::Found("READY two".into()));
+        // An incomplete last line does not count yet.
+        let w = c
+            .wait_for("partial", Duration::from_millis(50), || true)
+            .unwrap();
+        assert_eq!(w, Wait::TimedOut);
+        let w = c
+            .wait_for("never", Duration::from_secs(5), || false)
+            .unwrap();
+        assert_eq!(w, Wait::Exited);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -43,7 +43,8 @@ impl InitramfsSpec {
 
 /// The modules a service domain needs: virtio transport, block and net,
 /// uio (doorbell interrupts), NVDIMM/pmem and device DAX, pvpanic,
-/// virtio_console (virtio-serial doorbells).
+/// virtio_console (virtio-serial doorbells), vfio-pci (MSI-X doorbell
+/// interrupts behind an emulated IOMMU; see TRANSPORT.md).
 /// ext4 is built into Debian's cloud kernel (`CONFIG_EXT4_FS=y`).
 pub fn domain_modules() -> Vec<Want> {
     let req = [
@@ -67,6 +68,11 @@ pub fn domain_modules() -> Vec<Want> {
         "pvpanic",
         "pvpanic_mmio",
         "virtio_console",
+        "vfio",
+        "vfio_iommu_type1",
+        "vfio_virqfd",
+        "vfio_pci_core",
+        "vfio_pci",
         "ext4",
     ];
     req.iter()

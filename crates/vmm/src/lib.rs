@@ -5,8 +5,9 @@
 //! ([`kernel`]), assembles the initramfs ([`initramfs`], [`cpio`],
 //! [`modules`]), builds static guest binaries ([`static_bin`]), picks the
 //! accelerator ([`accel`]), and launches and controls QEMU ([`qemu`],
-//! [`qmp`], [`console`]). [`ivshmem`] and [`shm`] are the host side of the
-//! shared-memory transport (see `TRANSPORT.md`).
+//! [`qmp`], [`console`]). [`ivshmem`] (an ivshmem-doorbell server) and
+//! [`shm`] are the host side of the shared-memory transport (see
+//! `TRANSPORT.md`); [`sys`] holds the raw system calls.
 
 pub mod accel;
 pub mod cache;

@@ -305,8 +305,7 @@ pub fn ensure_qemu() -> Result<PathBuf> {
     if let Ok(q) = find_qemu() {
         return Ok(q);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::sys::is_root() {
         let step = crate::progress::Step::start("installing qemu-system-x86");
         let out = Command::new("apt-get")
             .args([

@@ -1,5 +1,5 @@
 //! The few raw system calls the host side needs (the only unsafe code of
-//! the library besides two trivial calls): memfd, eventfd, fd passing, mmap.
+//! the library besides one ioctl in `accel`): memfd, eventfd, fd passing, mmap.
 
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -9,7 +9,13 @@ use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
-/// A sealed-size anonymous file of `size` bytes.
+/// Is the effective user root?
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An anonymous (memfd) file of `size` bytes.
 pub fn memfd(name: &str, size: u64) -> Result<File> {
     let cname = std::ffi::CString::new(name)?;
     // SAFETY: cname is a valid NUL-terminated string; flags are valid.

@@ -44,18 +44,70 @@ impl Common {
     /// Fail early (before measuring anything) when forwarded runs are asked
     /// for but the virtuos binaries are not there.
     pub fn check_binaries(&self) -> anyhow::Result<()> {
-        if self.native_only {
-            return Ok(());
-        }
-        find_virtuos(self.virtuos.as_deref())
-            .map(drop)
-            .context("forwarded runs need the virtuos stack (or pass --native-only)")
+        snapshot(self).map(drop)
     }
 }
 
-/// The bench binary itself: workers are `current_exe() worker ...`.
+/// The bench binary itself: workers are `<bench> worker ...` (the
+/// snapshot's copy once `snapshot` ran).
 pub fn bench_exe() -> anyhow::Result<PathBuf> {
+    if let Some(s) = SNAPSHOT.get() {
+        return Ok(s.bench.clone());
+    }
     std::env::current_exe().context("cannot find the virtuos-bench executable")
+}
+
+/// Private copies of the binaries a run uses, so that a concurrent
+/// `cargo build` (a shared target directory) cannot swap them mid-run.
+pub struct Snapshot {
+    dir: PathBuf,
+    bench: PathBuf,
+    /// `virtuos`, with `libvirtuos.so` and `virtuos-domain` beside it.
+    virtuos: Option<PathBuf>,
+}
+
+static SNAPSHOT: std::sync::OnceLock<Snapshot> = std::sync::OnceLock::new();
+
+/// Copy the binaries into a temp dir (once per process).
+pub fn snapshot(common: &Common) -> anyhow::Result<&'static Snapshot> {
+    if let Some(s) = SNAPSHOT.get() {
+        return Ok(s);
+    }
+    let dir = TempDir::new(&common.tmp, "bin")?;
+    let copy = |from: &Path, name: &str| -> anyhow::Result<PathBuf> {
+        let to = dir.path().join(name);
+        std::fs::copy(from, &to)
+            .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+        Ok(to)
+    };
+    let bench = copy(
+        &std::env::current_exe().context("cannot find the virtuos-bench executable")?,
+        "virtuos-bench",
+    )?;
+    let virtuos = if common.native_only {
+        None
+    } else {
+        let v = find_virtuos(common.virtuos.as_deref())
+            .context("forwarded runs need the virtuos stack (or pass --native-only)")?;
+        let src = v.parent().unwrap_or(Path::new("."));
+        copy(&src.join("libvirtuos.so"), "libvirtuos.so")?;
+        copy(&src.join("virtuos-domain"), "virtuos-domain")?;
+        Some(copy(&v, "virtuos")?)
+    };
+    // Kept until `cleanup` (statics are never dropped).
+    let dir = std::mem::ManuallyDrop::new(dir).path.clone();
+    Ok(SNAPSHOT.get_or_init(|| Snapshot {
+        dir,
+        bench,
+        virtuos,
+    }))
+}
+
+/// Remove the snapshot directory (end of a driver run).
+pub fn cleanup() {
+    if let Some(s) = SNAPSHOT.get() {
+        let _ = std::fs::remove_dir_all(&s.dir);
+    }
 }
 
 /// Locate the `virtuos` CLI: `--virtuos`, `$VIRTUOS_BIN`, or the same
@@ -134,7 +186,10 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(common: &Common) -> anyhow::Result<Stack> {
-        let virtuos = find_virtuos(common.virtuos.as_deref())?;
+        let virtuos = snapshot(common)?
+            .virtuos
+            .clone()
+            .context("no virtuos binary (--native-only?)")?;
         let tmp = TempDir::new(&common.tmp, "stack")?;
         for d in ["runtime", "data"] {
             std::fs::create_dir_all(tmp.path().join(d))?;
@@ -186,7 +241,9 @@ impl Stack {
             .env("VIRTUOS_RUNTIME_DIR", self.runtime_dir())
             .env("VIRTUOS_DATA_DIR", self.data_dir())
             .env_remove("VIRTUOS_CONFIG")
-            .env_remove("VIRTUOS_SPIN");
+            .env_remove("VIRTUOS_SPIN")
+            .env_remove("VIRTUOS_PRELOAD")
+            .env_remove("VIRTUOS_DOMAIN_BIN");
         c
     }
 

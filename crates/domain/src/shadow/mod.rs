@@ -328,7 +328,10 @@ impl Shadow {
 
     /// Executing request `index` on this thread (until `finished`).
     pub(crate) fn started(&self, tid: u32, index: u16) {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).push((tid, index));
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((tid, index));
     }
 
     pub(crate) fn finished(&self, tid: u32, index: u16) {
@@ -349,13 +352,21 @@ impl Shadow {
             {
                 let r = self.running.lock().unwrap_or_else(|p| p.into_inner());
                 for &(tid, index) in r.iter() {
-                    if self.region.entry(index).is_some_and(|e| e.interrupt_requested()) {
+                    if self
+                        .region
+                        .entry(index)
+                        .is_some_and(|e| e.interrupt_requested())
+                    {
                         sys::interrupt_thread(tid);
                         pending = true;
                     }
                 }
             }
-            let slice = if pending { INTERRUPT_RETRY } else { INTERRUPT_IDLE };
+            let slice = if pending {
+                INTERRUPT_RETRY
+            } else {
+                INTERRUPT_IDLE
+            };
             seen = self.region.wait_interrupt_bell(seen, slice);
         }
     }

@@ -113,12 +113,17 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
     let host: &Shadow = shadow;
     let tid = crate::sys::gettid();
     shadow.started(tid, index);
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        exec::execute(&shadow.region, host, &req)
-    }));
+    // Interrupted before it ran (the client's signal came first): do not
+    // start it. From here on the interrupter covers it.
+    let outcome = if entry.interrupt_requested() {
+        Ok((-(libc::EINTR as i64), 0))
+    } else {
+        catch_unwind(AssertUnwindSafe(|| {
+            exec::execute(&shadow.region, host, &req)
+        }))
+    };
     shadow.finished(tid, index);
-    let (result, extra) = outcome
-    .unwrap_or_else(|_| {
+    let (result, extra) = outcome.unwrap_or_else(|_| {
         tracing::error!(client = shadow.client_id, op = req.op, "request panicked");
         (-(libc::EIO as i64), 0)
     });

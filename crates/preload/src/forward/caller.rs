@@ -11,11 +11,32 @@ use super::usermem::ChunkRef;
 use super::{host, log, state};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use virtuos_abi::call::{submit_and_wait, WaitPolicy};
+use virtuos_abi::call::{submit_and_wait_with, WaitPolicy};
 use virtuos_abi::entry::{Phase, PHASE_MASK};
 use virtuos_abi::{ClientRegion, NUM_CHUNKS, NUM_ENTRIES};
 
 const EIO: i64 = -(libc::EIO as i64);
+
+/// The sleep of a waiting caller, open to the program's signals: a signal
+/// runs the program's handler and, without SA_RESTART, makes the futex wait
+/// return EINTR — then the call is interrupted in the domain (it answers
+/// EINTR, or its real result if it had finished). Under SA_RESTART the
+/// kernel restarts the wait and the call simply goes on, as natively.
+fn interruptible_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> bool {
+    let ts = rustix::time::Timespec {
+        tv_sec: slice.as_secs() as i64,
+        tv_nsec: slice.subsec_nanos() as i64,
+    };
+    let r = crate::intercept::with_program_signals(|| {
+        rustix::thread::futex::wait(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            expected,
+            Some(&ts),
+        )
+    });
+    r == Err(rustix::io::Errno::INTR)
+}
 
 /// A lock-free set of free indices `0..n` (a bitmap).
 pub struct Pool<const W: usize> {
@@ -303,11 +324,12 @@ impl Call {
             with_chunk.then_some(self.chunk),
             args,
         );
-        match submit_and_wait(
+        match submit_and_wait_with(
             &self.sess.region,
             self.sess.state.get(),
             self.entry,
             policy(),
+            &mut interruptible_sleep,
         ) {
             Ok((r, extra)) if r >= -4095 => Ok((r, extra)),
             Ok(_) => Err(EIO),

@@ -43,7 +43,14 @@ pub extern "C" fn on_sigsys(_sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     // The kernel rolled RAX back to the syscall number.
     let nr = ctx.get(RAX) as u64;
     let args = ctx.args();
-    match dispatch(&ctx, slot, nr, args) {
+    // SAFETY: ctx is this handler's own ucontext. Saved and restored, as a
+    // program handler may run (and trap) on top of this frame.
+    let outer = slot
+        .program_mask
+        .replace(Some(sanitize(unsafe { signals::frame_mask(ctx.raw()) })));
+    let outcome = dispatch(&ctx, slot, nr, args);
+    slot.program_mask.set(outer);
+    match outcome {
         Outcome::Result(r) => {
             ctx.set(RAX, r);
             slot.set_selector(BLOCK);

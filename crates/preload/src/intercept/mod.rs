@@ -44,6 +44,23 @@ pub enum LocalMode {
 
 static MODE: AtomicU8 = AtomicU8::new(0);
 
+/// Run `f` (a wait) so that the program's signals can interrupt it: inside
+/// the SIGSYS handler, with the program's own signal mask (sanitized)
+/// installed around it — a signal then runs the program's handler on top
+/// of this frame and makes `f`'s blocking call return EINTR, or restart it
+/// under SA_RESTART, exactly as natively. Outside the handler (the exported
+/// wrappers) the program's mask is already in force.
+pub fn with_program_signals<R>(f: impl FnOnce() -> R) -> R {
+    let Some(prog) = state::current_slot().program_mask.get() else {
+        return f();
+    };
+    let mut saved = 0u64;
+    crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&prog), Some(&mut saved));
+    let r = f();
+    crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
+    r
+}
+
 pub fn local_mode() -> LocalMode {
     match MODE.load(Ordering::Relaxed) {
         1 => LocalMode::AllNative,

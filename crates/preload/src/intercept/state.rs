@@ -51,6 +51,9 @@ pub struct Slot {
     pub owner_tid: Cell<i32>,
     /// Sanitized signal set handed to a natively re-executed call.
     pub sigbuf: Cell<u64>,
+    /// While the SIGSYS handler runs: the interrupted program's signal mask
+    /// (sanitized), for waits that signals must be able to interrupt.
+    pub program_mask: Cell<Option<u64>>,
 }
 
 impl Slot {
@@ -63,6 +66,7 @@ impl Slot {
             restore: Cell::new(None),
             owner_tid: Cell::new(0),
             sigbuf: Cell::new(0),
+            program_mask: Cell::new(None),
         }
     }
 

@@ -294,7 +294,10 @@ fn free_subnet(settings: &Settings) -> crate::network::Subnet {
         return s;
     }
     for _ in 0..64 {
-        if !std::path::Path::new("/sys/class/net").join(s.host_if()).exists() {
+        if !std::path::Path::new("/sys/class/net")
+            .join(s.host_if())
+            .exists()
+        {
             return s;
         }
         s = s.next_link();
