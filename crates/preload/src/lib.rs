@@ -8,7 +8,9 @@
 //!   the descriptor table and cwd, marshals the call into the shared request
 //!   region and waits for the result.
 //!
-//! `intercept` calls only the functions re-exported from `forward` below.
+//! `intercept` calls only the functions of `forward/mod.rs`; `forward` calls
+//! one function of `intercept`, `with_program_signals`, to make its waits
+//! interruptible by the program's signals.
 
 pub mod forward;
 pub mod intercept;
