@@ -4,8 +4,8 @@
 //! worker is idle, it starts another one first (up to `MAX_WORKERS`), so a
 //! call that blocks (flock, a FIFO read) never stalls the client's other
 //! threads. Idle workers spin on the submit list for a short, bounded time
-//! after finishing a request (only while fewer than `cpus` of this client's
-//! workers spin), then sleep on the doorbell (`ClientRegion::worker_sleep`,
+//! after finishing a request (only while fewer than `cpus - 1`, at least one,
+//! of this client's workers spin), then sleep on the doorbell (`ClientRegion::worker_sleep`,
 //! which maintains `idle_workers` for the client's ring-if-idle check).
 //! Surplus workers that stay idle for `RETIRE_AFTER` exit, keeping one spare.
 
@@ -137,7 +137,10 @@ fn spin(shadow: &Shadow) -> bool {
     let st = shadow.state.get();
     let spinning = st.spinning_workers.fetch_add(1, Ordering::AcqRel);
     let mut found = false;
-    if spinning < shadow.cpus {
+    // Leave a CPU to the client threads that spin on their entries (the
+    // process backend shares the host's CPUs): at most cpus - 1 spinners,
+    // and at least one.
+    if spinning < shadow.cpus.saturating_sub(1).max(1) {
         let start = Instant::now();
         'outer: loop {
             for _ in 0..64 {
