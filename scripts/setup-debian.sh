@@ -8,6 +8,8 @@ packages=(
     bash coreutils findutils tar gzip diffutils sed mawk util-linux procps
     sqlite3 git python3 iproute2
     qemu-system-x86 cpio file   # crates/vmm: VM domains, initramfs check
+    e2fsprogs                   # vm backend: mkfs.ext4 for the storage image
+    nginx-light redis-server redis-tools curl apache2-utils wrk   # e2e servers.rs
 )
 
 missing=()
@@ -39,6 +41,23 @@ quiet() {
 
 apt_install() { "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }
 
+# Server packages (nginx, redis-server) start their system services when
+# installed; the tests start their own instances. A policy-rc.d that says
+# 101 ("action forbidden") keeps invoke-rc.d from starting anything during
+# the install; it is removed again afterwards (only if we created it). With
+# systemd running, the units are also disabled and stopped.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod 755 "$policy"
+    trap 'rm -f "$log"; "${as_root[@]}" rm -f "$policy"' EXIT
+fi
+stop_services() {
+    if [ -d /run/systemd/system ]; then
+        "${as_root[@]}" systemctl disable --now nginx redis-server >/dev/null 2>&1 || true
+    fi
+}
+
 # Update the package lists once if there are none, or if the install fails
 # with the lists we have (stale lists name versions the mirror dropped).
 if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
@@ -48,3 +67,4 @@ if ! apt_install; then
     quiet "${as_root[@]}" apt-get update -q
     quiet apt_install
 fi
+stop_services

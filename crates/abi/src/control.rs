@@ -10,7 +10,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 
 /// Largest control message.
@@ -69,6 +69,10 @@ pub enum DaemonReply {
 pub struct StatusReport {
     pub daemon_pid: u32,
     pub domains: Vec<DomainStatus>,
+    /// Remarks about the configuration (e.g. a domain not started on this
+    /// backend).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -92,6 +96,18 @@ pub struct DomainStatus {
     /// Why the domain is not serving (start failure, crash), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// VM backend: the accelerator QEMU runs with (`kvm` or `tcg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// VM backend: launch of QEMU to the domain's `Ready`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_ms: Option<u64>,
+    /// VM backend: guest memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// VM backend: the guest's serial console log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -188,6 +204,58 @@ pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, 
     Ok(Some((msg, fds)))
 }
 
+/// Send one message on a byte stream (a virtio-serial port, a unix stream
+/// socket): a 4-byte little-endian length, then the JSON document. No
+/// descriptors can travel this way.
+pub fn send_framed<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "control message too large",
+        ));
+    }
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&bytes);
+    w.write_all(&frame)?;
+    w.flush()
+}
+
+/// Receive one message sent with [`send_framed`]. `Ok(None)` when the
+/// stream ended cleanly between messages; an end inside a message is
+/// `UnexpectedEof`. An oversized length or bad JSON is `InvalidData` (the
+/// stream cannot be trusted to be in sync after either).
+pub fn recv_framed<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("control frame of {len} bytes (limit {MAX_MESSAGE})"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    let msg = serde_json::from_slice(&buf).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad control message: {e}"),
+        )
+    })?;
+    Ok(Some(msg))
+}
+
 /// Convenience: a borrowed view of owned descriptors.
 pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
     fds.iter().map(|f| f.as_fd()).collect()
@@ -223,5 +291,32 @@ mod tests {
         assert!(recv::<ClientRequest>(b.as_fd()).is_err());
         drop(a);
         assert!(recv::<ClientRequest>(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn framed_messages_roundtrip_and_reject_garbage() {
+        let mut buf = Vec::new();
+        send_framed(&mut buf, &DomainReply::Ready { cpus: 1 }).unwrap();
+        send_framed(&mut buf, &DomainCommand::Shutdown).unwrap();
+        let mut r = &buf[..];
+        let a: DomainReply = recv_framed(&mut r).unwrap().unwrap();
+        assert_eq!(a, DomainReply::Ready { cpus: 1 });
+        let b: DomainCommand = recv_framed(&mut r).unwrap().unwrap();
+        assert_eq!(b, DomainCommand::Shutdown);
+        assert!(recv_framed::<DomainCommand>(&mut r).unwrap().is_none());
+        // Cut inside a frame.
+        let mut r = &buf[..6];
+        let e = recv_framed::<DomainReply>(&mut r).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let mut r = &buf[..2];
+        assert!(recv_framed::<DomainReply>(&mut r).is_err());
+        // Oversized length, bad JSON.
+        let huge = (MAX_MESSAGE as u32 + 1).to_le_bytes();
+        let e = recv_framed::<DomainReply>(&mut &huge[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let mut bad = 3u32.to_le_bytes().to_vec();
+        bad.extend_from_slice(b"{x}");
+        let e = recv_framed::<DomainReply>(&mut &bad[..]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -39,6 +39,51 @@ pub const OP_RECVMSG: u16 = 0x8005;
 /// revents.
 pub const OP_POLL: u16 = 0x8006;
 
+/// epoll in the network domain (the client's epoll fd stays a host epoll
+/// instance; its forwarded members live in a real epoll instance of the
+/// shadow, which gives edge-triggered and one-shot semantics). `args = []`.
+/// Result: the domain's epoll descriptor (created close-on-exec; a forked
+/// shadow shares the instance, as a forked process does natively).
+pub const OP_EPOLL_CREATE: u16 = 0x8007;
+/// `epoll_ctl` on a domain epoll instance: `args = [epfd, op, fd, events,
+/// data]` (domain numbers; `op` = EPOLL_CTL_ADD/MOD/DEL; `events` the low
+/// 32 bits, EPOLLWAKEUP is dropped; `data` the 64-bit value the domain
+/// reports back). Result: 0 or -errno. No chunk.
+pub const OP_EPOLL_CTL: u16 = 0x8008;
+/// `epoll_wait` on a domain epoll instance: `args = [epfd, maxevents,
+/// timeout_ms]` (timeout as a signed 32-bit value, negative = infinite;
+/// `maxevents` in `1..=epoll::MAX_EVENTS`, else EINVAL). The domain writes
+/// the ready events into the chunk from offset 0 as packed x86_64 `struct
+/// epoll_event`s (`epoll::EVENT_SIZE` bytes: events u32, data u64).
+/// Result: the number of events. Interruptible (`request_interrupt`):
+/// EINTR, or the events it had already collected.
+pub const OP_EPOLL_WAIT: u16 = 0x8009;
+
+/// Chunk layout of `OP_EPOLL_WAIT`.
+pub mod epoll {
+    use crate::layout::CHUNK_SIZE;
+
+    /// Size of one packed `struct epoll_event` (x86_64).
+    pub const EVENT_SIZE: usize = 12;
+    /// Most events one `OP_EPOLL_WAIT` returns.
+    pub const MAX_EVENTS: usize = CHUNK_SIZE / EVENT_SIZE;
+
+    /// Encode one event at `buf[..EVENT_SIZE]`.
+    pub fn put(buf: &mut [u8], events: u32, data: u64) {
+        buf[0..4].copy_from_slice(&events.to_ne_bytes());
+        buf[4..12].copy_from_slice(&data.to_ne_bytes());
+    }
+
+    /// Decode one event from `buf[..EVENT_SIZE]`: (events, data).
+    pub fn get(buf: &[u8]) -> (u32, u64) {
+        let mut e = [0u8; 4];
+        let mut d = [0u8; 8];
+        e.copy_from_slice(&buf[0..4]);
+        d.copy_from_slice(&buf[4..12]);
+        (u32::from_ne_bytes(e), u64::from_ne_bytes(d))
+    }
+}
+
 /// Chunk layout of `OP_SENDMSG` / `OP_RECVMSG`: the address, the ancillary
 /// data and the payload at fixed offsets, so that neither side follows a
 /// pointer the other wrote.

@@ -3,7 +3,11 @@
 //! ```text
 //! virtuos-domain --control-fd N --data-dir DIR --mount /storage [--backend process|vm]
 //! virtuos-domain --control-fd N --role network --net-subnet 169.254.199.0/30 --net-host-if vtos-h1
+//! /init --backend vm --control-port virtuos.control --storage-disk /dev/vda --mount /storage
 //! ```
+//!
+//! The last form is PID 1 of a domain VM (`backend::vm`): its arguments
+//! come from the kernel command line after `--`.
 //!
 //! The daemon starts it with one end of a `SOCK_SEQPACKET` socketpair as
 //! descriptor N. It answers `DomainReply::Ready { cpus }`, then one reply per
@@ -33,9 +37,16 @@ mod sys;
     about = "virtuos service domain server"
 )]
 struct Args {
-    /// Inherited control socket (SOCK_SEQPACKET) to the daemon.
+    /// Inherited control socket (SOCK_SEQPACKET) to the daemon (process
+    /// backend).
+    #[arg(long, required_unless_present = "control_port")]
+    control_fd: Option<i32>,
+    /// VM backend: name of the virtio-serial port to the daemon.
     #[arg(long)]
-    control_fd: i32,
+    control_port: Option<String>,
+    /// VM backend: the storage disk (ext4), mounted at `--mount`.
+    #[arg(long, default_value = "/dev/vda")]
+    storage_disk: PathBuf,
     /// What the domain serves: file calls (storage) or socket calls
     /// (network); descriptor calls either way.
     #[arg(long, value_enum, default_value = "storage")]
@@ -59,19 +70,54 @@ struct Args {
     net_host_if: String,
 }
 
-fn run(args: Args) -> Result<()> {
-    let ctl = sys::take_inherited_fd(args.control_fd)
-        .with_context(|| format!("--control-fd {} is not an open descriptor", args.control_fd))?;
-    let mount = backend::check_mount(&args.mount)?;
-    let cpus = std::thread::available_parallelism()
+fn cpus() -> u32 {
+    std::thread::available_parallelism()
         .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    let procfd = rustix::fs::open(
+        .unwrap_or(1)
+}
+
+fn open_proc() -> Result<rustix::fd::OwnedFd> {
+    rustix::fs::open(
         "/proc",
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
-    .context("cannot open /proc")?;
+    .context("cannot open /proc")
+}
+
+/// PID 1 of a domain VM: boot the guest; returns in the forked server.
+fn run_vm(args: Args) -> Result<()> {
+    let mount = backend::check_mount(&args.mount)?;
+    anyhow::ensure!(
+        args.role == role::Role::Storage,
+        "the vm backend serves the storage role only (so far)"
+    );
+    let port = args
+        .control_port
+        .as_deref()
+        .context("--backend vm needs --control-port NAME")?;
+    let (ctl, root) = backend::vm::boot(&backend::vm::BootArgs {
+        port,
+        disk: &args.storage_disk,
+        mount: &mount,
+    })?;
+    let procfd = open_proc()?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    server::Server::new(ctl, root, procfd, cpus(), args.role).run()
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.backend == backend::BackendKind::Vm {
+        return run_vm(args);
+    }
+    let control_fd = args
+        .control_fd
+        .context("--control-fd is required (process backend)")?;
+    let ctl = sys::take_inherited_fd(control_fd)
+        .with_context(|| format!("--control-fd {control_fd} is not an open descriptor"))?;
+    let mount = backend::check_mount(&args.mount)?;
+    let cpus = cpus();
+    let procfd = open_proc()?;
     let net = match args.role {
         role::Role::Network => Some(backend::netns::NetConfig::parse(
             &args.net_subnet,

@@ -17,7 +17,11 @@ impl Role {
     pub fn serves(self, op: u16) -> bool {
         if ops::is_virtual(op) {
             return match op {
-                ops::OP_SENDMSG | ops::OP_RECVMSG => self == Role::Network,
+                ops::OP_SENDMSG
+                | ops::OP_RECVMSG
+                | ops::OP_EPOLL_CREATE
+                | ops::OP_EPOLL_CTL
+                | ops::OP_EPOLL_WAIT => self == Role::Network,
                 _ => true,
             };
         }
@@ -68,6 +72,9 @@ mod tests {
         }
         assert!(Role::Network.serves(ops::OP_SENDMSG));
         assert!(!Role::Storage.serves(ops::OP_RECVMSG));
+        for op in [ops::OP_EPOLL_CREATE, ops::OP_EPOLL_CTL, ops::OP_EPOLL_WAIT] {
+            assert!(Role::Network.serves(op) && !Role::Storage.serves(op));
+        }
         assert!(Role::Storage.serves(ops::OP_PING) && Role::Network.serves(ops::OP_FORK_PREPARE));
     }
 }

@@ -30,12 +30,16 @@ struct Domain {
 
 impl Domain {
     fn start() -> Domain {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
-        // A subnet and interface of our own (tests may run in parallel).
-        let c = 200 + (pid % 50) as u8;
-        let d = 4 * ((pid / 50) % 64) as u8;
+        // A subnet and interface of our own (tests may run in parallel,
+        // also in this process).
+        let k = pid.wrapping_mul(8).wrapping_add(n);
+        let c = 200 + (k % 50) as u8;
+        let d = 4 * ((k / 50) % 64) as u8;
         let subnet = format!("169.254.{c}.{d}/30");
-        let host_if = format!("vtos-t{}", pid % 100_000_000);
+        let host_if = format!("vtos-t{}-{}", pid % 1_000_000, n % 10);
         let (ours, theirs) = socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -378,5 +382,127 @@ fn sockets_live_in_the_domains_namespace() {
             "host side left behind"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// epoll in the network domain through the queue: a hostile client's bad
+/// descriptors and sizes, edge-triggered readiness, and a blocked
+/// `OP_EPOLL_WAIT` that the client interrupts (EINTR), or that ends with
+/// the event when one arrives first.
+#[test]
+fn epoll_through_the_queue() {
+    use virtuos_abi::ops::epoll::{get, EVENT_SIZE, MAX_EVENTS};
+    use virtuos_abi::ops::{OP_EPOLL_CREATE, OP_EPOLL_CTL, OP_EPOLL_WAIT};
+    let dom = Domain::start();
+    let c = Client::new();
+    let r = dom.cmd(
+        &DomainCommand::AddClient {
+            client_id: 1,
+            pid: std::process::id(),
+            creds: Credentials {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+            },
+        },
+        &[c.region_fd.as_fd(), c.state_fd.as_fd()],
+    );
+    assert_eq!(r, DomainReply::Ok);
+    let neg = |e: i32| -(e as i64);
+    let ep = c.call(OP_EPOLL_CREATE, [0; 6]);
+    assert!(ep >= 0, "OP_EPOLL_CREATE: {ep}");
+    let ep = ep as u64;
+    let lo = Ipv4Addr::LOCALHOST;
+    let l = c.socket(libc::SOCK_STREAM);
+    c.bind(l, lo, 0);
+    assert_eq!(c.call(libc::SYS_listen, [l, 16, 0, 0, 0, 0]), 0);
+    let port = c.name(libc::SYS_getsockname, l).port();
+    let add = libc::EPOLL_CTL_ADD as u64;
+    let et = (libc::EPOLLIN | libc::EPOLLET) as u64;
+    // Hostile requests.
+    let limit = virtuos_abi::DOMAIN_FD_LIMIT;
+    assert_eq!(
+        c.call(OP_EPOLL_CTL, [limit, add, l, et, 1, 0]),
+        neg(libc::EBADF)
+    );
+    assert_eq!(
+        c.call(OP_EPOLL_CTL, [ep, add, u64::MAX, et, 1, 0]),
+        neg(libc::EBADF)
+    );
+    assert_eq!(
+        c.call(OP_EPOLL_CTL, [ep, 1234, l, et, 1, 0]),
+        neg(libc::EINVAL)
+    );
+    assert_eq!(
+        c.call(OP_EPOLL_CTL, [l, add, ep, et, 1, 0]),
+        neg(libc::EINVAL)
+    );
+    let too_many = (MAX_EVENTS + 1) as u64;
+    assert_eq!(
+        c.call(OP_EPOLL_WAIT, [ep, too_many, 0, 0, 0, 0]),
+        neg(libc::EINVAL)
+    );
+    assert_eq!(
+        c.call(OP_EPOLL_WAIT, [ep, 0, 0, 0, 0, 0]),
+        neg(libc::EINVAL)
+    );
+    assert_eq!(
+        c.call(OP_EPOLL_WAIT, [limit + 1, 1, 0, 0, 0, 0]),
+        neg(libc::EBADF)
+    );
+    // The listener, edge-triggered, with our key.
+    assert_eq!(
+        c.call(OP_EPOLL_CTL, [ep, add, l, et, 0xabcd_0000_0007, 0]),
+        0
+    );
+    assert_eq!(c.call(OP_EPOLL_WAIT, [ep, 8, 0, 0, 0, 0]), 0);
+    // A blocked wait, interrupted by the client: EINTR.
+    let wait = |timeout: i64| {
+        let e = c.region.entry(3).unwrap();
+        e.fill(
+            OP_EPOLL_WAIT,
+            0,
+            1,
+            Some(3),
+            [ep, 8, timeout as i32 as u32 as u64, 0, 0, 0],
+        );
+        c.region.submit(3).unwrap();
+        c.region.ring_if_idle(c.state.get());
+        e
+    };
+    let done = |e: &virtuos_abi::entry::RequestEntry| {
+        let start = std::time::Instant::now();
+        while !e.is_done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the wait did not end"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (r, _) = e.result();
+        e.release();
+        r
+    };
+    let e = wait(-1);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!e.is_done(), "nothing is ready: the wait blocks");
+    c.region.request_interrupt(3);
+    assert_eq!(done(e), neg(libc::EINTR));
+    // A blocked wait that an incoming connection ends.
+    let e = wait(-1);
+    std::thread::sleep(Duration::from_millis(50));
+    let s = c.socket(libc::SOCK_STREAM);
+    c.put(0, &sockaddr_in(lo, port));
+    assert_eq!(c.call(libc::SYS_connect, [s, 0, 16, 0, 0, 0]), 0);
+    assert_eq!(done(e), 1);
+    let mut b = [0u8; EVENT_SIZE];
+    assert!(c.region.read_chunk(3, 0, &mut b));
+    assert_eq!(get(&b), (libc::EPOLLIN as u32, 0xabcd_0000_0007));
+    // Edge-triggered: reported once; a timeout then.
+    let t0 = std::time::Instant::now();
+    assert_eq!(done(wait(100)), 0);
+    assert!(t0.elapsed() >= Duration::from_millis(90));
+    for fd in [s, l, ep] {
+        c.close(fd);
     }
 }

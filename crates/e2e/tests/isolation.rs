@@ -232,3 +232,39 @@ fn concurrent_clients_share_the_domain() {
         d.diagnostics()
     );
 }
+
+#[test]
+fn relative_paths_from_host_directories_into_storage_reach_the_domain() {
+    // `cd / && mkdir storage/x` and `openat(fd_of("/"), "storage/...")` (how
+    // mkdir -p, find and rm -r walk) name files under /storage through a
+    // host directory: they must reach the domain and create nothing on the
+    // host.
+    let host_had_storage = std::path::Path::new("/storage").exists();
+    let d = Domain::start();
+    d.watch_host(&["rel-a", "rel-b", "rel-c"]);
+    let py = virtuos_e2e::python();
+    let script = format!(
+        r#"
+        cd / && mkdir storage/rel-a && echo one > storage/rel-a/f
+        cd /usr && mkdir ../storage/rel-b && cat ../storage/rel-a/f
+        "{py}" -c 'import os; fd = os.open("/", os.O_RDONLY); os.mkdir("storage/rel-c", dir_fd=fd); print(sorted(os.listdir("/storage")))'
+        "#
+    );
+    let r = d.run_virtuos(&script);
+    assert_eq!(r.code(), 0, "{}\n{}", show(&r), d.diagnostics());
+    assert_eq!(
+        r.stdout(),
+        "one\n['rel-a', 'rel-b', 'rel-c']\n",
+        "{}\n{}",
+        show(&r),
+        d.diagnostics()
+    );
+    for name in ["rel-a/f", "rel-b", "rel-c"] {
+        d.assert_in_domain(name);
+    }
+    assert_not_on_host("rel-a");
+    assert!(
+        host_had_storage || !std::path::Path::new("/storage").exists(),
+        "a host /storage was created"
+    );
+}

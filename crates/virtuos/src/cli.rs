@@ -14,7 +14,10 @@ Files:
   <data>/storage/          the storage domain's files (kept across down/up)
   /etc/virtuos/virtuos.toml (root) or ~/.config/virtuos/virtuos.toml:
                            optional; keys storage_mount, data_dir, backend,
-                           network (bool), network_subnet, forward (list)
+                           network (bool), network_subnet, forward (list),
+                           storage_image (vm backend)
+  <data>/storage.img       the vm backend's storage disk (ext4)
+  <runtime>/vm/storage/    the storage VM's console.log, QMP and control sockets
 
 Environment:
   VIRTUOS_RUNTIME_DIR  runtime directory
@@ -22,7 +25,13 @@ Environment:
   VIRTUOS_CONFIG       config file
   VIRTUOS_DOMAIN_BIN   domain server binary (default: virtuos-domain next to virtuos)
   VIRTUOS_PRELOAD      preload library (default: libvirtuos.so next to virtuos)
-  VIRTUOS_LOG          daemon log filter (default: info)";
+  VIRTUOS_LOG          daemon log filter (default: info)
+  VIRTUOS_DOMAIN_STATIC  vm backend: prebuilt static virtuos-domain (default:
+                       built from the source checkout with +crt-static)
+  VIRTUOS_ACCEL        vm backend: kvm, tcg or auto (default: probe /dev/kvm)
+  VIRTUOS_CACHE_DIR    vm backend: kernel and initramfs cache
+  VIRTUOS_DOMAIN_LOG   vm backend: the guest domain's log filter, on its
+                       console (default: info)";
 
 /// virtuos: run unmodified programs with their file system calls served by an
 /// isolated storage domain.
@@ -52,7 +61,9 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct DomainArgs {
     /// How the storage domain runs: `process` (a host process in its own
-    /// mount namespace) or `vm` (a microVM; not implemented yet)
+    /// mount namespace) or `vm` (PID 1 of a QEMU VM booting Debian's cloud
+    /// kernel, its files on an ext4 disk image; clients are not served
+    /// yet and the network domain is not started)
     /// [default: config file, else process]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
@@ -84,6 +95,20 @@ pub struct DomainArgs {
     /// (repeatable) [default: config file `forward`]
     #[arg(long = "forward", value_name = "HOSTPORT:DOMAINPORT")]
     pub forwards: Vec<String>,
+
+    /// vm backend: the storage domain's disk image (ext4; created, sparse,
+    /// 1 GiB, if missing) [default: config file `storage_image`, else
+    /// <data-dir>/storage.img]
+    #[arg(long, value_name = "FILE")]
+    pub storage_image: Option<PathBuf>,
+
+    /// vm backend: kernel prepared by `virtuos up` (daemon only)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub vm_kernel: Option<PathBuf>,
+
+    /// vm backend: initramfs prepared by `virtuos up` (daemon only)
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub vm_initrd: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +180,9 @@ impl Cli {
             no_network: d.no_network,
             network_subnet: d.network_subnet.clone(),
             forwards: d.forwards.clone(),
+            storage_image: d.storage_image.clone(),
+            vm_kernel: d.vm_kernel.clone(),
+            vm_initrd: d.vm_initrd.clone(),
         }
     }
 }

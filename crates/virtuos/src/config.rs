@@ -18,7 +18,7 @@ pub enum Backend {
     /// The domain server runs as a host process in its own mount namespace.
     #[default]
     Process,
-    /// The domain server runs as PID 1 of a microVM (not implemented yet).
+    /// The domain server runs as PID 1 of a QEMU VM (storage only so far).
     Vm,
 }
 
@@ -54,6 +54,8 @@ pub struct FileConfig {
     /// TCP port forwards `HOSTPORT:DOMAINPORT` (host 127.0.0.1:HOSTPORT ->
     /// the network domain's DOMAINPORT).
     pub forward: Option<Vec<String>>,
+    /// vm backend: the storage disk image (default `<data_dir>/storage.img`).
+    pub storage_image: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,9 @@ pub struct Overrides {
     pub network_subnet: Option<String>,
     /// `--forward` (replaces the config file's list when given).
     pub forwards: Vec<String>,
+    pub storage_image: Option<PathBuf>,
+    pub vm_kernel: Option<PathBuf>,
+    pub vm_initrd: Option<PathBuf>,
 }
 
 /// The effective settings of the daemon this invocation talks to or starts.
@@ -126,7 +131,15 @@ pub struct Settings {
     /// one moves to a free link if another daemon holds it.
     pub subnet_explicit: bool,
     pub forwards: Vec<Forward>,
+    /// vm backend: the storage disk image.
+    pub storage_image: PathBuf,
+    /// vm backend: kernel and initramfs already prepared (by `virtuos up`).
+    pub vm_kernel: Option<PathBuf>,
+    pub vm_initrd: Option<PathBuf>,
 }
+
+/// The vm backend's default disk image inside the data directory.
+pub const STORAGE_IMAGE: &str = "storage.img";
 
 impl Settings {
     /// Resolve settings from overrides, the environment and the config file.
@@ -182,13 +195,23 @@ impl Settings {
             .map(|f| Forward::parse(f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Network)?;
+        let data_dir = absolute(data_dir);
+        let storage_image = o
+            .storage_image
+            .clone()
+            .or_else(|| file.storage_image.clone())
+            .map(absolute)
+            .unwrap_or_else(|| data_dir.join(STORAGE_IMAGE));
         Ok(Settings {
+            storage_image,
+            vm_kernel: o.vm_kernel.clone().map(absolute),
+            vm_initrd: o.vm_initrd.clone().map(absolute),
             network: !o.no_network && file.network.unwrap_or(true),
             network_subnet,
             forwards,
             subnet_explicit,
             runtime: Runtime::new(runtime),
-            data_dir: absolute(data_dir),
+            data_dir,
             storage_mount,
             mount_explicit,
             data_explicit,
@@ -262,6 +285,23 @@ mod tests {
         assert!(!s.mount_explicit);
         assert!(!s.data_explicit);
         assert_eq!(s.backend, Backend::Process);
+        assert_eq!(
+            s.storage_image,
+            PathBuf::from("/var/lib/virtuos/storage.img")
+        );
+    }
+
+    #[test]
+    fn storage_image_option_and_file() {
+        let file = FileConfig::parse("storage_image = \"/img/f.img\"\n", Path::new("t")).unwrap();
+        let s = Settings::from_parts(&Overrides::default(), &file, &env(&[])).unwrap();
+        assert_eq!(s.storage_image, PathBuf::from("/img/f.img"));
+        let o = Overrides {
+            storage_image: Some("/cli.img".into()),
+            ..Default::default()
+        };
+        let s = Settings::from_parts(&o, &file, &env(&[])).unwrap();
+        assert_eq!(s.storage_image, PathBuf::from("/cli.img"));
     }
 
     #[test]

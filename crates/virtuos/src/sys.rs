@@ -82,3 +82,30 @@ pub fn domain_child_setup(cmd: &mut Command, fd: RawFd) {
         });
     }
 }
+
+/// Prepare `cmd` to start a domain VM's QEMU: a clean signal mask (the
+/// daemon blocks termination signals) and SIGTERM when the daemon dies.
+/// Same thread rule as [`domain_child_setup`].
+pub fn vm_child_setup(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (sigprocmask, prctl) on plain integers;
+    // it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -20,22 +20,21 @@ fn run_without_a_command_is_a_usage_error() {
 }
 
 #[test]
-fn vm_backend_is_not_implemented_yet() {
-    let env = TestEnv::new(fake_domain());
-    let out = env.run(&["run", "--backend", "vm", "--", "true"]);
+fn vm_backend_needs_a_static_domain_server() {
+    // Checked before anything is downloaded or started
+    // (tests/vm.rs boots the real thing).
+    let mut env = TestEnv::new(fake_domain());
+    env.extra_env
+        .push(("VIRTUOS_DOMAIN_STATIC".into(), "/bin/sh".into()));
+    let out = env.run(&["up", "--backend", "vm"]);
     assert!(!out.status.success());
-    // The preload check may come first when libvirtuos.so is not built.
     let err = stderr(&out);
     assert!(
-        err.contains("not implemented") || err.contains("cargo build"),
+        err.contains("VIRTUOS_DOMAIN_STATIC") && err.contains("dynamically linked"),
         "{err}"
     );
-    let out = env.run(&["up", "--backend", "vm"]);
-    assert!(
-        stderr(&out).contains("not implemented yet"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(!env.socket().exists(), "no daemon was started");
+    assert!(!env.data().join("storage.img").exists());
 }
 
 #[test]

@@ -66,7 +66,10 @@ pub enum Device {
         socket: PathBuf,
         name: String,
     },
-    /// `virtio-blk-pci` on a raw image.
+    /// `virtio-blk-pci` on a raw image, `cache=writeback`: the guest sees
+    /// a volatile write cache and QEMU honours its flushes (a guest
+    /// `fsync` becomes an `fdatasync` of the image on the host).
+    /// `cache=none` would need `O_DIRECT`, which tmpfs images refuse.
     VirtioBlk { id: String, image: PathBuf },
 }
 
@@ -185,7 +188,10 @@ impl VmConfig {
             push(&["-device", "intel-iommu,intremap=on"]);
         }
         if self.pvpanic && self.machine.has_pci() {
-            push(&["-device", "pvpanic"]);
+            // A guest kernel panic makes QEMU exit with a failure status
+            // (the kernel's own `panic=-1` reboot would be turned into a
+            // clean exit by `-no-reboot`).
+            push(&["-device", "pvpanic", "-action", "panic=exit-failure"]);
         }
         let mut serial_bus = false;
         for d in &self.devices {
@@ -230,7 +236,7 @@ impl VmConfig {
                 }
                 Device::VirtioBlk { id, image } => {
                     let drive = format!(
-                        "file={},format=raw,if=none,id={id},cache=none,aio=threads,discard=unmap",
+                        "file={},format=raw,if=none,id={id},cache=writeback,aio=threads,discard=unmap",
                         image.display()
                     );
                     push(&[
@@ -332,25 +338,31 @@ pub fn ensure_qemu() -> Result<PathBuf> {
 impl Vm {
     /// Start QEMU (console log and QMP socket in `config.run_dir`).
     pub fn start(config: VmConfig) -> Result<Vm> {
+        Vm::start_with(config, |_| {})
+    }
+
+    /// [`Vm::start`], letting the caller adjust the QEMU command first
+    /// (e.g. a parent-death signal, a clean signal mask).
+    pub fn start_with(config: VmConfig, prepare: impl FnOnce(&mut Command)) -> Result<Vm> {
         std::fs::create_dir_all(&config.run_dir)
             .with_context(|| format!("creating {}", config.run_dir.display()))?;
         let _ = std::fs::remove_file(config.qmp_socket());
         let _ = std::fs::remove_file(config.console_log());
         let stderr = std::fs::File::create(config.run_dir.join("qemu.stderr"))?;
         tracing::debug!("{} {}", config.qemu.display(), config.args().join(" "));
-        let child = Command::new(&config.qemu)
-            .args(config.args())
+        let mut cmd = Command::new(&config.qemu);
+        cmd.args(config.args())
             .stdin(Stdio::null())
             .stdout(stderr.try_clone()?)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => anyhow::Error::new(VmmError::ToolMissing {
-                    tool: config.qemu.display().to_string(),
-                    hint: "Debian package qemu-system-x86".into(),
-                }),
-                _ => anyhow::Error::new(e).context("starting QEMU"),
-            })?;
+            .stderr(stderr);
+        prepare(&mut cmd);
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::Error::new(VmmError::ToolMissing {
+                tool: config.qemu.display().to_string(),
+                hint: "Debian package qemu-system-x86".into(),
+            }),
+            _ => anyhow::Error::new(e).context("starting QEMU"),
+        })?;
         let mut vm = Vm {
             config,
             child,
@@ -496,7 +508,14 @@ impl Vm {
         Ok(())
     }
 
-    fn kill(&mut self) -> Result<()> {
+    /// The exit status, if QEMU has exited (non-blocking).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.state();
+        self.exit
+    }
+
+    /// Kill QEMU (SIGKILL) and reap it.
+    pub fn kill(&mut self) -> Result<()> {
         let _ = self.child.kill();
         self.exit = Some(self.child.wait()?);
         Ok(())
@@ -552,6 +571,7 @@ mod tests {
         assert!(has("-serial", "chardev:con0"));
         assert!(has("-qmp", "unix:/run/vm0/qmp.sock,server=on,wait=off"));
         assert!(has("-device", "pvpanic"));
+        assert!(has("-action", "panic=exit-failure"));
         for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
             assert!(a.iter().any(|x| x == flag), "{flag}");
         }

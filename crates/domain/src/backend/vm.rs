@@ -1,14 +1,385 @@
-//! VM backend: this binary is PID 1 of a guest. Not implemented yet.
+//! VM backend: this binary is PID 1 of a guest (QEMU, Debian's stock cloud
+//! kernel, an initramfs built by `virtuos-vmm`).
 //!
-//! What it will do: mount /proc, /sys, /dev and the guest's storage disk at
-//! the storage mount path, so that `Root { dir: "/" }` serves client paths
-//! verbatim, and take its control channel from a virtio-vsock or ivshmem
-//! doorbell instead of an inherited socket.
+//! The host passes our flags after `--` on the kernel command line (the
+//! kernel hands everything after `--` to init as argv; unknown bare
+//! `KEY=value` parameters before it, such as `VIRTUOS_LOG=info`, become
+//! environment variables). [`boot`] then:
+//!
+//! 1. mounts proc, sysfs, devtmpfs, a tmpfs on /run and /tmp;
+//! 2. loads the modules in `/lib/modules/load.list` with `finit_module`;
+//! 3. opens the control channel, a virtio-serial port found by name
+//!    (`/sys/class/virtio-ports/*/name`), and waits until the daemon is
+//!    connected to its host side;
+//! 4. mounts the storage disk (virtio-blk, ext4) at the storage mount path
+//!    inside a private read-only tmpfs root (`/run/domain`), as the process
+//!    backend does with its bind mount: client paths work verbatim;
+//! 5. forks the domain server proper, which talks `SOCK_SEQPACKET` to PID 1
+//!    exactly as in the process backend (`server.rs` is unchanged), and
+//!    returns in that child.
+//!
+//! PID 1 stays in [`relay`]: it moves commands and replies between the
+//! port (length-prefixed JSON frames, `control::send_framed`) and the
+//! server, answers the commands the VM cannot serve yet (clients: their
+//! memfds cannot cross the VM boundary over a serial port), reaps every
+//! orphan, and powers the VM off when the server exits (after `Shutdown`,
+//! or when it dies), when the daemon disconnects, or when PID 1 panics.
+//! It never exits: the kernel would panic (and with `panic=-1` reboot,
+//! which `-no-reboot` turns into QEMU exiting).
 
 use super::Root;
-use anyhow::{bail, Result};
-use std::path::Path;
+use crate::sys::{self, Forked};
+use anyhow::{bail, Context, Result};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+use rustix::process::WaitOptions;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use virtuos_abi::control::{self, DomainCommand, DomainReply};
 
+mod init;
+
+/// Where PID 1 builds the root the shadows chroot into.
+const ROOT_DIR: &str = "/run/domain";
+/// The line on the console once the domain serves (for humans and logs).
+pub const READY_LINE: &str = "VIRTUOS-DOMAIN READY";
+/// How long the daemon may take to connect to the port's host side.
+const HOST_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The message for `AddClient`/`AttachForked` until regions reach the VM.
+pub const NO_CLIENTS: &str = "clients on the vm backend are not supported yet";
+
+/// What the host told us on the kernel command line.
+pub struct BootArgs<'a> {
+    /// Name of the virtio-serial control port (`virtserialport,name=`).
+    pub port: &'a str,
+    /// The storage disk (`/dev/vda`).
+    pub disk: &'a Path,
+    /// The storage mount path (`/storage`).
+    pub mount: &'a Path,
+}
+
+/// Not PID 1 of a VM: the vm backend is only reached through [`boot`].
 pub fn setup(_data_dir: Option<&Path>, _mount: &Path) -> Result<Root> {
-    bail!("the vm backend is not implemented yet (use --backend process)")
+    bail!("the vm backend runs as PID 1 of a VM (started by `virtuos up --backend vm`)")
+}
+
+/// Bring the guest up and fork the domain server. Returns only in the
+/// server process: the control socket to PID 1 and the private root. In
+/// PID 1 it never returns (errors are reported to the daemon and on the
+/// console, then the VM powers off).
+pub fn boot(args: &BootArgs<'_>) -> Result<(OwnedFd, Root)> {
+    if rustix::process::getpid().as_raw_nonzero().get() != 1 {
+        bail!("--backend vm: virtuos-domain must run as PID 1 of the domain VM");
+    }
+    init::install_panic_power_off();
+    let started = Instant::now();
+    init::mount_basics();
+    let (loaded, failed) = init::load_modules(Path::new(init::LOAD_LIST));
+    if failed.is_empty() {
+        say(&format!("virtuos-domain: {loaded} modules loaded"));
+    } else {
+        say(&format!(
+            "virtuos-domain: {loaded} modules loaded, failed: {}",
+            failed.join(", ")
+        ));
+    }
+    let port = match open_port(args.port) {
+        Ok(p) => p,
+        Err(e) => init::power_off(&format!("no control channel: {e:#}")),
+    };
+    if let Err(e) = wait_host(&port) {
+        init::power_off(&format!("{e:#}"));
+    }
+    let root = match storage_root(args.disk, args.mount) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("cannot set up the storage domain: {e:#}");
+            let _ = control::send_framed(&mut &port, &DomainReply::Error { message });
+            init::power_off(&format!("{e:#}"));
+        }
+    };
+    let (ours, theirs) = match socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    ) {
+        Ok(p) => p,
+        Err(e) => init::power_off(&format!("socketpair: {e}")),
+    };
+    match sys::fork() {
+        Ok(Forked::Child) => {
+            drop(ours);
+            drop(port);
+            Ok((theirs, root))
+        }
+        Ok(Forked::Parent(server)) => {
+            drop(theirs);
+            say(&format!(
+                "virtuos-domain: booted in {:.2} s (uptime {}), server pid {server}",
+                started.elapsed().as_secs_f64(),
+                init::uptime()
+            ));
+            relay(port, ours, server, &root)
+        }
+        Err(e) => init::power_off(&format!("cannot fork the domain server: {e}")),
+    }
+}
+
+/// A line on the console (PID 1's stderr is /dev/console).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The port named `name`: `/dev/vportNpM` where
+/// `/sys/class/virtio-ports/vportNpM/name` holds `name`.
+fn open_port(name: &str) -> Result<File> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dev = loop {
+        if let Some(dev) = find_port(Path::new("/sys/class/virtio-ports"), name) {
+            let path = Path::new("/dev").join(&dev);
+            if path.exists() {
+                break path;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no virtio-serial port named {name:?} (is virtio_console loaded?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .with_context(|| format!("opening {}", dev.display()))
+}
+
+/// The device name of the port called `name` under `class` (sysfs).
+pub fn find_port(class: &Path, name: &str) -> Option<String> {
+    std::fs::read_dir(class)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| std::fs::read_to_string(e.path().join("name")).is_ok_and(|n| n.trim() == name))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// Wait until the host side of the port is open: virtio_console reports
+/// `POLLHUP` while it is not, and drops what the guest writes meanwhile.
+fn wait_host(port: &File) -> Result<()> {
+    let deadline = Instant::now() + HOST_CONNECT_TIMEOUT;
+    loop {
+        let mut fds = [PollFd::new(port, PollFlags::OUT)];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if let Ok(n) = poll(&mut fds, Some(&zero)) {
+            let rev = fds[0].revents();
+            if n > 0 && !rev.contains(PollFlags::HUP) && rev.contains(PollFlags::OUT) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon did not connect to the control port within {HOST_CONNECT_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `/run/domain`: a tmpfs holding only the storage mount point, the disk
+/// mounted there, then the tmpfs made read-only.
+fn storage_root(disk: &Path, mount: &Path) -> Result<Root> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !disk.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "no storage disk {} (virtio-blk; is virtio_blk loaded?)",
+                disk.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let root = PathBuf::from(ROOT_DIR);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {ROOT_DIR}"))?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let opts = "mode=0755,size=64k";
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        &root,
+        Some("tmpfs"),
+        flags,
+        Some(opts),
+    )
+    .with_context(|| format!("mounting a tmpfs on {ROOT_DIR}"))?;
+    let target = super::process::mount_point(&root, mount);
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    sys::mount(
+        Some(disk),
+        &target,
+        Some("ext4"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .with_context(|| format!("mounting {} (ext4) on {}", disk.display(), target.display()))?;
+    sys::mount(
+        None,
+        &root,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | flags,
+        Some(opts),
+    )
+    .with_context(|| format!("remounting {ROOT_DIR} read-only"))?;
+    tracing::info!(disk = %disk.display(), at = %target.display(), "storage mounted");
+    init::set_storage(target);
+    Ok(Root::new(root, mount.to_path_buf()))
+}
+
+/// PID 1's loop: relay between the port and the server, reap, power off.
+fn relay(port: File, server_sock: OwnedFd, server: u32, _root: &Root) -> ! {
+    let mut server_alive = true;
+    let mut announced = false;
+    // A Shutdown was forwarded: the daemon may close the port as soon as
+    // it has the reply, before the server is reaped.
+    let mut stopping = false;
+    loop {
+        // Reap everything (orphans end up here too).
+        while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            if pid.as_raw_nonzero().get() as u32 == server {
+                server_alive = false;
+                tracing::info!(?status, "domain server exited");
+            }
+        }
+        if !server_alive {
+            // Forward what it said last (the reply to Shutdown).
+            while let Ok(true) = readable(&server_sock) {
+                match control::recv::<DomainReply>(server_sock.as_fd()) {
+                    Ok(Some((reply, _))) => {
+                        let _ = control::send_framed(&mut &port, &reply);
+                    }
+                    _ => break,
+                }
+            }
+            init::power_off(if stopping {
+                "shutdown"
+            } else {
+                "the domain server exited"
+            });
+        }
+        let mut fds = [
+            PollFd::new(&port, PollFlags::IN),
+            PollFd::new(&server_sock, PollFlags::IN),
+        ];
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        match poll(&mut fds, Some(&tick)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => init::power_off(&format!("poll: {e}")),
+        }
+        let (port_rev, server_rev) = (fds[0].revents(), fds[1].revents());
+        if !server_rev.is_empty() {
+            match control::recv::<DomainReply>(server_sock.as_fd()) {
+                Ok(Some((reply, _))) => {
+                    if !announced && matches!(reply, DomainReply::Ready { .. }) {
+                        announced = true;
+                        say(&format!("{READY_LINE} uptime={}", init::uptime()));
+                    }
+                    if let Err(e) = control::send_framed(&mut &port, &reply) {
+                        init::power_off(&format!("control port: {e}"));
+                    }
+                }
+                // Closed: the server is exiting; the reaper notices.
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => tracing::warn!("bad message from the domain server: {e}"),
+            }
+        }
+        if !port_rev.is_empty() {
+            match control::recv_framed::<DomainCommand>(&mut &port) {
+                Ok(Some(cmd)) => match cmd {
+                    DomainCommand::AddClient { .. } | DomainCommand::AttachForked { .. } => {
+                        let reply = DomainReply::Error {
+                            message: NO_CLIENTS.into(),
+                        };
+                        if let Err(e) = control::send_framed(&mut &port, &reply) {
+                            init::power_off(&format!("control port: {e}"));
+                        }
+                    }
+                    cmd => {
+                        stopping |= cmd == DomainCommand::Shutdown;
+                        if let Err(e) = control::send(server_sock.as_fd(), &cmd, &[]) {
+                            init::power_off(&format!("domain server link: {e}"));
+                        }
+                    }
+                },
+                // The daemon closed its side: as in the process backend,
+                // the domain ends.
+                Ok(None) if stopping => {
+                    wait_server(server, Duration::from_secs(5));
+                    init::power_off("shutdown");
+                }
+                Ok(None) => init::power_off("the daemon closed the control port"),
+                Err(e) => init::power_off(&format!("control port: {e}")),
+            }
+        }
+    }
+}
+
+/// Reap until `server` has exited or `timeout` passed.
+fn wait_server(server: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, _))) if pid.as_raw_nonzero().get() as u32 == server => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return,
+        }
+    }
+}
+
+fn readable(fd: &OwnedFd) -> rustix::io::Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    Ok(poll(&mut fds, Some(&zero))? > 0 && fds[0].revents().contains(PollFlags::IN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_found_by_name() {
+        let dir = std::env::temp_dir().join(format!("virtuos-vports-{}", std::process::id()));
+        for (dev, name) in [("vport0p1", "other"), ("vport0p2", "virtuos.control")] {
+            std::fs::create_dir_all(dir.join(dev)).unwrap();
+            std::fs::write(dir.join(dev).join("name"), format!("{name}\n")).unwrap();
+        }
+        assert_eq!(
+            find_port(&dir, "virtuos.control").as_deref(),
+            Some("vport0p2")
+        );
+        assert_eq!(find_port(&dir, "nope"), None);
+        assert_eq!(find_port(Path::new("/nonexistent"), "x"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn boot_refuses_outside_pid_1() {
+        let Err(e) = boot(&BootArgs {
+            port: "virtuos.control",
+            disk: Path::new("/dev/vda"),
+            mount: Path::new("/storage"),
+        }) else {
+            panic!("boot succeeded outside a VM");
+        };
+        assert!(e.to_string().contains("PID 1"), "{e}");
+    }
 }

@@ -12,6 +12,9 @@ use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 #[path = "poll.rs"]
 mod poll;
 
+#[path = "epoll.rs"]
+mod epoll;
+
 /// (result, extra) of virtual op `req.op` (the caller checked the role).
 pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u64) {
     let r = match req.op {
@@ -22,6 +25,9 @@ pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> 
         OP_SENDMSG => super::msg::sendmsg(region, host.fd_limit(), req),
         OP_RECVMSG => return super::msg::recvmsg(region, host.fd_limit(), req),
         virtuos_abi::ops::OP_POLL => poll::poll(region, host.fd_limit(), req),
+        virtuos_abi::ops::OP_EPOLL_CREATE => epoll::create(host.fd_limit()),
+        virtuos_abi::ops::OP_EPOLL_CTL => epoll::ctl(host.fd_limit(), req),
+        virtuos_abi::ops::OP_EPOLL_WAIT => epoll::wait(region, host.fd_limit(), req),
         _ => neg(libc::ENOSYS),
     };
     (r, 0)

@@ -22,7 +22,7 @@ const EIO: i64 = -(libc::EIO as i64);
 /// return EINTR — then the call is interrupted in the domain (it answers
 /// EINTR, or its real result if it had finished). Under SA_RESTART the
 /// kernel restarts the wait and the call simply goes on, as natively.
-fn interruptible_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> bool {
+pub fn interruptible_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> bool {
     let ts = rustix::time::Timespec {
         tv_sec: slice.as_secs() as i64,
         tv_nsec: slice.subsec_nanos() as i64,
@@ -250,6 +250,17 @@ pub struct Call {
     tid: u32,
     gen: u32,
     poisoned: bool,
+    /// Started and not finished: the entry is still the domain's.
+    in_flight: bool,
+}
+
+/// How a started call stands after `Call::poll_wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    Done,
+    Pending,
+    /// A signal interrupted the sleep (the program's handler ran).
+    Signal,
 }
 
 impl Call {
@@ -292,6 +303,7 @@ impl Call {
             tid: c.tid,
             gen,
             poisoned: false,
+            in_flight: false,
         })
     }
 
@@ -348,6 +360,135 @@ impl Call {
         }
     }
 
+    /// Submit `op` without waiting (a call to wait for in several places
+    /// at once): then `poll_wait` / `interrupt` / `finish`.
+    pub fn start(&mut self, op: u16, args: [u64; 6], with_chunk: bool) -> Result<(), i64> {
+        if self.poisoned {
+            return Err(EIO);
+        }
+        let entry = self.sess.region.entry(self.entry).ok_or(EIO)?;
+        self.seq = self.seq.wrapping_add(1);
+        entry.fill(
+            op,
+            self.seq,
+            self.tid,
+            with_chunk.then_some(self.chunk),
+            args,
+        );
+        if self.sess.region.submit(self.entry).is_err() {
+            self.poisoned = true;
+            return Err(EIO);
+        }
+        // Until `finish` the entry is the domain's: a drop leaks it.
+        self.in_flight = true;
+        self.sess.region.ring_if_idle(self.sess.state.get());
+        Ok(())
+    }
+
+    /// Whether the started call has completed.
+    pub fn is_done(&self) -> bool {
+        self.sess
+            .region
+            .entry(self.entry)
+            .is_some_and(|e| e.is_done())
+    }
+
+    /// Wait up to `slice` for the started call, with `sleep` (the
+    /// interruptible sleep of `interruptible_sleep`'s kind: true = a signal
+    /// interrupted it). Spins `spin` polls first.
+    pub fn poll_wait(
+        &mut self,
+        spin: u32,
+        slice: core::time::Duration,
+        sleep: &mut dyn FnMut(&AtomicU32, u32, core::time::Duration) -> bool,
+    ) -> Started {
+        let Some(entry) = self.sess.region.entry(self.entry) else {
+            return Started::Done;
+        };
+        for _ in 0..spin {
+            if entry.is_done() {
+                return Started::Done;
+            }
+            core::hint::spin_loop();
+        }
+        if slice.is_zero() {
+            return if entry.is_done() {
+                Started::Done
+            } else {
+                Started::Pending
+            };
+        }
+        let Some(val) = entry.mark_sleeping() else {
+            return Started::Done;
+        };
+        let signal = sleep(
+            &entry.state,
+            val,
+            slice.min(core::time::Duration::from_millis(100)),
+        );
+        if entry.is_done() {
+            Started::Done
+        } else if signal {
+            Started::Signal
+        } else {
+            Started::Pending
+        }
+    }
+
+    /// Ask the domain to interrupt the started call (it answers EINTR, or
+    /// its result if it had finished).
+    pub fn interrupt(&self) {
+        self.sess.region.request_interrupt(self.entry);
+    }
+
+    /// Wait (uninterruptibly) for the started call and take its result.
+    pub fn finish(&mut self) -> Result<(i64, u64), i64> {
+        if !self.in_flight {
+            return Err(EIO);
+        }
+        let Some(entry) = self.sess.region.entry(self.entry) else {
+            return Err(EIO);
+        };
+        let state = self.sess.state.get();
+        let mut plain = |w: &AtomicU32, v: u32, d: core::time::Duration| {
+            virtuos_abi::doorbell::wait(w, v, Some(d));
+            false
+        };
+        loop {
+            match self.poll_wait(
+                policy().spin,
+                core::time::Duration::from_millis(100),
+                &mut plain,
+            ) {
+                Started::Done => break,
+                _ if !state.serving() => {
+                    self.poisoned = true;
+                    log::once(
+                        &REPORTED_GONE[self.slot],
+                        format_args!(
+                            "the {} domain stopped answering; its calls fail with EIO",
+                            session::name(self.domain)
+                        ),
+                    );
+                    return Err(EIO);
+                }
+                _ => {}
+            }
+        }
+        self.in_flight = false;
+        let (r, extra) = entry.result();
+        entry.release();
+        if r < -4095 {
+            return Err(EIO);
+        }
+        Ok((r, extra))
+    }
+
+    /// Whether the domain still serves this call's region.
+    pub fn serving(&self) -> bool {
+        self.sess.state.get().serving()
+    }
+
     /// `invoke` returning the raw result, errors as -errno.
     pub fn result(&mut self, op: u16, args: [u64; 6], with_chunk: bool) -> i64 {
         match self.invoke(op, args, with_chunk) {
@@ -360,6 +501,9 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         let k = self.slot;
+        if self.in_flight {
+            self.poisoned = true;
+        }
         if self.poisoned || self.gen != GEN[k].load(Ordering::Acquire) {
             // Leak: the domain may still use them / they belong to an old
             // session. Keep the sequence number going.

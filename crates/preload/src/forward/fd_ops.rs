@@ -4,7 +4,7 @@
 
 use super::caller::{self, Call};
 use super::generic::{bind, forward, remote_close};
-use super::{fdtable, host, log, Action};
+use super::{epoll, fdtable, host, log, Action};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 
@@ -16,6 +16,7 @@ const EINVAL: i64 = -(libc::EINVAL as i64);
 
 pub fn close(fd: u64) -> Action {
     if !fdtable::is_forwarded(fd) {
+        epoll::on_close_local(fd);
         return Action::Local;
     }
     // Clear the entry first: the placeholder keeps the number reserved
@@ -23,6 +24,7 @@ pub fn close(fd: u64) -> Action {
     let Some(e) = fdtable::take(fd) else {
         return Action::Local;
     };
+    epoll::on_close_forwarded(fd, e);
     let r = caller::simple_call(
         e.domain,
         libc::SYS_close as u16,
@@ -85,6 +87,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         let r = host::reissue(nr, args);
         if r >= 0 {
             if let Some(ne) = fdtable::take(new) {
+                epoll::on_close_forwarded(new, ne);
                 let _ = caller::simple_call(
                     ne.domain,
                     libc::SYS_close as u16,
@@ -122,6 +125,9 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         return Action::Done(h);
     }
     let prev = fdtable::set(new, fdtable::Entry::new(oe.domain, rnew as u32, cloexec));
+    if let Ok(Some(p)) = prev {
+        epoll::on_close_forwarded(new, p);
+    }
     match prev {
         Ok(Some(p)) if p.domain != oe.domain => {
             let _ = caller::simple_call(
@@ -223,10 +229,13 @@ pub fn ioctl(args: [u64; 6]) -> Action {
 }
 
 pub fn close_range(args: [u64; 6]) -> Action {
+    let (first, last, flags) = (args[0] as u32 as u64, args[1] as u32 as u64, args[2] as u32);
+    if first <= last && flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        epoll::on_close_range(first, last);
+    }
     if fdtable::count() == 0 {
         return Action::Local;
     }
-    let (first, last, flags) = (args[0] as u32 as u64, args[1] as u32 as u64, args[2] as u32);
     if first > last {
         return Action::Local;
     }
@@ -242,6 +251,7 @@ pub fn close_range(args: [u64; 6]) -> Action {
     let mut tried = [false; fdtable::NUM_DOMAINS];
     fdtable::for_each_in(first, last, |fd, _| {
         if let Some(e) = fdtable::take(fd as u64) {
+            epoll::on_close_forwarded(fd as u64, e);
             let Some(k) = fdtable::slot_of(e.domain) else {
                 return;
             };

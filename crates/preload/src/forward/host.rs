@@ -80,6 +80,36 @@ pub fn open_placeholder(cloexec: bool) -> i64 {
     ph
 }
 
+/// The host path of local descriptor `fd` (what `/proc/self/fd/N` links
+/// to), without NUL, if it is an absolute path that fits in `out`.
+pub fn fd_path(fd: i32, out: &mut [u8]) -> Option<usize> {
+    let mut path = *b"/proc/self/fd/0000000000\0";
+    let digits = fmt_u32(fd as u32, &mut path[14..24]);
+    path[14 + digits] = 0;
+    let r = sys(
+        libc::SYS_readlink,
+        [
+            path.as_ptr() as u64,
+            out.as_mut_ptr() as u64,
+            out.len() as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    (r > 0 && (r as usize) < out.len() && out[0] == b'/').then_some(r as usize)
+}
+
+/// The host's current directory, without NUL.
+pub fn getcwd(out: &mut [u8]) -> Option<usize> {
+    let r = sys(
+        libc::SYS_getcwd,
+        [out.as_mut_ptr() as u64, out.len() as u64, 0, 0, 0, 0],
+    );
+    // The kernel returns the length including the NUL.
+    (r > 1 && out[0] == b'/').then(|| r as usize - 1)
+}
+
 /// Decimal digits of `v` into `out`; returns how many.
 fn fmt_u32(mut v: u32, out: &mut [u8]) -> usize {
     let mut tmp = [0u8; 10];

@@ -11,7 +11,7 @@
 //! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
 //! (splitting, vectored, cross-domain copies), `net` (sockets of the
 //! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
-//! `mmap`, `procfs`, `poll`, `unsupported`, `exec`.
+//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `unsupported`, `exec`.
 //!
 //! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
@@ -24,6 +24,7 @@
 
 pub mod caller;
 pub mod cwd;
+pub mod epoll;
 pub mod exec;
 pub mod exec_image;
 pub mod fd_ops;
@@ -107,7 +108,14 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         libc::SYS_recvmmsg => net::on_fd(nr, a, net::recvmmsg),
         libc::SYS_poll | libc::SYS_ppoll => poll::poll(nr, a),
         libc::SYS_select | libc::SYS_pselect6 => poll::select(nr, a),
-        libc::SYS_epoll_ctl => poll::epoll_ctl(a),
+        libc::SYS_epoll_ctl => epoll::ctl(a),
+        libc::SYS_epoll_create | libc::SYS_epoll_create1 => epoll::create(nr, a),
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+            match epoll::wait(nr, a) {
+                Action::Local => shaped_or_local(nr, a),
+                done => done,
+            }
+        }
         libc::SYS_umask => generic::umask(a[0]),
         libc::SYS_getcwd => generic::getcwd(a),
         libc::SYS_chdir => generic::chdir(a),
@@ -139,6 +147,7 @@ pub struct ForkTicket {
 /// A process-creating clone (no CLONE_THREAD) is about to run.
 pub fn before_fork(clone_flags: u64) -> ForkTicket {
     let _ = clone_flags;
+    epoll::before_fork();
     ForkTicket {
         tokens: session::before_fork(),
     }
@@ -151,6 +160,8 @@ pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
 
 /// In the child (a separate process) right after the fork syscall.
 pub fn after_fork_child(ticket: ForkTicket) {
+    let net = fdtable::slot_of(fdtable::DOMAIN_NETWORK).and_then(|k| ticket.tokens.get(k).copied());
+    epoll::after_fork_child(matches!(net, Some(Some(_))));
     session::after_fork_child(ticket.tokens);
 }
 

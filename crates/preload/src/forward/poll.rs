@@ -1,4 +1,4 @@
-//! poll/ppoll/select/pselect6/epoll_ctl with forwarded descriptors.
+//! poll/ppoll/select/pselect6 with forwarded descriptors (epoll: `epoll`).
 //!
 //! Forwarded storage descriptors are regular files or directories, which
 //! are always ready for reading and writing (and which epoll refuses with
@@ -637,16 +637,4 @@ fn select_net(
         }
     }
     count
-}
-
-/// epoll_ctl: a forwarded regular file cannot be added (EPERM), exactly as
-/// the kernel says for regular files.
-pub fn epoll_ctl(args: [u64; 6]) -> Action {
-    if fdtable::is_forwarded(args[0]) {
-        return Action::Done(-(libc::EINVAL as i64));
-    }
-    if fdtable::is_forwarded(args[2]) {
-        return Action::Done(-(libc::EPERM as i64));
-    }
-    Action::Local
 }

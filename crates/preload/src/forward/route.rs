@@ -181,11 +181,11 @@ pub fn classify(
             Some(e) => PathRoute::Remote {
                 dirfd: e.remote as u64,
             },
-            None => PathRoute::Local,
+            None => local_base_route(Some(d as i32), n, mount, s),
         });
     }
     if !cwd::is_remote() {
-        return Ok(PathRoute::Local);
+        return Ok(local_base_route(None, n, mount, s));
     }
     let mut cwd_buf = [0u8; PATH_MAX];
     let Some(clen) = cwd::copy_remote(&mut cwd_buf) else {
@@ -210,6 +210,54 @@ pub fn classify(
         s.buf[m] = 0;
         s.len = m;
         Ok(PathRoute::Rewrite)
+    }
+}
+
+/// Whether relative path `rel` could lead from a host directory into the
+/// mount: it climbs (`..`) or it starts with a component of the mount path
+/// (`storage/x` from `/`, as `mkdir -p` and fts walk with dirfds).
+pub fn may_reach_mount(rel: &[u8], mount: &[u8]) -> bool {
+    let mut comps = rel
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".");
+    let Some(first) = comps.clone().next() else {
+        return false;
+    };
+    first == b".." || comps.any(|c| c == b"..") || mount.split(|&b| b == b'/').any(|m| m == first)
+}
+
+/// A relative path against a host directory (the local dirfd `dirfd`, or
+/// the host cwd): local, unless joining it with that directory's path lands
+/// under the mount — then it must go to the domain (with the absolute path),
+/// never create or touch anything on the host. The relative path is in the
+/// upper half of the scratch (`n` bytes).
+fn local_base_route(dirfd: Option<i32>, n: usize, mount: &[u8], s: &mut PathScratch) -> PathRoute {
+    let start_hi = PATH_MAX + 4;
+    if !may_reach_mount(&s.buf[start_hi..start_hi + n], mount) {
+        return PathRoute::Local;
+    }
+    let mut base = [0u8; PATH_MAX];
+    let blen = match dirfd {
+        Some(fd) => super::host::fd_path(fd, &mut base),
+        None => super::host::getcwd(&mut base),
+    };
+    let Some(blen) = blen else {
+        return PathRoute::Local;
+    };
+    let total = blen + 1 + n;
+    if total >= PATH_MAX {
+        return PathRoute::Local;
+    }
+    s.buf.copy_within(start_hi..start_hi + n, blen + 1);
+    s.buf[..blen].copy_from_slice(&base[..blen]);
+    s.buf[blen] = b'/';
+    let m = normalize_in_place(&mut s.buf, total);
+    if is_under(&s.buf[..m], mount) {
+        s.buf[m] = 0;
+        s.len = m;
+        PathRoute::RemoteRewritten
+    } else {
+        PathRoute::Local
     }
 }
 
@@ -245,6 +293,18 @@ mod tests {
         assert!(!is_under(b"/storagex", b"/storage"));
         assert!(!is_under(b"/stor", b"/storage"));
         assert!(!is_under(b"/", b"/storage"));
+    }
+
+    #[test]
+    fn relative_paths_that_may_reach_the_mount() {
+        assert!(may_reach_mount(b"storage/x", b"/storage"));
+        assert!(may_reach_mount(b"./storage", b"/storage"));
+        assert!(may_reach_mount(b"../storage", b"/storage"));
+        assert!(may_reach_mount(b"a/../../b", b"/storage"));
+        assert!(may_reach_mount(b"data", b"/srv/data"));
+        assert!(!may_reach_mount(b"usr/lib", b"/storage"));
+        assert!(!may_reach_mount(b"", b"/storage"));
+        assert!(!may_reach_mount(b"storagex", b"/storage"));
     }
 
     #[test]

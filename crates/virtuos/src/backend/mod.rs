@@ -8,11 +8,13 @@
 
 pub mod hostnet;
 pub mod process;
+pub mod vm;
 
 use crate::config::Backend;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::net::sockopt::{set_socket_timeout, Timeout};
 use std::io;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +24,9 @@ use virtuos_abi::control::{self, DomainCommand, DomainReply};
 
 /// How long a domain may take to say `Ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a VM domain may take from QEMU's start to `Ready` (about 3.5 s
+/// under TCG on an idle machine, much more on a loaded one).
+pub const VM_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one command may take before the domain counts as hung.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -58,6 +63,8 @@ pub struct DomainSpec {
     pub mount: String,
     /// The network domain's host link; None for the storage domain.
     pub net: Option<crate::network::Subnet>,
+    /// vm backend: what the VM boots and where its files go.
+    pub vm: Option<vm::VmSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +76,86 @@ pub enum DomainError {
     Lost { name: String, why: String },
 }
 
+/// What runs the domain: the server process, or QEMU.
+enum Proc {
+    Child(Child),
+    Vm(Box<virtuos_vmm::qemu::Vm>),
+}
+
+impl Proc {
+    fn id(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Vm(vm) => vm.pid(),
+        }
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        match self {
+            Proc::Child(c) => c.try_wait().ok()?,
+            Proc::Vm(vm) => vm.try_wait(),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Vm(vm) => {
+                let _ = vm.kill();
+            }
+        }
+    }
+}
+
 struct Running {
-    child: Child,
+    proc_: Proc,
     pidfd: Arc<OwnedFd>,
+}
+
+/// The control link: a `SOCK_SEQPACKET` socket (process backend, one
+/// message per packet, descriptors attached) or a byte stream to a VM's
+/// virtio-serial port (length-prefixed frames, no descriptors).
+enum Link {
+    Packet(OwnedFd),
+    Stream(UnixStream),
+}
+
+impl Link {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Link::Packet(fd) => fd.as_fd(),
+            Link::Stream(s) => s.as_fd(),
+        }
+    }
+
+    /// Descriptors cannot cross into a VM: they are left out, and the VM
+    /// domain refuses the commands that need them.
+    fn send(&self, cmd: &DomainCommand, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        match self {
+            Link::Packet(fd) => control::send(fd.as_fd(), cmd, fds),
+            Link::Stream(s) => control::send_framed(&mut &*s, cmd),
+        }
+    }
+
+    fn recv(&self) -> io::Result<Option<DomainReply>> {
+        match self {
+            Link::Packet(fd) => Ok(control::recv::<DomainReply>(fd.as_fd())?.map(|(r, _)| r)),
+            Link::Stream(s) => control::recv_framed(&mut &*s),
+        }
+    }
+}
+
+/// What `status` shows about a VM domain.
+#[derive(Clone, Debug)]
+pub struct VmInfo {
+    pub accel: String,
+    /// QEMU launch to `Ready`.
+    pub boot: Option<Duration>,
+    pub memory_mib: u64,
+    pub console: PathBuf,
 }
 
 /// One service domain and its control link.
@@ -80,9 +164,10 @@ pub struct Domain {
     phase: Mutex<Phase>,
     /// The control socket. Held for a whole command round trip, so every
     /// command gets exactly its own reply.
-    link: Mutex<Option<OwnedFd>>,
+    link: Mutex<Option<Link>>,
     running: Mutex<Option<Running>>,
     cpus: AtomicU32,
+    vm_info: Mutex<Option<VmInfo>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,6 +182,7 @@ impl Domain {
             link: Mutex::new(None),
             running: Mutex::new(None),
             cpus: AtomicU32::new(1),
+            vm_info: Mutex::new(None),
         }
     }
 
@@ -114,7 +200,12 @@ impl Domain {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        lock(&self.running).as_ref().map(|r| r.child.id())
+        lock(&self.running).as_ref().map(|r| r.proc_.id())
+    }
+
+    /// vm backend: accelerator, boot time, memory, console.
+    pub fn vm_info(&self) -> Option<VmInfo> {
+        lock(&self.vm_info).clone()
     }
 
     /// A pidfd of the domain process (readable once it exited).
@@ -135,40 +226,82 @@ impl Domain {
     }
 
     fn start_inner(&self) -> anyhow::Result<()> {
-        let (child, sock) = match self.spec.backend {
-            Backend::Process => process::spawn(&self.spec)?,
-            Backend::Vm => anyhow::bail!("the vm backend is not implemented yet"),
+        let (proc_, link, ready_timeout, launched) = match self.spec.backend {
+            Backend::Process => {
+                let (child, sock) = process::spawn(&self.spec)?;
+                (Proc::Child(child), Link::Packet(sock), READY_TIMEOUT, None)
+            }
+            Backend::Vm => {
+                let v = self.spec.vm.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("no VM settings for domain {}", self.spec.name)
+                })?;
+                let l = vm::launch(&self.spec, v)?;
+                *lock(&self.vm_info) = Some(VmInfo {
+                    accel: l.accel.to_string(),
+                    boot: None,
+                    memory_mib: l.vm.config().memory_mib,
+                    console: l.vm.config().console_log(),
+                });
+                let started = l.started;
+                (
+                    Proc::Vm(Box::new(l.vm)),
+                    Link::Stream(l.link),
+                    VM_READY_TIMEOUT,
+                    Some(started),
+                )
+            }
         };
-        let pid = child.id();
+        let pid = proc_.id();
         let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_child(&child),
+            rustix::process::Pid::from_raw(pid as i32)
+                .ok_or_else(|| anyhow::anyhow!("bad pid {pid}"))?,
             rustix::process::PidfdFlags::empty(),
         )?;
         *lock(&self.running) = Some(Running {
-            child,
+            proc_,
             pidfd: Arc::new(pidfd),
         });
         tracing::info!(domain = %self.spec.name, pid, "domain process started, waiting for Ready");
-        set_socket_timeout(&sock, Timeout::Recv, Some(READY_TIMEOUT))?;
-        set_socket_timeout(&sock, Timeout::Send, Some(COMMAND_TIMEOUT))?;
-        let started = Instant::now();
-        match control::recv::<DomainReply>(sock.as_fd()) {
-            Ok(Some((DomainReply::Ready { cpus }, _))) => {
+        set_socket_timeout(link.fd(), Timeout::Recv, Some(ready_timeout))?;
+        set_socket_timeout(link.fd(), Timeout::Send, Some(COMMAND_TIMEOUT))?;
+        let started = launched.unwrap_or_else(Instant::now);
+        let console = || {
+            self.vm_info()
+                .map(|v| {
+                    let text = std::fs::read_to_string(&v.console).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    format!("; console {}:\n{tail}", v.console.display())
+                })
+                .unwrap_or_default()
+        };
+        match link.recv() {
+            Ok(Some(DomainReply::Ready { cpus })) => {
                 self.cpus.store(cpus.max(1), Ordering::Relaxed);
-                tracing::info!(domain = %self.spec.name, cpus, after = ?started.elapsed(), "domain ready");
+                let after = started.elapsed();
+                if let Some(v) = lock(&self.vm_info).as_mut() {
+                    v.boot = Some(after);
+                }
+                tracing::info!(domain = %self.spec.name, cpus, ?after, "domain ready");
             }
-            Ok(Some((DomainReply::Error { message }, _))) => {
-                anyhow::bail!("the domain could not start: {message}")
+            Ok(Some(DomainReply::Error { message })) => {
+                anyhow::bail!("the domain could not start: {message}{}", console())
             }
-            Ok(Some((other, _))) => anyhow::bail!("domain sent {other:?} instead of Ready"),
-            Ok(None) => anyhow::bail!("domain exited (or closed its control socket) before Ready"),
+            Ok(Some(other)) => anyhow::bail!("domain sent {other:?} instead of Ready"),
+            Ok(None) => anyhow::bail!(
+                "domain exited (or closed its control socket) before Ready{}",
+                console()
+            ),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                anyhow::bail!("domain did not become ready within {READY_TIMEOUT:?}")
+                anyhow::bail!(
+                    "domain did not become ready within {ready_timeout:?}{}",
+                    console()
+                )
             }
-            Err(e) => anyhow::bail!("bad Ready from domain: {e}"),
+            Err(e) => anyhow::bail!("bad Ready from domain: {e}{}", console()),
         }
-        set_socket_timeout(&sock, Timeout::Recv, Some(COMMAND_TIMEOUT))?;
-        *lock(&self.link) = Some(sock);
+        set_socket_timeout(link.fd(), Timeout::Recv, Some(COMMAND_TIMEOUT))?;
+        *lock(&self.link) = Some(link);
         self.set_phase(Phase::Connected);
         Ok(())
     }
@@ -185,19 +318,17 @@ impl Domain {
         let Some(sock) = link.as_ref() else {
             return Err(DomainError::NotConnected(self.spec.name.clone()));
         };
-        let reply = control::send(sock.as_fd(), cmd, fds).and_then(|()| {
-            match control::recv::<DomainReply>(sock.as_fd()) {
-                Ok(Some((r, _))) => Ok(r),
-                Ok(None) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "domain closed its control socket",
-                )),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no reply within {COMMAND_TIMEOUT:?}"),
-                )),
-                Err(e) => Err(e),
-            }
+        let reply = sock.send(cmd, fds).and_then(|()| match sock.recv() {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "domain closed its control socket",
+            )),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no reply within {COMMAND_TIMEOUT:?}"),
+            )),
+            Err(e) => Err(e),
         });
         reply.map_err(|e| {
             *link = None;
@@ -218,7 +349,7 @@ impl Domain {
     /// Reap the domain process if it exited.
     pub fn reap(&self) -> Option<ExitStatus> {
         let mut running = lock(&self.running);
-        let status = running.as_mut()?.child.try_wait().ok()??;
+        let status = running.as_mut()?.proc_.try_wait()?;
         *running = None;
         Some(status)
     }
@@ -226,8 +357,7 @@ impl Domain {
     /// Kill the domain process (if any) and reap it.
     pub fn kill(&self) {
         if let Some(mut r) = lock(&self.running).take() {
-            let _ = r.child.kill();
-            let _ = r.child.wait();
+            r.proc_.kill();
         }
     }
 

@@ -183,6 +183,9 @@ pub fn cmd(keep: bool) -> Result<i32> {
     let root = temp_root()?;
     let runtime = root.join("run");
     let settings = Settings {
+        storage_image: root.join("data").join(crate::config::STORAGE_IMAGE),
+        vm_kernel: None,
+        vm_initrd: None,
         network_subnet: crate::network::default_subnet_for(&runtime),
         subnet_explicit: false,
         runtime: Runtime::new(runtime),

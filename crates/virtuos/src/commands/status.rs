@@ -48,6 +48,18 @@ pub fn cmd(rt: &Runtime, json: bool) -> Result<i32> {
         if let Some(e) = &d.error {
             println!("  error:   {e}");
         }
+        if let Some(a) = &d.accel {
+            let boot = d
+                .boot_ms
+                .map_or("-".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0));
+            println!(
+                "  vm:      accel {a}, boot {boot}, memory {} MiB",
+                d.memory_mib.unwrap_or(0)
+            );
+        }
+        if let Some(c) = &d.console {
+            println!("  console: {c}");
+        }
         if let Some(a) = &d.address {
             println!("  address: {a}");
         }
@@ -69,6 +81,9 @@ pub fn cmd(rt: &Runtime, json: bool) -> Result<i32> {
         } else {
             println!("  clients: {} (pid {})", pids.len(), pids.join(", "));
         }
+    }
+    for n in &report.notes {
+        println!("note: {n}");
     }
     Ok(0)
 }

@@ -17,6 +17,8 @@ use virtuos_abi::control::{StatusReport, NETWORK, STORAGE};
 
 /// How long `up` waits for the daemon and its domain.
 pub const START_TIMEOUT: Duration = Duration::from_secs(40);
+/// The same with a VM to boot (its image is prepared before the wait).
+pub const VM_START_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct Running {
     pub info: DaemonInfo,
@@ -51,6 +53,20 @@ pub fn network_line(report: &StatusReport) -> Option<String> {
     })
 }
 
+/// A line about the storage VM for `up` (None on the process backend).
+pub fn vm_line(report: &StatusReport) -> Option<String> {
+    let d = report.domains.iter().find(|d| d.name == STORAGE)?;
+    let accel = d.accel.as_deref()?;
+    Some(format!(
+        "storage domain VM (pid {}, {accel}, {} MiB) booted in {}, disk {}",
+        d.pid.map_or("-".into(), |p| p.to_string()),
+        d.memory_mib.unwrap_or(0),
+        d.boot_ms
+            .map_or("?".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0)),
+        d.data
+    ))
+}
+
 /// `virtuos up`.
 pub fn cmd(settings: &Settings) -> Result<()> {
     let r = ensure(settings)?;
@@ -59,24 +75,36 @@ pub fn cmd(settings: &Settings) -> Result<()> {
     } else {
         "started"
     };
+    let files = match r.info.backend.as_str() {
+        "vm" => format!(
+            "disk image {}",
+            r.report
+                .as_ref()
+                .and_then(|rep| rep.domains.iter().find(|d| d.name == STORAGE))
+                .map_or(String::new(), |d| d.data.clone())
+        ),
+        _ => format!("files in {}/storage", r.info.data_dir.display()),
+    };
     eprintln!(
-        "virtuosd {verb} (pid {}): storage domain at {} (backend {}, files in {}/storage)",
-        r.info.pid,
-        r.info.storage_mount,
-        r.info.backend,
-        r.info.data_dir.display()
+        "virtuosd {verb} (pid {}): storage domain at {} (backend {}, {files})",
+        r.info.pid, r.info.storage_mount, r.info.backend,
     );
     if let Some(line) = r.report.as_ref().and_then(network_line) {
         eprintln!("virtuosd: {line}");
+    }
+    if let Some(report) = &r.report {
+        if let Some(line) = vm_line(report) {
+            eprintln!("virtuosd: {line}");
+        }
+        for n in &report.notes {
+            eprintln!("virtuosd: note: {n}");
+        }
     }
     Ok(())
 }
 
 /// Make sure a compatible daemon runs in `settings.runtime`.
 pub fn ensure(settings: &Settings) -> Result<Running> {
-    if settings.backend == Backend::Vm {
-        bail!("the vm backend is not implemented yet; use --backend process");
-    }
     let rt = &settings.runtime;
     if let Some(report) = client::status(rt)? {
         let info = DaemonInfo::read(&rt.info_file()).with_context(|| {
@@ -158,9 +186,40 @@ pub fn domain_bin_present() -> Result<()> {
     Ok(())
 }
 
+/// vm backend, before the daemon starts: build the static domain server,
+/// fetch the kernel, build the initramfs, create the disk image (progress
+/// on a terminal), and say once if the VM will run under TCG. Returns the
+/// kernel and initramfs for the daemon.
+fn prepare_vm(settings: &Settings) -> Result<crate::backend::vm::Image> {
+    use crate::backend::vm;
+    let image = vm::prepare()?;
+    if vm::ensure_storage_image(&settings.storage_image, vm::IMAGE_SIZE)? {
+        eprintln!(
+            "virtuos: created the storage image {} (ext4, {} GiB, sparse)",
+            settings.storage_image.display(),
+            vm::IMAGE_SIZE >> 30
+        );
+    }
+    let choice = virtuos_vmm::accel::select()?;
+    if choice.accel == virtuos_vmm::accel::Accel::Tcg {
+        eprintln!(
+            "virtuos: warning: no usable hardware virtualization ({}): the storage domain VM \
+             runs under TCG, slowly",
+            choice.reason
+        );
+    }
+    Ok(image)
+}
+
 /// Start `virtuos daemon ...` detached and wait until it serves.
 pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
-    domain_bin_present()?;
+    let vm_image = match settings.backend {
+        Backend::Process => {
+            domain_bin_present()?;
+            None
+        }
+        Backend::Vm => Some(prepare_vm(settings)?),
+    };
     let rt = &settings.runtime;
     std::fs::create_dir_all(&rt.dir)
         .with_context(|| format!("cannot create runtime dir {}", rt.dir.display()))?;
@@ -197,6 +256,13 @@ pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
         if !settings.network {
             cmd.arg("--no-network");
         }
+        cmd.arg("--storage-image").arg(&settings.storage_image);
+        if let Some(img) = &vm_image {
+            cmd.arg("--vm-kernel")
+                .arg(&img.kernel)
+                .arg("--vm-initrd")
+                .arg(&img.initrd);
+        }
         for f in &settings.forwards {
             cmd.arg("--forward").arg(f.to_string());
         }
@@ -227,7 +293,10 @@ fn wait_ready(
     let rt = &settings.runtime;
     let spinner = std::io::stderr().is_terminal().then(|| {
         let pb = indicatif::ProgressBar::new_spinner();
-        pb.set_message("starting virtuosd and its domains...");
+        pb.set_message(match settings.backend {
+            Backend::Process => "starting virtuosd and its domains...",
+            Backend::Vm => "starting virtuosd and booting the storage domain VM...",
+        });
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
@@ -270,10 +339,14 @@ fn wait_ready(
                 break Err(fail(format!("virtuosd exited during start-up ({status})")));
             }
         }
-        if started.elapsed() > START_TIMEOUT {
+        let timeout = match settings.backend {
+            Backend::Process => START_TIMEOUT,
+            Backend::Vm => VM_START_TIMEOUT,
+        };
+        if started.elapsed() > timeout {
             break Err(fail(format!(
                 "virtuosd did not come up within {}s",
-                START_TIMEOUT.as_secs()
+                timeout.as_secs()
             )));
         }
         std::thread::sleep(Duration::from_millis(25));

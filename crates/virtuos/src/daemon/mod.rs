@@ -16,8 +16,9 @@ mod requests;
 mod server;
 mod watch;
 
+use crate::backend::vm::VmSpec;
 use crate::backend::{hostnet, Domain, DomainError, DomainSpec, Phase};
-use crate::config::Settings;
+use crate::config::{Backend, Settings};
 use crate::info::DaemonInfo;
 use crate::paths::{self, Env};
 use anyhow::{Context, Result};
@@ -223,15 +224,24 @@ pub fn run(settings: Settings) -> Result<()> {
     let _pid_lock = lock_pid_file(&settings)?;
     let env = Env::current();
     let bin = paths::domain_bin(&env).context("cannot locate the virtuos-domain binary")?;
+    let vm = settings.backend == Backend::Vm;
     let mut specs = vec![DomainSpec {
         name: STORAGE.to_string(),
         backend: settings.backend,
         bin: bin.clone(),
-        data_dir: Some(settings.storage_dir()),
+        data_dir: (!vm).then(|| settings.storage_dir()),
         mount: settings.storage_mount.clone(),
         net: None,
+        vm: vm.then(|| VmSpec {
+            run_dir: rt.dir.join("vm").join(STORAGE),
+            storage_image: settings.storage_image.clone(),
+            kernel: settings.vm_kernel.clone(),
+            initrd: settings.vm_initrd.clone(),
+            memory_mib: crate::backend::vm::MEMORY_MIB,
+        }),
     }];
-    if settings.network {
+    // The network domain does not run on the vm backend yet (status says so).
+    if settings.network && !vm {
         specs.push(DomainSpec {
             name: NETWORK.to_string(),
             backend: settings.backend,
@@ -239,12 +249,18 @@ pub fn run(settings: Settings) -> Result<()> {
             data_dir: None,
             mount: settings.storage_mount.clone(),
             net: Some(settings.network_subnet),
+            vm: None,
         });
     }
+    let data_shown = if vm {
+        settings.storage_image.clone()
+    } else {
+        settings.storage_dir()
+    };
     tracing::info!(
         pid = std::process::id(),
         runtime = %rt.dir.display(),
-        data = %settings.storage_dir().display(),
+        data = %data_shown.display(),
         mount = %settings.storage_mount,
         backend = %settings.backend,
         network = settings.network,

@@ -235,6 +235,7 @@ impl Daemon {
                     .collect();
                 let spec = &s.domain.spec;
                 let phase = s.domain.phase();
+                let vm = s.domain.vm_info();
                 DomainStatus {
                     name: spec.name.clone(),
                     backend: spec.backend.to_string(),
@@ -243,6 +244,7 @@ impl Daemon {
                     data: spec
                         .data_dir
                         .as_ref()
+                        .or(spec.vm.as_ref().map(|v| &v.storage_image))
                         .map(|d| d.display().to_string())
                         .unwrap_or_default(),
                     clients,
@@ -260,13 +262,43 @@ impl Daemon {
                     } else {
                         s.error()
                     },
+                    accel: vm.as_ref().map(|v| v.accel.clone()),
+                    boot_ms: vm
+                        .as_ref()
+                        .and_then(|v| v.boot)
+                        .map(|b| b.as_millis() as u64),
+                    memory_mib: vm.as_ref().map(|v| v.memory_mib),
+                    console: vm.as_ref().map(|v| v.console.display().to_string()),
                 }
             })
             .collect();
         StatusReport {
             daemon_pid: std::process::id(),
             domains,
+            notes: self.notes(),
         }
+    }
+}
+
+impl Daemon {
+    /// Remarks for `status`.
+    fn notes(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut notes = Vec::new();
+        if s.backend == crate::config::Backend::Vm {
+            if s.network {
+                notes.push(
+                    "the network domain is not started on the vm backend yet \
+                     (network off: sockets stay on the host)"
+                        .to_string(),
+                );
+            }
+            notes.push(
+                "the vm backend does not serve clients yet (regions cannot reach the VM)"
+                    .to_string(),
+            );
+        }
+        notes
     }
 }
 

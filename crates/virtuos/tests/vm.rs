@@ -1,0 +1,119 @@
+//! `virtuos up --backend vm`: the storage domain boots as PID 1 of a QEMU VM
+//! (TCG on these machines), connects, shows up in `status`, refuses clients
+//! (not supported yet), and `down` powers it off.
+//!
+//! Needs qemu-system-x86, e2fsprogs and Debian's apt (the cloud kernel is
+//! downloaded once into the cache): when they are missing this test FAILS;
+//! run scripts/setup-debian.sh.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use virtuos_abi::control::{ClientRequest, DaemonReply, STORAGE};
+
+const SETUP: &str = "run scripts/setup-debian.sh (qemu-system-x86, e2fsprogs, apt for the kernel)";
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+#[test]
+fn vm_storage_domain_boots_connects_and_powers_off() {
+    if let Err(e) = virtuos_vmm::qemu::find_qemu() {
+        panic!("{e:#}: {SETUP}");
+    }
+    for tool in ["mkfs.ext4", "apt-get", "dpkg-deb"] {
+        assert!(on_path(tool), "{tool} is not installed: {SETUP}");
+    }
+    let env = TestEnv::new(real_domain());
+    let started = Instant::now();
+    let out = env.run(&["up", "--backend", "vm"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let console = env.runtime().join("vm/storage/console.log");
+    assert!(
+        out.status.success(),
+        "up --backend vm failed: {}\nstderr: {stderr}\nlog:\n{}\nconsole:\n{}",
+        out.status,
+        env.log(),
+        std::fs::read_to_string(&console).unwrap_or_default()
+    );
+    eprintln!(
+        "up --backend vm: {:.1} s\n{stderr}",
+        started.elapsed().as_secs_f64()
+    );
+
+    let status = env.status();
+    let domains = status["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 1, "only storage on the vm backend: {status}");
+    let storage = &domains[0];
+    assert_eq!(storage["name"], STORAGE);
+    assert_eq!(storage["state"], "connected", "{storage}");
+    assert_eq!(storage["backend"], "vm", "{storage}");
+    assert!(
+        matches!(storage["accel"].as_str(), Some("tcg" | "kvm")),
+        "{storage}"
+    );
+    let boot_ms = storage["boot_ms"].as_u64().expect("boot_ms");
+    assert!(boot_ms > 0 && boot_ms < 90_000, "{storage}");
+    eprintln!("VM boot (QEMU start to Ready): {boot_ms} ms");
+    assert_eq!(storage["memory_mib"], 512, "{storage}");
+    let notes = status["notes"].to_string();
+    assert!(notes.contains("network domain"), "{status}");
+
+    // The disk image was created (ext4) in the data directory.
+    let image = env.data().join("storage.img");
+    assert_eq!(storage["data"], image.display().to_string(), "{storage}");
+    let meta = std::fs::metadata(&image).expect("storage.img created");
+    assert_eq!(meta.len(), 1 << 30);
+    let head = std::fs::read(&image)
+        .map(|d| d[1024 + 0x38..1024 + 0x3a].to_vec())
+        .unwrap();
+    assert_eq!(head, [0x53, 0xef], "ext4 superblock magic");
+
+    // QEMU runs with the transport's requirements.
+    let qemu = storage["pid"].as_u64().expect("QEMU pid") as u32;
+    assert!(pid_alive(qemu));
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    for want in [
+        "1,maxcpus=2",
+        "cache=writeback",
+        "virtserialport",
+        "-- --backend vm",
+    ] {
+        assert!(cmdline.contains(want), "{want} not in {cmdline}");
+    }
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(text.contains("VIRTUOS-DOMAIN READY"), "{text}");
+
+    // Clients are refused, clearly, by the domain itself.
+    let (reply, fds) = env.request(&ClientRequest::Register {
+        domain: STORAGE.into(),
+    });
+    match reply {
+        DaemonReply::Error { message } => {
+            assert!(message.contains("not supported yet"), "{message}")
+        }
+        other => panic!("Register on the vm backend: {other:?}"),
+    }
+    assert!(fds.is_empty());
+    assert_eq!(env.storage()["state"], "connected", "still serving");
+
+    // down: Shutdown, the guest powers off, QEMU exits.
+    let t = Instant::now();
+    env.ok(&["down"]);
+    wait_for("QEMU gone", Duration::from_secs(10), || !pid_alive(qemu));
+    eprintln!("down: {:.2} s", t.elapsed().as_secs_f64());
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(
+        text.contains("powering off: shutdown"),
+        "orderly power-off expected:\n{text}"
+    );
+    assert!(!env.socket().exists());
+    assert!(Path::new(&image).exists(), "the image is kept");
+    eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
+}
