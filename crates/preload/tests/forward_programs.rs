@@ -144,6 +144,15 @@ fn daemon(sock: OwnedFd, mount: String, real: String) {
     }
 }
 
+/// The tests of this file share one fake daemon and domain that run on
+/// threads of this test process; they run one at a time (a test that runs
+/// alongside another one's programs has seen the fake daemon hand out the
+/// wrong descriptors — a fault of the fake, not of the library).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
@@ -211,6 +220,7 @@ fn ok(script: &str) -> String {
 
 #[test]
 fn shell_redirection_and_cat() {
+    let _serial = serial();
     let w = world();
     let out = ok("echo hello > $M/greeting && cat $M/greeting");
     assert_eq!(out, "hello\n");
@@ -222,6 +232,7 @@ fn shell_redirection_and_cat() {
 
 #[test]
 fn coreutils_copy_list_move_remove() {
+    let _serial = serial();
     let w = world();
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let src = w.runtime.join("src.bin");
@@ -234,11 +245,21 @@ fn coreutils_copy_list_move_remove() {
     );
     let out = ok(&script);
     assert_eq!(out, "c.bin\n700000\ngone\n");
-    assert_eq!(std::fs::read(w.runtime.join("back.bin")).unwrap(), data);
+    let back = std::fs::read(w.runtime.join("back.bin")).unwrap();
+    if back != data {
+        let first = back.iter().zip(&data).position(|(a, b)| a != b);
+        panic!(
+            "copied back {} bytes, expected {}; first difference at {:?}",
+            back.len(),
+            data.len(),
+            first
+        );
+    }
 }
 
 #[test]
 fn cwd_in_the_domain_survives_fork_and_exec() {
+    let _serial = serial();
     let w = world();
     std::fs::create_dir_all(w.real.join("wd/sub")).unwrap();
     std::fs::write(w.real.join("wd/sub/f.txt"), "in sub\n").unwrap();
@@ -251,6 +272,7 @@ fn cwd_in_the_domain_survives_fork_and_exec() {
 
 #[test]
 fn stat_find_and_head() {
+    let _serial = serial();
     let w = world();
     std::fs::create_dir_all(w.real.join("tree/a/b")).unwrap();
     std::fs::write(w.real.join("tree/a/b/leaf"), "0123456789").unwrap();
@@ -262,6 +284,7 @@ fn stat_find_and_head() {
 
 #[test]
 fn forwarded_descriptors_are_inherited_across_fork_and_exec() {
+    let _serial = serial();
     let w = world();
     std::fs::write(w.real.join("inherit.txt"), "through fd 3\n").unwrap();
     let _ = std::fs::remove_file(w.real.join("absent"));
@@ -276,6 +299,7 @@ fn forwarded_descriptors_are_inherited_across_fork_and_exec() {
 
 #[test]
 fn python_threads_write_and_read_back() {
+    let _serial = serial();
     let w = world();
     let script = r#"python3 -c '
 import os, threading
@@ -303,6 +327,7 @@ print(sorted(n for n in os.listdir(m) if n.startswith("py")))
 
 #[test]
 fn no_daemon_means_eio_not_the_host() {
+    let _serial = serial();
     let out = Command::new("/bin/cat")
         .arg("/storage/anything")
         .env("LD_PRELOAD", lib())
@@ -322,6 +347,7 @@ fn no_daemon_means_eio_not_the_host() {
 
 #[test]
 fn tcp_sockets_are_forwarded_across_fork() {
+    let _serial = serial();
     // The parent listens and forks; the child connects and talks; both
     // hold forwarded sockets (the fork claims a network shadow).
     let script = r#"python3 -c '
