@@ -609,6 +609,7 @@ impl Domain {
             .split_whitespace()
             .filter_map(|c| c.parse::<libc::pid_t>().ok())
         {
+            // SAFETY: signalling a child of our own leftover daemon.
             unsafe { libc::kill(c, libc::SIGKILL) };
         }
     }

@@ -509,10 +509,25 @@ pub fn sendmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
         Ok(x) => x,
         Err(err) => return err,
     };
+    each_message(vec, vlen, |hdr| {
+        send_one(&mut call, &chunk, e.remote, hdr, flags)
+    })
+}
+
+/// Run `one` on each `struct mmsghdr` of `vec` (its result is the byte
+/// count stored in `msg_len`) until it fails; the count of messages done,
+/// or the first error if none was.
+fn each_message(vec: u64, vlen: u64, mut one: impl FnMut(u64) -> i64) -> i64 {
+    each_message_until(vec, vlen, |hdr| (one(hdr), true))
+}
+
+/// `each_message`, also stopping after a message for which `one` says
+/// `false` as its second value.
+fn each_message_until(vec: u64, vlen: u64, mut one: impl FnMut(u64) -> (i64, bool)) -> i64 {
     let mut i = 0u64;
     while i < vlen {
         let hdr = vec.wrapping_add(i * MMSGHDR);
-        let r = send_one(&mut call, &chunk, e.remote, hdr, flags);
+        let (r, go_on) = one(hdr);
         if r < 0 {
             return if i == 0 { r } else { i as i64 };
         }
@@ -520,6 +535,9 @@ pub fn sendmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
             return if i == 0 { EFAULT } else { i as i64 };
         }
         i += 1;
+        if !go_on {
+            break;
+        }
     }
     i as i64
 }
@@ -549,23 +567,11 @@ pub fn recvmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
         Ok(x) => x,
         Err(err) => return err,
     };
-    let mut i = 0u64;
-    while i < vlen {
-        let hdr = vec.wrapping_add(i * MMSGHDR);
+    each_message_until(vec, vlen, |hdr| {
         let r = recv_one(&mut call, &chunk, e.remote, hdr, flags);
-        if r < 0 {
-            return if i == 0 { r } else { i as i64 };
-        }
-        if !write_u32(hdr + MSGHDR, r as u32) {
-            return if i == 0 { EFAULT } else { i as i64 };
-        }
-        i += 1;
         if waitforone {
             flags |= libc::MSG_DONTWAIT as u64;
         }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            break;
-        }
-    }
-    i as i64
+        (r, deadline.is_none_or(|d| std::time::Instant::now() < d))
+    })
 }

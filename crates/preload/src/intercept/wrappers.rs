@@ -190,7 +190,7 @@ pub unsafe extern "C" fn openat(
 }
 
 /// # Safety
-/// As libc's `openat64`.
+/// As libc's `openat64` (the same call on x86_64).
 #[no_mangle]
 pub unsafe extern "C" fn openat64(
     dirfd: c_int,
@@ -198,17 +198,8 @@ pub unsafe extern "C" fn openat64(
     flags: c_int,
     mode: c_uint,
 ) -> c_int {
-    call(
-        libc::SYS_openat,
-        [
-            int(dirfd),
-            path as u64,
-            int(flags),
-            open_mode(flags, mode),
-            0,
-            0,
-        ],
-    ) as c_int
+    // SAFETY: the caller's contract is openat's.
+    unsafe { openat(dirfd, path, flags, mode) }
 }
 
 /// `open` is `openat(AT_FDCWD, ...)`, as in glibc.
