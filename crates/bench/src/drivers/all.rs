@@ -189,11 +189,16 @@ fn method_notes() -> Vec<String> {
 }
 
 pub fn write_outputs(out: &Path, r: &Results) -> anyhow::Result<()> {
+    // The markdown is rendered from the results as results.json stores them,
+    // so that `render` reproduces RESULTS.md exactly (the JSON keeps fewer
+    // digits than an f64).
+    let json = report::to_json(r);
+    let stored: Results = serde_json::from_str(&json).context("re-read the results")?;
     let md = out.join("RESULTS.md");
-    std::fs::write(&md, report::render_markdown(r))
+    std::fs::write(&md, report::render_markdown(&stored))
         .with_context(|| format!("write {}", md.display()))?;
     let js = out.join("results.json");
-    std::fs::write(&js, report::to_json(r)).with_context(|| format!("write {}", js.display()))?;
+    std::fs::write(&js, json).with_context(|| format!("write {}", js.display()))?;
     eprintln!("wrote {} and {}", md.display(), js.display());
     Ok(())
 }

@@ -23,11 +23,22 @@ const EIO: i64 = -(libc::EIO as i64);
 /// EINTR, or its real result if it had finished). Under SA_RESTART the
 /// kernel restarts the wait and the call simply goes on, as natively.
 pub fn interruptible_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> bool {
+    sleep_with_mask(None, word, expected, slice)
+}
+
+/// `interruptible_sleep` with `mask` installed instead of the program's
+/// (epoll_pwait's and ppoll's own masks).
+pub fn sleep_with_mask(
+    mask: Option<u64>,
+    word: &AtomicU32,
+    expected: u32,
+    slice: core::time::Duration,
+) -> bool {
     let ts = rustix::time::Timespec {
         tv_sec: slice.as_secs() as i64,
         tv_nsec: slice.subsec_nanos() as i64,
     };
-    let r = crate::intercept::with_program_signals(|| {
+    let (r, interrupted) = crate::intercept::with_program_signals(mask, || {
         rustix::thread::futex::wait(
             word,
             rustix::thread::futex::Flags::empty(),
@@ -35,7 +46,7 @@ pub fn interruptible_sleep(word: &AtomicU32, expected: u32, slice: core::time::D
             Some(&ts),
         )
     });
-    r == Err(rustix::io::Errno::INTR)
+    r == Err(rustix::io::Errno::INTR) || interrupted
 }
 
 /// A lock-free set of free indices `0..n` (a bitmap).

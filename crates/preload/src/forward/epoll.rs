@@ -39,7 +39,7 @@
 //! kernel does it; forwarded members of the inner set do not wake the
 //! outer one. Not kept across exec.
 
-use super::caller::{interruptible_sleep, Call, Started};
+use super::caller::{sleep_with_mask, Call, Started};
 use super::fdtable::{self, Entry, DOMAIN_NETWORK};
 use super::sync::SpinLock;
 use super::{caller, host, usermem, Action};
@@ -753,25 +753,7 @@ fn remote_collect(call: &Call, epfd: i32, n: usize, events: u64) -> i64 {
 
 /// Sleep on `word` with the program's mask, or with `mask` (epoll_pwait).
 fn sleeper(mask: Option<u64>) -> impl FnMut(&AtomicU32, u32, Duration) -> bool {
-    move |word, expected, slice| match mask {
-        None => interruptible_sleep(word, expected, slice),
-        Some(m) => {
-            let ts = rustix::time::Timespec {
-                tv_sec: slice.as_secs() as i64,
-                tv_nsec: slice.subsec_nanos() as i64,
-            };
-            let mut saved = 0u64;
-            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&m), Some(&mut saved));
-            let r = rustix::thread::futex::wait(
-                word,
-                rustix::thread::futex::Flags::empty(),
-                expected,
-                Some(&ts),
-            );
-            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
-            r == Err(rustix::io::Errno::INTR)
-        }
-    }
+    move |word, expected, slice| sleep_with_mask(mask, word, expected, slice)
 }
 
 /// epoll_wait, epoll_pwait, epoll_pwait2.
@@ -953,8 +935,15 @@ fn host_wait_rest(
             libc::SYS_epoll_pwait as u64,
             [epfd as u64, ev, max, t, &m as *const u64 as u64, 8],
         ),
-        None => crate::intercept::with_program_signals(|| {
-            host::reissue(libc::SYS_epoll_wait as u64, [epfd as u64, ev, max, t, 0, 0])
-        }),
+        None => {
+            let (r, interrupted) = crate::intercept::with_program_signals(None, || {
+                host::reissue(libc::SYS_epoll_wait as u64, [epfd as u64, ev, max, t, 0, 0])
+            });
+            if r == 0 && interrupted {
+                EINTR
+            } else {
+                r
+            }
+        }
     }
 }

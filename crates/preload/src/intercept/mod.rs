@@ -44,21 +44,35 @@ pub enum LocalMode {
 
 static MODE: AtomicU8 = AtomicU8::new(0);
 
-/// Run `f` (a wait) so that the program's signals can interrupt it: inside
-/// the SIGSYS handler, with the program's own signal mask (sanitized)
-/// installed around it — a signal then runs the program's handler on top
-/// of this frame and makes `f`'s blocking call return EINTR, or restart it
-/// under SA_RESTART, exactly as natively. Outside the handler (the exported
-/// wrappers) the program's mask is already in force.
-pub fn with_program_signals<R>(f: impl FnOnce() -> R) -> R {
-    let Some(prog) = state::current_slot().program_mask.get() else {
-        return f();
+/// Run `f` (a wait) so that the program's signals can interrupt it, with
+/// `mask` (sanitized) or, if None, the program's own signal mask installed
+/// around it: inside the SIGSYS handler that mask has to be swapped in (a
+/// signal then runs the program's handler on top of this frame and makes
+/// `f`'s blocking call return EINTR, or restart it under SA_RESTART);
+/// outside it (the exported wrappers) it is already in force.
+///
+/// Also returns whether a program handler without SA_RESTART ran meanwhile:
+/// a signal that lands between the mask swap and `f`'s blocking call runs
+/// its handler first and `f` then sleeps on, so callers must treat that as
+/// an interruption too (the kernel's own ppoll/epoll_pwait close that
+/// window atomically; a futex wait cannot).
+pub fn with_program_signals<R>(mask: Option<u64>, f: impl FnOnce() -> R) -> (R, bool) {
+    let slot = state::current_slot();
+    let before = slot.interrupts.get();
+    let install = mask
+        .map(crate::sys::kernel::sanitize)
+        .or(slot.program_mask.get());
+    let r = match install {
+        None => f(),
+        Some(m) => {
+            let mut saved = 0u64;
+            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&m), Some(&mut saved));
+            let r = f();
+            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
+            r
+        }
     };
-    let mut saved = 0u64;
-    crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&prog), Some(&mut saved));
-    let r = f();
-    crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
-    r
+    (r, slot.interrupts.get() != before)
 }
 
 pub fn local_mode() -> LocalMode {

@@ -160,6 +160,9 @@ extern "C" fn sig_wrapper(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c
         f(sig, info, uc);
     }
     slot.set_selector(saved);
+    if a.flags & libc::SA_RESTART as u64 == 0 {
+        slot.interrupts.set(slot.interrupts.get().wrapping_add(1));
+    }
 }
 
 /// Call the program's SIGTRAP handler for a trap that is not ours; returns

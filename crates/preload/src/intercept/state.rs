@@ -54,6 +54,10 @@ pub struct Slot {
     /// While the SIGSYS handler runs: the interrupted program's signal mask
     /// (sanitized), for waits that signals must be able to interrupt.
     pub program_mask: Cell<Option<u64>>,
+    /// Program handlers without SA_RESTART that ran on this thread (so a
+    /// wait can tell that it was interrupted even when the signal landed
+    /// just before its blocking call).
+    pub interrupts: Cell<u32>,
 }
 
 impl Slot {
@@ -67,6 +71,7 @@ impl Slot {
             owner_tid: Cell::new(0),
             sigbuf: Cell::new(0),
             program_mask: Cell::new(None),
+            interrupts: Cell::new(0),
         }
     }
 
