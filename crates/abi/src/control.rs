@@ -57,6 +57,12 @@ pub enum DaemonReply {
     Registered {
         client_id: u64,
         storage_mount: String,
+        /// Where the region starts in its descriptor (VM slots: not 0).
+        #[serde(default)]
+        region_offset: u64,
+        /// Where the state page starts in its descriptor.
+        #[serde(default)]
+        state_offset: u64,
     },
     Status(StatusReport),
     Ok,
@@ -116,6 +122,14 @@ pub struct ClientStatus {
     pub pid: u32,
 }
 
+/// A slot as the guest found it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlotView {
+    pub slot: u32,
+    /// Offset of the DAX view's byte 0 in the slot file.
+    pub offset: u64,
+}
+
 /// Daemon -> domain.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum DomainCommand {
@@ -124,6 +138,11 @@ pub enum DomainCommand {
         client_id: u64,
         pid: u32,
         creds: Credentials,
+        /// VM backend: the region slot (`slot` module) instead of
+        /// descriptors; its DAX view holds the region and, at
+        /// `slot::STATE_IN_SLOT`, the state page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<u32>,
     },
     /// Give the pending shadow `token` (forked from `parent_client_id`'s
     /// shadow) its own regions; descriptors [region, state page].
@@ -132,6 +151,9 @@ pub enum DomainCommand {
         parent_client_id: u64,
         token: u64,
         pid: u32,
+        /// VM backend: as in `AddClient`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<u32>,
     },
     /// The client is gone: end its shadow.
     RemoveClient {
@@ -143,9 +165,18 @@ pub enum DomainCommand {
 /// Domain -> daemon, in answer to each command (and `Ready` once at start).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum DomainReply {
-    Ready { cpus: u32 },
+    Ready {
+        cpus: u32,
+    },
+    /// VM backend, just before `Ready`: where each slot's DAX view starts
+    /// in its slot file.
+    Slots {
+        slots: Vec<SlotView>,
+    },
     Ok,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Send one message with descriptors attached.

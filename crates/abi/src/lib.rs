@@ -19,6 +19,7 @@ pub mod mapping;
 pub mod ops;
 pub mod region;
 pub mod shape;
+pub mod slot;
 pub mod state;
 
 pub use entry::{Phase, RequestEntry};

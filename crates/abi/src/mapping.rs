@@ -22,11 +22,25 @@ impl Mapping {
     /// Map `len` bytes of `fd` shared. The file must be at least `len` long
     /// (checked), otherwise touching the tail would raise SIGBUS.
     pub fn map(fd: impl AsFd, len: usize, writable: bool) -> io::Result<Mapping> {
-        let size = rustix::fs::fstat(&fd)?.st_size;
-        if size < 0 || (size as u64) < len as u64 {
+        Self::map_at(fd, 0, len, writable)
+    }
+
+    /// Map `len` bytes of `fd` from `offset` (page aligned) shared. A regular
+    /// file must reach `offset + len` (checked); a device (a guest's
+    /// `/dev/daxN.M`, whose size `fstat` does not tell) is trusted to,
+    /// because whoever opened it checked its size in sysfs.
+    pub fn map_at(fd: impl AsFd, offset: u64, len: usize, writable: bool) -> io::Result<Mapping> {
+        let st = rustix::fs::fstat(&fd)?;
+        let is_file = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        let end = offset.checked_add(len as u64);
+        let fits = end.is_some_and(|end| !is_file || (st.st_size >= 0 && st.st_size as u64 >= end));
+        if !fits || !offset.is_multiple_of(crate::layout::PAGE_SIZE as u64) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("shared region is {size} bytes, expected at least {len}"),
+                format!(
+                    "shared region is {} bytes, expected at least {len} from offset {offset}",
+                    st.st_size
+                ),
             ));
         }
         let prot = if writable {
@@ -36,7 +50,16 @@ impl Mapping {
         };
         // SAFETY: a fresh mapping at an address the kernel chooses; it aliases
         // no Rust object. Its lifetime is tied to `Mapping` (munmap on drop).
-        let ptr = unsafe { mmap(core::ptr::null_mut(), len, prot, MapFlags::SHARED, &fd, 0)? };
+        let ptr = unsafe {
+            mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                MapFlags::SHARED,
+                &fd,
+                offset,
+            )?
+        };
         Ok(Mapping {
             ptr: ptr.cast(),
             len,
@@ -132,5 +155,16 @@ pub unsafe trait AtomicsOnly {}
 pub fn create_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
     rustix::fs::ftruncate(&fd, len as u64)?;
+    Ok(fd)
+}
+
+/// A memfd of `len` bytes whose size can never change again: whoever gets
+/// a descriptor of it (a client) cannot make the other mappers (QEMU, the
+/// domain) fault by truncating it.
+pub fn create_sized_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
     Ok(fd)
 }

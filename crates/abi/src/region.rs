@@ -81,8 +81,13 @@ impl Links for EntryLinks<'_> {
 impl ClientRegion {
     /// Map a region memfd read-write.
     pub fn map(fd: impl AsFd) -> io::Result<ClientRegion> {
+        Self::map_at(fd, 0)
+    }
+
+    /// Map the region that starts `offset` bytes into `fd` (a VM slot).
+    pub fn map_at(fd: impl AsFd, offset: u64) -> io::Result<ClientRegion> {
         Ok(ClientRegion {
-            map: Mapping::map(fd, REGION_SIZE, true)?,
+            map: Mapping::map_at(fd, offset, REGION_SIZE, true)?,
         })
     }
 
@@ -248,8 +253,13 @@ pub struct StatePage {
 impl StatePage {
     /// Map read-only (clients) or read-write (the domain).
     pub fn map(fd: impl AsFd, writable: bool) -> io::Result<StatePage> {
+        Self::map_at(fd, 0, writable)
+    }
+
+    /// Map the page `offset` bytes into `fd` (a VM slot).
+    pub fn map_at(fd: impl AsFd, offset: u64, writable: bool) -> io::Result<StatePage> {
         Ok(StatePage {
-            map: Mapping::map(fd, STATE_SIZE, writable)?,
+            map: Mapping::map_at(fd, offset, STATE_SIZE, writable)?,
         })
     }
 

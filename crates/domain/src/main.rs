@@ -44,6 +44,12 @@ struct Args {
     /// VM backend: name of the virtio-serial port to the daemon.
     #[arg(long)]
     control_port: Option<String>,
+    /// VM backend: region slots (NVDIMMs) to turn into device DAX.
+    #[arg(long, default_value_t = 0)]
+    slots: usize,
+    /// VM backend: name of the virtio-serial bell port (wakes).
+    #[arg(long)]
+    bell_port: Option<String>,
     /// VM backend: the storage disk (ext4), mounted at `--mount`.
     #[arg(long, default_value = "/dev/vda")]
     storage_disk: PathBuf,
@@ -96,14 +102,17 @@ fn run_vm(args: Args) -> Result<()> {
         .control_port
         .as_deref()
         .context("--backend vm needs --control-port NAME")?;
-    let (ctl, root) = backend::vm::boot(&backend::vm::BootArgs {
+    let booted = backend::vm::boot(&backend::vm::BootArgs {
         port,
         disk: &args.storage_disk,
         mount: &mount,
+        slots: args.slots,
+        bell_port: args.bell_port.as_deref(),
     })?;
     let procfd = open_proc()?;
     std::env::set_current_dir("/").context("chdir /")?;
-    server::Server::new(ctl, root, procfd, cpus(), args.role).run()
+    let roles = (cpus(), args.role);
+    server::Server::with_bell(booted.control, booted.root, procfd, roles, booted.bell).run()
 }
 
 fn run(args: Args) -> Result<()> {

@@ -27,6 +27,11 @@ pub enum ShadowMsg {
 /// Main -> a pending (forked, not yet attached) shadow.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MainMsg {
-    /// You serve `client_id` now; descriptors [region, state page].
-    Attach { client_id: u64 },
+    /// You serve `client_id` now; descriptors [region, state page]. VM
+    /// backend: they are the DAX view of region slot `slot`.
+    Attach {
+        client_id: u64,
+        #[serde(default)]
+        slot: Option<u8>,
+    },
 }

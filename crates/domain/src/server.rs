@@ -72,6 +72,8 @@ pub struct Server {
     pending: HashMap<u64, Pending>,
     /// Clients whose shadow died on its own, until the daemon removes them.
     dead: HashSet<u64>,
+    /// VM backend: the bell port (see `shadow::Waker`), handed to shadows.
+    bell: Option<OwnedFd>,
 }
 
 enum Flow {
@@ -81,6 +83,17 @@ enum Flow {
 
 impl Server {
     pub fn new(ctl: OwnedFd, root: Root, procfd: OwnedFd, cpus: u32, role: Role) -> Server {
+        Self::with_bell(ctl, root, procfd, (cpus, role), None)
+    }
+
+    /// A server whose clients live in VM slots and are woken through `bell`.
+    pub fn with_bell(
+        ctl: OwnedFd,
+        root: Root,
+        procfd: OwnedFd,
+        (cpus, role): (u32, Role),
+        bell: Option<OwnedFd>,
+    ) -> Server {
         Server {
             ctl,
             root,
@@ -90,6 +103,7 @@ impl Server {
             clients: HashMap::new(),
             pending: HashMap::new(),
             dead: HashSet::new(),
+            bell,
         }
     }
 
@@ -188,14 +202,22 @@ impl Server {
                 client_id,
                 pid,
                 creds,
-            } => (self.add_client(client_id, pid, &creds, fds), Flow::Continue),
+                slot,
+            } => (
+                self.slot(slot)
+                    .and_then(|slot| self.add_client(client_id, pid, &creds, slot, fds)),
+                Flow::Continue,
+            ),
             DomainCommand::AttachForked {
                 client_id,
                 parent_client_id,
                 token,
                 pid,
+                slot,
             } => (
-                self.attach_forked(client_id, parent_client_id, token, pid, fds),
+                self.slot(slot).and_then(|slot| {
+                    self.attach_forked(client_id, (parent_client_id, token), pid, slot, fds)
+                }),
                 Flow::Continue,
             ),
             DomainCommand::RemoveClient { client_id } => {
@@ -223,11 +245,24 @@ impl Server {
         control::send(self.ctl.as_fd(), &reply, &[]).context("cannot reply on the control socket")
     }
 
+    /// A command's slot: present exactly when this server has a bell port
+    /// (VM backend), and in range.
+    fn slot(&self, slot: Option<u32>) -> Result<Option<u8>> {
+        match (slot, &self.bell) {
+            (None, None) => Ok(None),
+            (Some(s), Some(_)) if (s as usize) < virtuos_abi::slot::MAX_SLOTS => Ok(Some(s as u8)),
+            (Some(s), Some(_)) => bail!("slot {s} is out of range"),
+            (Some(_), None) => bail!("this domain has no region slots"),
+            (None, Some(_)) => bail!("a VM domain needs a region slot for every client"),
+        }
+    }
+
     fn add_client(
         &mut self,
         client_id: u64,
         pid: u32,
         creds: &Credentials,
+        slot: Option<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
         if self.clients.contains_key(&client_id) {
@@ -254,6 +289,16 @@ impl Server {
                 procfd: self.procfd.as_raw_fd(),
                 region: region.as_raw_fd(),
                 state: state.as_raw_fd(),
+                state_offset: if slot.is_some() {
+                    virtuos_abi::slot::STATE_IN_SLOT as u64
+                } else {
+                    0
+                },
+                bell: self
+                    .bell
+                    .as_ref()
+                    .zip(slot)
+                    .map(|(b, s)| (b.as_raw_fd(), s)),
                 root: &self.root.dir,
                 mount: &self.root.mount,
                 creds,
@@ -297,9 +342,9 @@ impl Server {
     fn attach_forked(
         &mut self,
         client_id: u64,
-        parent_client_id: u64,
-        token: u64,
+        (parent_client_id, token): (u64, u64),
         pid: u32,
+        slot: Option<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
         if self.clients.contains_key(&client_id) {
@@ -324,7 +369,7 @@ impl Server {
         let proc_ = p.proc_;
         let sent = control::send(
             proc_.sock.as_fd(),
-            &MainMsg::Attach { client_id },
+            &MainMsg::Attach { client_id, slot },
             &control::borrow_all(&fds),
         );
         if let Err(e) = sent

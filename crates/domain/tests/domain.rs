@@ -100,6 +100,7 @@ impl Domain {
                 client_id: id,
                 pid: std::process::id(),
                 creds,
+                slot: None,
             },
             &[c.region_fd.as_fd(), c.state_fd.as_fd()],
         );
@@ -385,6 +386,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
                 parent_client_id: parent,
                 token: token as u64,
                 pid: std::process::id(),
+                slot: None,
             },
             &[cl.region_fd.as_fd(), cl.state_fd.as_fd()],
         )
@@ -466,6 +468,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
             client_id: 4,
             pid: 1,
             creds: root_creds(),
+            slot: None,
         },
         &[c4.region_fd.as_fd(), c4.state_fd.as_fd()],
     );
@@ -475,6 +478,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
             client_id: 5,
             pid: 1,
             creds: root_creds(),
+            slot: None,
         },
         &[],
     );

@@ -251,6 +251,7 @@ fn sockets_live_in_the_domains_namespace() {
                 gid: 0,
                 groups: vec![],
             },
+            slot: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );
@@ -404,6 +405,7 @@ fn epoll_through_the_queue() {
                 gid: 0,
                 groups: vec![],
             },
+            slot: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );

@@ -126,6 +126,8 @@ fn daemon(sock: OwnedFd, mount: String, real: String) {
                 let reply = DaemonReply::Registered {
                     client_id: pid as u64,
                     storage_mount: mount.clone(),
+                    region_offset: 0,
+                    state_offset: 0,
                 };
                 let _ = control::send(
                     conn.as_fd(),

@@ -102,6 +102,11 @@ pub struct DomainArgs {
     #[arg(long, value_name = "FILE")]
     pub storage_image: Option<PathBuf>,
 
+    /// vm backend: region slots, i.e. client processes the storage VM
+    /// serves at once (each fork takes one) [default: 16, at most 63]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=63))]
+    pub vm_slots: Option<u16>,
+
     /// vm backend: kernel prepared by `virtuos up` (daemon only)
     #[arg(long, value_name = "FILE", hide = true)]
     pub vm_kernel: Option<PathBuf>,
@@ -183,6 +188,7 @@ impl Cli {
             storage_image: d.storage_image.clone(),
             vm_kernel: d.vm_kernel.clone(),
             vm_initrd: d.vm_initrd.clone(),
+            vm_slots: d.vm_slots.map(usize::from),
         }
     }
 }

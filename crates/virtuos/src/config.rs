@@ -110,6 +110,7 @@ pub struct Overrides {
     pub storage_image: Option<PathBuf>,
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
+    pub vm_slots: Option<usize>,
 }
 
 /// The effective settings of the daemon this invocation talks to or starts.
@@ -136,6 +137,8 @@ pub struct Settings {
     /// vm backend: kernel and initramfs already prepared (by `virtuos up`).
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
+    /// vm backend: region slots of the storage VM.
+    pub vm_slots: usize,
 }
 
 /// The vm backend's default disk image inside the data directory.
@@ -206,6 +209,7 @@ impl Settings {
             storage_image,
             vm_kernel: o.vm_kernel.clone().map(absolute),
             vm_initrd: o.vm_initrd.clone().map(absolute),
+            vm_slots: o.vm_slots.unwrap_or(crate::backend::vm::DEFAULT_SLOTS),
             network: !o.no_network && file.network.unwrap_or(true),
             network_subnet,
             forwards,

@@ -78,6 +78,8 @@ fn register_ping_reattach_and_down() {
     let DaemonReply::Registered {
         client_id,
         storage_mount,
+        region_offset: 0,
+        state_offset: 0,
     } = reply
     else {
         panic!("{reply:?}")

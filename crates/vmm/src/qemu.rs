@@ -159,10 +159,17 @@ impl VmConfig {
             Accel::Tcg => "max",
         };
         let mem = if self.has_nvdimm() {
+            // One memory slot per NVDIMM; the hot-plug area must hold them
+            // all (each rounded up to 1 GiB alignment slack at most once).
+            let (count, bytes) = self.devices.iter().fold((0u64, 0u64), |(n, b), d| match d {
+                Device::Nvdimm(m) => (n + 1, b + m.size),
+                _ => (n, b),
+            });
             format!(
-                "{}M,slots=4,maxmem={}M",
+                "{}M,slots={},maxmem={}M",
                 self.memory_mib,
-                self.memory_mib + 8192
+                count.max(4),
+                self.memory_mib + (bytes >> 20) + 8192
             )
         } else {
             format!("{}M", self.memory_mib)
@@ -606,7 +613,7 @@ mod tests {
         assert!(has("-cpu", "host"));
         assert!(has("-smp", "2"));
         assert!(has("-machine", "pc,nvdimm=on"));
-        assert!(has("-m", "512M,slots=4,maxmem=8704M"));
+        assert!(has("-m", "512M,slots=4,maxmem=8720M"));
         assert!(has(
             "-object",
             "memory-backend-file,id=m0,share=on,mem-path=/dev/shm/m0,size=16777216"

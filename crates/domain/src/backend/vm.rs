@@ -11,18 +11,20 @@
 //! 3. opens the control channel, a virtio-serial port found by name
 //!    (`/sys/class/virtio-ports/*/name`), and waits until the daemon is
 //!    connected to its host side;
-//! 4. mounts the storage disk (virtio-blk, ext4) at the storage mount path
+//! 4. turns the NVDIMMs into tagged device-DAX region slots (`dax`) and
+//!    opens the bell port (wakes across the VM boundary, `slot::Bell`);
+//! 5. mounts the storage disk (virtio-blk, ext4) at the storage mount path
 //!    inside a private read-only tmpfs root (`/run/domain`), as the process
 //!    backend does with its bind mount: client paths work verbatim;
-//! 5. forks the domain server proper, which talks `SOCK_SEQPACKET` to PID 1
+//! 6. forks the domain server proper, which talks `SOCK_SEQPACKET` to PID 1
 //!    exactly as in the process backend (`server.rs` is unchanged), and
 //!    returns in that child.
 //!
 //! PID 1 stays in [`relay`]: it moves commands and replies between the
 //! port (length-prefixed JSON frames, `control::send_framed`) and the
-//! server, answers the commands the VM cannot serve yet (clients: their
-//! memfds cannot cross the VM boundary over a serial port), reaps every
-//! orphan, and powers the VM off when the server exits (after `Shutdown`,
+//! server, turning a client's slot number into descriptors of its DAX
+//! node; it relays down-bells from the host into futex wakes on the slot's
+//! region header, reaps every orphan, and powers the VM off when the server exits (after `Shutdown`,
 //! or when it dies), when the daemon disconnects, or when PID 1 panics.
 //! It never exits: the kernel would panic (and with `panic=-1` reboot,
 //! which `-no-reboot` turns into QEMU exiting).
@@ -38,8 +40,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use virtuos_abi::control::{self, DomainCommand, DomainReply};
+use virtuos_abi::control::{self, DomainCommand, DomainReply, SlotView};
+use virtuos_abi::slot::{Bell, BELL_SIZE};
 
+mod dax;
 mod init;
 
 /// Where PID 1 builds the root the shadows chroot into.
@@ -48,8 +52,8 @@ const ROOT_DIR: &str = "/run/domain";
 pub const READY_LINE: &str = "VIRTUOS-DOMAIN READY";
 /// How long the daemon may take to connect to the port's host side.
 const HOST_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The message for `AddClient`/`AttachForked` until regions reach the VM.
-pub const NO_CLIENTS: &str = "clients on the vm backend are not supported yet";
+/// The message for an `AddClient`/`AttachForked` without a usable slot.
+pub const NO_SLOT: &str = "a VM domain serves clients only through its region slots";
 
 /// What the host told us on the kernel command line.
 pub struct BootArgs<'a> {
@@ -59,6 +63,18 @@ pub struct BootArgs<'a> {
     pub disk: &'a Path,
     /// The storage mount path (`/storage`).
     pub mount: &'a Path,
+    /// Region slots (NVDIMMs) the host attached.
+    pub slots: usize,
+    /// Name of the virtio-serial bell port (needed when `slots > 0`).
+    pub bell_port: Option<&'a str>,
+}
+
+/// What the forked domain server gets from PID 1.
+pub struct Booted {
+    pub control: OwnedFd,
+    pub root: Root,
+    /// The bell port, for the shadows' up-bells (None without slots).
+    pub bell: Option<OwnedFd>,
 }
 
 /// Not PID 1 of a VM: the vm backend is only reached through [`boot`].
@@ -70,7 +86,7 @@ pub fn setup(_data_dir: Option<&Path>, _mount: &Path) -> Result<Root> {
 /// server process: the control socket to PID 1 and the private root. In
 /// PID 1 it never returns (errors are reported to the daemon and on the
 /// console, then the VM powers off).
-pub fn boot(args: &BootArgs<'_>) -> Result<(OwnedFd, Root)> {
+pub fn boot(args: &BootArgs<'_>) -> Result<Booted> {
     if rustix::process::getpid().as_raw_nonzero().get() != 1 {
         bail!("--backend vm: virtuos-domain must run as PID 1 of the domain VM");
     }
@@ -93,13 +109,30 @@ pub fn boot(args: &BootArgs<'_>) -> Result<(OwnedFd, Root)> {
     if let Err(e) = wait_host(&port) {
         init::power_off(&format!("{e:#}"));
     }
+    let fail = |e: anyhow::Error, what: &str| -> ! {
+        let message = format!("{what}: {e:#}");
+        let _ = control::send_framed(&mut &port, &DomainReply::Error { message });
+        init::power_off(&format!("{what}: {e:#}"));
+    };
+    let slots = match dax::setup(args.slots) {
+        Ok(s) => s,
+        Err(e) => fail(e, "cannot set up the region slots"),
+    };
+    let bell = match (args.slots, args.bell_port) {
+        (0, _) => None,
+        (_, None) => fail(
+            anyhow::anyhow!("no --bell-port"),
+            "region slots need a bell port",
+        ),
+        (_, Some(name)) => match open_port(name).and_then(|p| wait_host(&p).map(|()| p)) {
+            Ok(p) => Some(p),
+            Err(e) => fail(e, "cannot open the bell port"),
+        },
+    };
+    say(&format!("virtuos-domain: {} region slots", slots.len()));
     let root = match storage_root(args.disk, args.mount) {
         Ok(r) => r,
-        Err(e) => {
-            let message = format!("cannot set up the storage domain: {e:#}");
-            let _ = control::send_framed(&mut &port, &DomainReply::Error { message });
-            init::power_off(&format!("{e:#}"));
-        }
+        Err(e) => fail(e, "cannot set up the storage domain"),
     };
     let (ours, theirs) = match socketpair(
         AddressFamily::UNIX,
@@ -114,7 +147,12 @@ pub fn boot(args: &BootArgs<'_>) -> Result<(OwnedFd, Root)> {
         Ok(Forked::Child) => {
             drop(ours);
             drop(port);
-            Ok((theirs, root))
+            drop(slots);
+            Ok(Booted {
+                control: theirs,
+                root,
+                bell: bell.map(OwnedFd::from),
+            })
         }
         Ok(Forked::Parent(server)) => {
             drop(theirs);
@@ -123,7 +161,7 @@ pub fn boot(args: &BootArgs<'_>) -> Result<(OwnedFd, Root)> {
                 started.elapsed().as_secs_f64(),
                 init::uptime()
             ));
-            relay(port, ours, server, &root)
+            relay(port, ours, server, &Slots { devs: slots, bell })
         }
         Err(e) => init::power_off(&format!("cannot fork the domain server: {e}")),
     }
@@ -237,13 +275,89 @@ fn storage_root(disk: &Path, mount: &Path) -> Result<Root> {
     Ok(Root::new(root, mount.to_path_buf()))
 }
 
-/// PID 1's loop: relay between the port and the server, reap, power off.
-fn relay(port: File, server_sock: OwnedFd, server: u32, _root: &Root) -> ! {
+/// PID 1's slots and the bell port.
+struct Slots {
+    devs: Vec<dax::SlotDev>,
+    bell: Option<File>,
+}
+
+impl Slots {
+    fn views(&self) -> Vec<SlotView> {
+        self.devs
+            .iter()
+            .map(|d| SlotView {
+                slot: d.slot,
+                offset: d.offset,
+            })
+            .collect()
+    }
+
+    fn get(&self, slot: Option<u32>) -> Option<&dax::SlotDev> {
+        let slot = slot?;
+        self.devs.iter().find(|d| d.slot == slot)
+    }
+
+    /// Turn down-bells from the host into futex wakes on the slots' region
+    /// headers. `carry` keeps a partial bell between reads.
+    fn ring(&self, carry: &mut Vec<u8>) {
+        let Some(port) = &self.bell else { return };
+        let mut buf = [0u8; 256];
+        let n = match rustix::io::read(port, &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => return,
+            Err(e) => init::power_off(&format!("bell port: {e}")),
+        };
+        carry.extend_from_slice(&buf[..n]);
+        let whole = carry.len() / BELL_SIZE * BELL_SIZE;
+        for b in carry[..whole].chunks_exact(BELL_SIZE) {
+            let bell = Bell::decode([b[0], b[1], b[2], b[3]]);
+            let dev = |slot: u8| self.get(Some(slot as u32));
+            match bell {
+                Some(Bell::Doorbell { slot }) => {
+                    if let Some(d) = dev(slot) {
+                        virtuos_abi::doorbell::wake(&d.header().doorbell, 1);
+                    }
+                }
+                Some(Bell::Interrupt { slot }) => {
+                    if let Some(d) = dev(slot) {
+                        virtuos_abi::doorbell::wake(&d.header().interrupt_bell, 1);
+                    }
+                }
+                _ => tracing::warn!(?b, "bad bell from the host"),
+            }
+        }
+        carry.drain(..whole);
+    }
+}
+
+/// A client command from the daemon: the slot's DAX node as [region, state
+/// page] descriptors, or why not.
+fn slot_fds(slots: &Slots, slot: Option<u32>) -> Result<[OwnedFd; 2], String> {
+    let dev = slots.get(slot).ok_or_else(|| match slot {
+        Some(s) => format!("{NO_SLOT}: slot {s} does not exist"),
+        None => format!("{NO_SLOT}: the command names none"),
+    })?;
+    let fd = dev.open().map_err(|e| format!("{e:#}"))?;
+    let again = fd
+        .try_clone()
+        .map_err(|e| format!("duplicating a slot descriptor: {e}"))?;
+    Ok([fd, again])
+}
+
+/// PID 1's loop: relay between the port and the server, ring bells, reap,
+/// power off.
+fn relay(port: File, server_sock: OwnedFd, server: u32, slots: &Slots) -> ! {
     let mut server_alive = true;
     let mut announced = false;
     // A Shutdown was forwarded: the daemon may close the port as soon as
     // it has the reply, before the server is reaped.
     let mut stopping = false;
+    let mut carry = Vec::new();
+    let send_port = |reply: &DomainReply| {
+        if let Err(e) = control::send_framed(&mut &port, reply) {
+            init::power_off(&format!("control port: {e}"));
+        }
+    };
     loop {
         // Reap everything (orphans end up here too).
         while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
@@ -268,10 +382,13 @@ fn relay(port: File, server_sock: OwnedFd, server: u32, _root: &Root) -> ! {
                 "the domain server exited"
             });
         }
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(&port, PollFlags::IN),
             PollFd::new(&server_sock, PollFlags::IN),
         ];
+        if let Some(bell) = &slots.bell {
+            fds.push(PollFd::new(bell, PollFlags::IN));
+        }
         let tick = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 100_000_000,
@@ -281,41 +398,55 @@ fn relay(port: File, server_sock: OwnedFd, server: u32, _root: &Root) -> ! {
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => init::power_off(&format!("poll: {e}")),
         }
-        let (port_rev, server_rev) = (fds[0].revents(), fds[1].revents());
-        if !server_rev.is_empty() {
+        let revents: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+        drop(fds);
+        if revents.get(2).is_some_and(|r| r.contains(PollFlags::IN)) {
+            slots.ring(&mut carry);
+        }
+        if !revents[1].is_empty() {
             match control::recv::<DomainReply>(server_sock.as_fd()) {
                 Ok(Some((reply, _))) => {
                     if !announced && matches!(reply, DomainReply::Ready { .. }) {
                         announced = true;
+                        send_port(&DomainReply::Slots {
+                            slots: slots.views(),
+                        });
                         say(&format!("{READY_LINE} uptime={}", init::uptime()));
                     }
-                    if let Err(e) = control::send_framed(&mut &port, &reply) {
-                        init::power_off(&format!("control port: {e}"));
-                    }
+                    send_port(&reply);
                 }
                 // Closed: the server is exiting; the reaper notices.
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => tracing::warn!("bad message from the domain server: {e}"),
             }
         }
-        if !port_rev.is_empty() {
+        if !revents[0].is_empty() {
             match control::recv_framed::<DomainCommand>(&mut &port) {
-                Ok(Some(cmd)) => match cmd {
-                    DomainCommand::AddClient { .. } | DomainCommand::AttachForked { .. } => {
-                        let reply = DomainReply::Error {
-                            message: NO_CLIENTS.into(),
-                        };
-                        if let Err(e) = control::send_framed(&mut &port, &reply) {
-                            init::power_off(&format!("control port: {e}"));
+                Ok(Some(cmd)) => {
+                    let slot = match &cmd {
+                        DomainCommand::AddClient { slot, .. }
+                        | DomainCommand::AttachForked { slot, .. } => Some(*slot),
+                        _ => None,
+                    };
+                    let fds = match slot.map(|s| slot_fds(slots, s)) {
+                        None => Ok(None),
+                        Some(Ok(fds)) => Ok(Some(fds)),
+                        Some(Err(message)) => Err(message),
+                    };
+                    match fds {
+                        Err(message) => send_port(&DomainReply::Error { message }),
+                        Ok(fds) => {
+                            stopping |= cmd == DomainCommand::Shutdown;
+                            let borrowed = fds
+                                .as_ref()
+                                .map(|f| control::borrow_all(f))
+                                .unwrap_or_default();
+                            if let Err(e) = control::send(server_sock.as_fd(), &cmd, &borrowed) {
+                                init::power_off(&format!("domain server link: {e}"));
+                            }
                         }
                     }
-                    cmd => {
-                        stopping |= cmd == DomainCommand::Shutdown;
-                        if let Err(e) = control::send(server_sock.as_fd(), &cmd, &[]) {
-                            init::power_off(&format!("domain server link: {e}"));
-                        }
-                    }
-                },
+                }
                 // The daemon closed its side: as in the process backend,
                 // the domain ends.
                 Ok(None) if stopping => {
@@ -377,6 +508,8 @@ mod tests {
             port: "virtuos.control",
             disk: Path::new("/dev/vda"),
             mount: Path::new("/storage"),
+            slots: 0,
+            bell_port: None,
         }) else {
             panic!("boot succeeded outside a VM");
         };

@@ -16,13 +16,14 @@
 //! one `send`. It never returns into the parent's code and never drops the
 //! parent's state (which still names the parent's descriptors).
 
-use super::{dup_high, map_regions, with_high_fds, FdLimits, Shadow};
+use super::{dup_high, map_regions, with_high_fds, FdLimits, Shadow, Waker};
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::sys::{self, Forked};
 use anyhow::{anyhow, Context, Result};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use virtuos_abi::control;
+use virtuos_abi::slot::STATE_IN_SLOT;
 
 fn neg(e: &std::io::Error) -> i64 {
     -(e.raw_os_error().unwrap_or(libc::EIO) as i64)
@@ -84,15 +85,15 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
 /// The forked child shadow. Never returns.
 fn child(parent: &Shadow, sock: OwnedFd) -> ! {
     match child_setup(parent, &sock) {
-        Ok(Some((client_id, region, state, procfd))) => {
+        Ok(Some((client_id, region, state, procfd, waker))) => {
             let shadow = Shadow::new(
                 client_id,
                 region,
                 state,
                 (parent.cpus, parent.role),
-                sock,
-                procfd,
+                (sock, procfd),
                 parent.limits,
+                waker,
             );
             shadow.announce_and_serve()
         }
@@ -112,23 +113,43 @@ type Attached = (
     virtuos_abi::ClientRegion,
     virtuos_abi::region::StatePage,
     OwnedFd,
+    Waker,
 );
 
 fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
     let procfd = dup_high(parent.procfd.as_fd(), parent.limits)
         .context("cannot duplicate the /proc dirfd")?;
+    let port = match parent.waker.port() {
+        Some(p) => {
+            Some(dup_high(p.as_fd(), parent.limits).context("cannot duplicate the bell port")?)
+        }
+        None => None,
+    };
     sys::close_inherited(&parent.procfd);
     sys::close_inherited(&parent.control);
+    if let Some(p) = parent.waker.port() {
+        sys::close_inherited(p);
+    }
     let Some((msg, fds)) =
         control::recv::<MainMsg>(sock.as_fd()).context("bad message from the domain")?
     else {
         return Ok(None);
     };
-    let MainMsg::Attach { client_id } = msg;
+    let MainMsg::Attach { client_id, slot } = msg;
     let [region_fd, state_fd]: [OwnedFd; 2] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("Attach carries {} descriptors, not 2", v.len()))?;
-    let (region, state) = map_regions(region_fd, state_fd)?;
+    let waker = match (port, slot) {
+        (None, None) => Waker::Futex,
+        (Some(port), Some(slot)) => Waker::bell(port, slot),
+        _ => anyhow::bail!("Attach and the parent shadow disagree about slots"),
+    };
+    let state_offset = if slot.is_some() {
+        STATE_IN_SLOT as u64
+    } else {
+        0
+    };
+    let (region, state) = map_regions(region_fd, state_fd, state_offset)?;
     state.get().init(parent.cpus);
-    Ok(Some((client_id, region, state, procfd)))
+    Ok(Some((client_id, region, state, procfd, waker)))
 }

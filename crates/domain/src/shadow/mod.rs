@@ -34,7 +34,10 @@ use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
 mod fork;
+mod wake;
 mod workers;
+
+pub use wake::Waker;
 
 /// Descriptor numbers a shadow reserves for itself above the client's.
 const OWN_FDS: u64 = 64;
@@ -122,6 +125,8 @@ pub struct Shadow {
     /// signals a worker only while holding this lock and only if its entry
     /// is still listed, so a signal never lands in a later request.
     running: Mutex<Vec<(u32, u16)>>,
+    /// How a sleeping caller is woken (futex, or a bell to the VM's host).
+    waker: Waker,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -132,6 +137,10 @@ pub struct NewShadow<'a> {
     pub procfd: RawFd,
     pub region: RawFd,
     pub state: RawFd,
+    /// Where the state page starts in `state` (0, or inside a VM slot).
+    pub state_offset: u64,
+    /// VM backend: the bell port and this client's slot.
+    pub bell: Option<(RawFd, u8)>,
     pub root: &'a Path,
     pub mount: &'a Path,
     pub creds: &'a Credentials,
@@ -149,9 +158,12 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
             sys::exit_now(1)
         }
     };
-    let [control, procfd, logfd, region, state]: [OwnedFd; 5] = match fds.try_into() {
-        Ok(a) => a,
-        Err(_) => sys::exit_now(1),
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().unwrap_or_else(|| sys::exit_now(1));
+    let (control, procfd, logfd, region, state) = (next(), next(), next(), next(), next());
+    let waker = match a.bell {
+        Some((_, slot)) => Waker::bell(next(), slot),
+        None => Waker::Futex,
     };
     // Process lifetime: the log writer uses it by number.
     std::mem::forget(logfd);
@@ -162,9 +174,9 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
                 region,
                 state,
                 (a.cpus, a.role),
-                control,
-                procfd,
+                (control, procfd),
                 limits,
+                waker,
             );
             shadow.announce_and_serve()
         }
@@ -198,7 +210,8 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     } else {
         devnull.as_raw_fd()
     };
-    let keep = [a.control, a.procfd, log_src, a.region, a.state];
+    let mut keep = vec![a.control, a.procfd, log_src, a.region, a.state];
+    keep.extend(a.bell.map(|(fd, _)| fd));
     let fds = sys::compact_fds(&keep, devnull.as_raw_fd(), limits.base_fd())
         .context("cannot move the shadow's descriptors")?;
     // Closed (or now 0..2) by `compact_fds`: must not be closed again.
@@ -218,7 +231,7 @@ fn finish_setup(
         .with_context(|| format!("chroot({}) failed", a.root.display()))?;
     rustix::process::chdir(a.mount)
         .with_context(|| format!("chdir({}) failed", a.mount.display()))?;
-    let (region, state) = map_regions(region_fd, state_fd)?;
+    let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
     sys::drop_privileges(a.creds.uid, a.creds.gid, &a.creds.groups).with_context(|| {
         format!(
             "cannot take the client's credentials uid {} gid {}",
@@ -238,12 +251,17 @@ fn finish_setup(
 }
 
 /// Map and check a client's region and state page (closing the memfds).
-fn map_regions(region_fd: OwnedFd, state_fd: OwnedFd) -> Result<(ClientRegion, StatePage)> {
+fn map_regions(
+    region_fd: OwnedFd,
+    state_fd: OwnedFd,
+    state_offset: u64,
+) -> Result<(ClientRegion, StatePage)> {
     let region = ClientRegion::map(&region_fd).context("cannot map the request region")?;
     region
         .validate()
         .context("the request region is not valid")?;
-    let state = StatePage::map(&state_fd, true).context("cannot map the state page")?;
+    let state =
+        StatePage::map_at(&state_fd, state_offset, true).context("cannot map the state page")?;
     Ok((region, state))
 }
 
@@ -274,9 +292,9 @@ impl Shadow {
         region: ClientRegion,
         state: StatePage,
         (cpus, role): (u32, Role),
-        control: OwnedFd,
-        procfd: OwnedFd,
+        (control, procfd): (OwnedFd, OwnedFd),
         limits: FdLimits,
+        waker: Waker,
     ) -> Arc<Shadow> {
         let st = state.get();
         st.workers.store(0, Ordering::Relaxed);
@@ -295,6 +313,7 @@ impl Shadow {
             list_error_logged: AtomicBool::new(false),
             limits,
             running: Mutex::new(Vec::new()),
+            waker,
         })
     }
 

@@ -15,7 +15,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use virtuos_abi::call;
 
 /// Most workers per shadow.
 pub const MAX_WORKERS: u32 = 64;
@@ -127,7 +126,7 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
         tracing::error!(client = shadow.client_id, op = req.op, "request panicked");
         (-(libc::EIO as i64), 0)
     });
-    call::complete(entry, result, extra);
+    shadow.waker.complete(entry, index, result, extra);
     shadow.idle.fetch_add(1, Ordering::AcqRel);
     true
 }

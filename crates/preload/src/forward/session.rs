@@ -244,7 +244,12 @@ fn attach(req: &ClientRequest) -> Result<Session, String> {
         .map_err(|e| format!("receive: {e}"))?
         .ok_or_else(|| "the daemon closed the connection".to_string())?;
     match reply {
-        DaemonReply::Registered { storage_mount, .. } => {
+        DaemonReply::Registered {
+            storage_mount,
+            region_offset,
+            state_offset,
+            ..
+        } => {
             if fds.len() != 2 {
                 return Err(format!(
                     "the daemon sent {} descriptors, expected 2",
@@ -257,7 +262,7 @@ fn attach(req: &ClientRequest) -> Result<Session, String> {
                     state::config().mount.as_str()
                 ));
             }
-            map_session(&fds[0], &fds[1])
+            map_session_at(&fds[0], region_offset, &fds[1], state_offset)
         }
         DaemonReply::Error { message } => Err(format!("the daemon refused: {message}")),
         other => Err(format!("unexpected reply {other:?}")),
@@ -266,10 +271,22 @@ fn attach(req: &ClientRequest) -> Result<Session, String> {
 
 /// Map a region and a state page and validate them.
 pub fn map_session(region: impl AsFd, state_fd: impl AsFd) -> Result<Session, String> {
-    let region = ClientRegion::map(region).map_err(|e| format!("mapping the region: {e}"))?;
+    map_session_at(region, 0, state_fd, 0)
+}
+
+/// Map a region and a state page that start at the given offsets of their
+/// descriptors (a VM domain's region slot holds both) and validate them.
+pub fn map_session_at(
+    region: impl AsFd,
+    region_offset: u64,
+    state_fd: impl AsFd,
+    state_offset: u64,
+) -> Result<Session, String> {
+    let region = ClientRegion::map_at(region, region_offset)
+        .map_err(|e| format!("mapping the region: {e}"))?;
     region.validate().map_err(|e| e.to_string())?;
-    let state =
-        StatePage::map(state_fd, false).map_err(|e| format!("mapping the state page: {e}"))?;
+    let state = StatePage::map_at(state_fd, state_offset, false)
+        .map_err(|e| format!("mapping the state page: {e}"))?;
     if !state.get().is_valid() {
         return Err("the domain state page is not valid".into());
     }

@@ -168,6 +168,8 @@ pub struct Domain {
     running: Mutex<Option<Running>>,
     cpus: AtomicU32,
     vm_info: Mutex<Option<VmInfo>>,
+    /// vm backend: the running VM's region slots and bell relay.
+    slots: Mutex<Option<(Arc<vm::slots::SlotPool>, vm::bells::Relay)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,6 +185,7 @@ impl Domain {
             running: Mutex::new(None),
             cpus: AtomicU32::new(1),
             vm_info: Mutex::new(None),
+            slots: Mutex::new(None),
         }
     }
 
@@ -208,6 +211,11 @@ impl Domain {
         lock(&self.vm_info).clone()
     }
 
+    /// vm backend: the region slots of the running VM.
+    pub fn slot_pool(&self) -> Option<Arc<vm::slots::SlotPool>> {
+        lock(&self.slots).as_ref().map(|(p, _)| Arc::clone(p))
+    }
+
     /// A pidfd of the domain process (readable once it exited).
     pub fn pidfd(&self) -> Option<Arc<OwnedFd>> {
         lock(&self.running).as_ref().map(|r| r.pidfd.clone())
@@ -226,6 +234,7 @@ impl Domain {
     }
 
     fn start_inner(&self) -> anyhow::Result<()> {
+        let mut vm_slots = None;
         let (proc_, link, ready_timeout, launched) = match self.spec.backend {
             Backend::Process => {
                 let (child, sock) = process::spawn(&self.spec)?;
@@ -243,6 +252,7 @@ impl Domain {
                     console: l.vm.config().console_log(),
                 });
                 let started = l.started;
+                vm_slots = Some((l.slots, l.bell));
                 (
                     Proc::Vm(Box::new(l.vm)),
                     Link::Stream(l.link),
@@ -275,7 +285,16 @@ impl Domain {
                 })
                 .unwrap_or_default()
         };
-        match link.recv() {
+        let mut reply = link.recv();
+        if let Ok(Some(DomainReply::Slots { slots })) = &reply {
+            let (pool, _) = vm_slots
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("a process domain reported VM slots"))?;
+            pool.set_views(slots)
+                .map_err(|e| anyhow::anyhow!("the VM's region slots are unusable: {e}"))?;
+            reply = link.recv();
+        }
+        match reply {
             Ok(Some(DomainReply::Ready { cpus })) => {
                 self.cpus.store(cpus.max(1), Ordering::Relaxed);
                 let after = started.elapsed();
@@ -299,6 +318,10 @@ impl Domain {
                 )
             }
             Err(e) => anyhow::bail!("bad Ready from domain: {e}{}", console()),
+        }
+        if let Some((pool, bell)) = vm_slots {
+            let relay = vm::bells::Relay::start(Arc::clone(&pool), bell)?;
+            *lock(&self.slots) = Some((pool, relay));
         }
         set_socket_timeout(link.fd(), Timeout::Recv, Some(COMMAND_TIMEOUT))?;
         *lock(&self.link) = Some(link);
@@ -343,6 +366,8 @@ impl Domain {
     /// it was in.
     pub fn disconnect(&self) -> Phase {
         *lock(&self.link) = None;
+        // Leases keep the pool alive for their clients; the relay stops.
+        *lock(&self.slots) = None;
         self.set_phase(Phase::Disconnected)
     }
 

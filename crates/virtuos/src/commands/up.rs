@@ -257,6 +257,7 @@ pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
             cmd.arg("--no-network");
         }
         cmd.arg("--storage-image").arg(&settings.storage_image);
+        cmd.arg("--vm-slots").arg(settings.vm_slots.to_string());
         if let Some(img) = &vm_image {
             cmd.arg("--vm-kernel")
                 .arg(&img.kernel)

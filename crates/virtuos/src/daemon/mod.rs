@@ -238,6 +238,7 @@ pub fn run(settings: Settings) -> Result<()> {
             kernel: settings.vm_kernel.clone(),
             initrd: settings.vm_initrd.clone(),
             memory_mib: crate::backend::vm::MEMORY_MIB,
+            slots: settings.vm_slots,
         }),
     }];
     // The network domain does not run on the vm backend yet (status says so).

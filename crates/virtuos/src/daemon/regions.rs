@@ -1,22 +1,31 @@
 //! The shared memory of one (client, domain) pair: request region and state
 //! page, plus the daemon's writable view of the state page (to mark it
 //! FAILED when the domain dies).
+//!
+//! Process backend: two fresh memfds. VM backend: one leased region slot
+//! (`backend::vm::slots`), whose memfd holds both at the offsets the guest
+//! reported.
 
+use crate::backend::vm::slots::{Lease, SlotPool};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use virtuos_abi::mapping::create_memfd;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::state::status;
 use virtuos_abi::{ClientRegion, REGION_SIZE, STATE_SIZE};
 
-pub struct Regions {
-    region: OwnedFd,
-    state: OwnedFd,
-    /// `O_RDONLY` descriptor of the state page: what the client gets.
-    state_ro: OwnedFd,
-    page: StatePage,
+pub enum Regions {
+    Memfds {
+        region: OwnedFd,
+        state: OwnedFd,
+        /// `O_RDONLY` descriptor of the state page: what the client gets.
+        state_ro: OwnedFd,
+        page: StatePage,
+    },
+    Slot(Lease),
 }
 
 impl Regions {
@@ -36,7 +45,7 @@ impl Regions {
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Regions {
+        Ok(Regions::Memfds {
             region,
             state,
             state_ro,
@@ -44,21 +53,53 @@ impl Regions {
         })
     }
 
-    /// [region (rw), state page (rw)]: for the domain.
-    pub fn domain_fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.region.as_fd(), self.state.as_fd()]
+    /// A slot of a VM domain. Its state page shares the client's memfd,
+    /// so the client could write it: that only misleads the client itself.
+    pub fn lease(pool: &Arc<SlotPool>, cpus: u32) -> io::Result<Regions> {
+        pool.lease(cpus).map(Regions::Slot)
+    }
+
+    /// The slot a VM domain maps for this client.
+    pub fn slot(&self) -> Option<u32> {
+        match self {
+            Regions::Memfds { .. } => None,
+            Regions::Slot(l) => Some(l.index()),
+        }
+    }
+
+    /// [region (rw), state page (rw)]: for a process domain (a VM domain
+    /// gets the slot number instead).
+    pub fn domain_fds(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            Regions::Memfds { region, state, .. } => vec![region.as_fd(), state.as_fd()],
+            Regions::Slot(_) => Vec::new(),
+        }
     }
 
     /// [region (rw), state page (read-only)]: for the client.
     pub fn client_fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.region.as_fd(), self.state_ro.as_fd()]
+        match self {
+            Regions::Memfds {
+                region, state_ro, ..
+            } => [region.as_fd(), state_ro.as_fd()],
+            Regions::Slot(l) => [l.fd(), l.fd()],
+        }
+    }
+
+    /// Where the region and the state page start in `client_fds`.
+    pub fn offsets(&self) -> (u64, u64) {
+        match self {
+            Regions::Memfds { .. } => (0, 0),
+            Regions::Slot(l) => (l.region_offset(), l.state_offset()),
+        }
     }
 
     /// Tell the client its domain is gone: waiting calls fail instead of hang.
     pub fn mark_failed(&self) {
-        self.page
-            .get()
-            .status
-            .store(status::FAILED, Ordering::Release);
+        let page = match self {
+            Regions::Memfds { page, .. } => page,
+            Regions::Slot(l) => l.state(),
+        };
+        page.get().status.store(status::FAILED, Ordering::Release);
     }
 }

@@ -41,6 +41,8 @@ pub struct Granted {
     pub client_id: u64,
     pub region: OwnedFd,
     pub state_ro: OwnedFd,
+    /// Where the region and the state page start in their descriptors.
+    pub offsets: (u64, u64),
 }
 
 impl Daemon {
@@ -102,6 +104,7 @@ impl Daemon {
             client_id: c.id,
             region: dup(region)?,
             state_ro: dup(state_ro)?,
+            offsets: c.regions.offsets(),
         })
     }
 
@@ -159,8 +162,12 @@ impl Daemon {
                     .map_err(|e| error(format!("cannot watch process {}: {e}", peer.pid)))
             })?;
         let client_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let regions = Regions::create(client_id, served.domain.cpus())
-            .map_err(|e| error(format!("cannot create shared regions: {e}")))?;
+        let regions = match served.domain.slot_pool() {
+            Some(pool) => Regions::lease(&pool, served.domain.cpus()),
+            None => Regions::create(client_id, served.domain.cpus()),
+        }
+        .map_err(|e| error(format!("cannot create shared regions: {e}")))?;
+        let slot = regions.slot();
         let cmd = match parent {
             None => DomainCommand::AddClient {
                 client_id,
@@ -170,12 +177,14 @@ impl Daemon {
                     gid: peer.gid,
                     groups: clients::parse_groups(&status),
                 },
+                slot,
             },
             Some((parent_client_id, token)) => DomainCommand::AttachForked {
                 client_id,
                 parent_client_id,
                 token,
                 pid: peer.pid,
+                slot,
             },
         };
         match served.domain.command(&cmd, &regions.domain_fds()) {
@@ -293,10 +302,13 @@ impl Daemon {
                         .to_string(),
                 );
             }
-            notes.push(
-                "the vm backend does not serve clients yet (regions cannot reach the VM)"
-                    .to_string(),
-            );
+            if let Some(pool) = self.domains.first().and_then(|d| d.domain.slot_pool()) {
+                let used = self.domains[0].clients().len();
+                notes.push(format!(
+                    "storage VM region slots: {used} of {} in use",
+                    pool.count()
+                ));
+            }
         }
         notes
     }

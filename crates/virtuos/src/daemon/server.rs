@@ -120,6 +120,8 @@ fn serve(daemon: &Daemon, conn: OwnedFd) {
                 let reply = DaemonReply::Registered {
                     client_id: granted.client_id,
                     storage_mount: daemon.settings.storage_mount.clone(),
+                    region_offset: granted.offsets.0,
+                    state_offset: granted.offsets.1,
                 };
                 if let Err(e) = control::send(conn.as_fd(), &reply, &granted.fds()) {
                     tracing::warn!(pid = peer.pid, "cannot send Registered: {e}");

@@ -14,16 +14,21 @@
 //!   unix socket QEMU listens on (`<runtime>/vm/storage/control.sock`); the
 //!   daemon connects and speaks the same `DomainCommand`/`DomainReply`
 //!   protocol as with the process backend, framed by length
-//!   (`control::send_framed`). Descriptors cannot travel: until client
-//!   regions reach the VM (NVDIMM pool), the domain answers `AddClient`
-//!   with an error.
+//!   (`control::send_framed`). Descriptors cannot travel: clients' regions
+//!   are region slots instead (`slots`: a preallocated pool of sealed
+//!   memfds, one NVDIMM each, device DAX in the guest), and wakes travel
+//!   as bells on a second port (`bells`).
 //! - The guest gets its flags on the kernel command line after `--`.
+
+pub mod bells;
+pub mod slots;
 
 use super::DomainSpec;
 use anyhow::{bail, Context, Result};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virtuos_vmm::accel::{self, Accel};
 use virtuos_vmm::qemu::{self, Device, Machine, Vm, VmConfig};
@@ -31,6 +36,11 @@ use virtuos_vmm::{cache, initramfs, kernel, static_bin};
 
 /// Name of the virtio-serial control port (guest side).
 pub const CONTROL_PORT: &str = "virtuos.control";
+/// Name of the virtio-serial bell port.
+pub const BELL_PORT: &str = "virtuos.bell";
+/// Region slots by default: client processes (and forks) a VM domain
+/// serves at once.
+pub const DEFAULT_SLOTS: usize = 16;
 /// Guest memory.
 pub const MEMORY_MIB: u64 = 512;
 /// Size of a new storage image (sparse).
@@ -51,6 +61,8 @@ pub struct VmSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub memory_mib: u64,
+    /// Region slots (client processes served at once).
+    pub slots: usize,
 }
 
 /// Kernel and initramfs, ready to boot.
@@ -147,7 +159,7 @@ pub fn ensure_storage_image(path: &Path, size: u64) -> Result<bool> {
 
 /// The kernel command line after `console=ttyS0 panic=-1 quiet`: the log
 /// filter as an environment variable, then the domain's flags after `--`.
-pub fn guest_append(mount: &str) -> Vec<String> {
+pub fn guest_append(mount: &str, slots: usize) -> Vec<String> {
     let log = std::env::var("VIRTUOS_DOMAIN_LOG").unwrap_or_else(|_| "info".into());
     let mut a = Vec::new();
     // Bare KEY=value (no dot) parameters become init's environment.
@@ -168,6 +180,10 @@ pub fn guest_append(mount: &str) -> Vec<String> {
         ]
         .map(String::from),
     );
+    if slots > 0 {
+        a.extend(["--slots".to_string(), slots.to_string()]);
+        a.extend(["--bell-port".to_string(), BELL_PORT.to_string()]);
+    }
     a
 }
 
@@ -175,6 +191,9 @@ pub fn guest_append(mount: &str) -> Vec<String> {
 pub struct Launched {
     pub vm: Vm,
     pub link: UnixStream,
+    /// The VM's region slots and the host side of its bell port.
+    pub slots: Arc<slots::SlotPool>,
+    pub bell: UnixStream,
     pub accel: Accel,
     pub started: Instant,
 }
@@ -200,7 +219,18 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
     cfg.max_cpus = Some(2);
     cfg.memory_mib = v.memory_mib;
     let control = v.run_dir.join("control.sock");
+    let bell = v.run_dir.join("bell.sock");
     let _ = std::fs::remove_file(&control);
+    let _ = std::fs::remove_file(&bell);
+    let pool =
+        Arc::new(slots::SlotPool::create(v.slots).context("cannot create the VM's region slots")?);
+    for i in 0..pool.count() {
+        cfg.devices.push(Device::Nvdimm(qemu::SharedMem {
+            id: format!("slot{i}"),
+            path: pool.qemu_path(i),
+            size: virtuos_abi::slot::SLOT_FILE_SIZE as u64,
+        }));
+    }
     cfg.devices.push(Device::VirtioBlk {
         id: "storage".into(),
         image: v.storage_image.clone(),
@@ -210,7 +240,12 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
         socket: control.clone(),
         name: CONTROL_PORT.into(),
     });
-    cfg.append = guest_append(&spec.mount);
+    cfg.devices.push(Device::SerialPort {
+        id: "bell".into(),
+        socket: bell.clone(),
+        name: BELL_PORT.into(),
+    });
+    cfg.append = guest_append(&spec.mount, pool.count());
     let started = Instant::now();
     let mut vm = Vm::start_with(cfg, crate::sys::vm_child_setup)?;
     tracing::info!(
@@ -222,29 +257,37 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
     );
     // QEMU creates its chardev sockets before it answers QMP (which
     // `Vm::start` waited for); retry briefly all the same.
+    let link = connect(&mut vm, &control)?;
+    let bell = connect(&mut vm, &bell)?;
+    Ok(Launched {
+        vm,
+        link,
+        slots: pool,
+        bell,
+        accel: choice.accel,
+        started,
+    })
+}
+
+/// Connect to a chardev socket of a started QEMU.
+fn connect(vm: &mut Vm, path: &Path) -> Result<UnixStream> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let link = loop {
-        match UnixStream::connect(&control) {
-            Ok(s) => break s,
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
             Err(e) => {
                 if vm.try_wait().is_some() || Instant::now() > deadline {
                     let tail = vm.console().tail(20);
                     let _ = vm.kill();
                     bail!(
-                        "cannot connect to the VM's control port {}: {e}\nconsole:\n{tail}",
-                        control.display()
+                        "cannot connect to the VM's port {}: {e}\nconsole:\n{tail}",
+                        path.display()
                     );
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-    };
-    Ok(Launched {
-        vm,
-        link,
-        accel: choice.accel,
-        started,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -253,7 +296,7 @@ mod tests {
 
     #[test]
     fn guest_flags_follow_the_double_dash() {
-        let a = guest_append("/data");
+        let a = guest_append("/data", 3);
         let dash = a.iter().position(|x| x == "--").unwrap();
         assert!(a[..dash]
             .iter()
@@ -268,7 +311,11 @@ mod tests {
                 "--storage-disk",
                 GUEST_DISK,
                 "--mount",
-                "/data"
+                "/data",
+                "--slots",
+                "3",
+                "--bell-port",
+                BELL_PORT,
             ]
         );
     }
