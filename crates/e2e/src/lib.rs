@@ -397,6 +397,32 @@ pub fn run_native(script: &str, root: &Path, tmp: &Path) -> Run {
 
 // ---------------------------------------------------------------- domain
 
+/// The backend the suite runs against: `VIRTUOS_E2E_BACKEND` = `process`
+/// (default) or `vm` (the storage domain in a QEMU VM, TCG on machines
+/// without usable KVM).
+pub fn backend() -> &'static str {
+    static BACKEND: OnceLock<String> = OnceLock::new();
+    BACKEND.get_or_init(|| match std::env::var("VIRTUOS_E2E_BACKEND") {
+        Err(_) => "process".into(),
+        Ok(b) if b == "process" || b == "vm" => b,
+        Ok(b) => panic!("VIRTUOS_E2E_BACKEND={b:?}: expected process or vm"),
+    })
+}
+
+pub fn vm_backend() -> bool {
+    backend() == "vm"
+}
+
+/// The tree lister run under virtuos on the vm backend (the domain's files
+/// are inside its disk image there): `virtuos-tree DIR [IGNORE...]`.
+fn tree_lister() -> PathBuf {
+    // Built with the tests, next to `deps/` of this test executable.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("virtuos-tree")))
+        .unwrap_or_else(|| target_dir().join("release").join("virtuos-tree"))
+}
+
 /// A daemon with its storage domain, in fresh temp dirs; `down` on drop.
 pub struct Domain {
     base: Option<tempfile::TempDir>,
@@ -472,8 +498,15 @@ impl Domain {
     /// tests running in parallel each get a network domain).
     pub fn up_with(&mut self, args: &[&str]) {
         let mut argv = vec!["up"];
+        // The first VM boot of a run also builds the static domain server.
+        let timeout = if vm_backend() {
+            argv.extend(["--backend", "vm"]);
+            Duration::from_secs(900)
+        } else {
+            Duration::from_secs(60)
+        };
         argv.extend_from_slice(args);
-        let r = self.virtuos(&argv, Duration::from_secs(60));
+        let r = self.virtuos(&argv, timeout);
         self.running = true; // even a failed `up` may have left a daemon: `down` on drop
         if r.timed_out || r.code() != 0 {
             panic!(
@@ -499,8 +532,42 @@ impl Domain {
     }
 
     /// The storage domain's tree on the host (`$VIRTUOS_DATA_DIR/storage`).
+    /// Process backend only: on the vm backend the files are inside the
+    /// domain's disk image (see [`Domain::tree`]).
     pub fn storage_dir(&self) -> PathBuf {
+        assert!(
+            !vm_backend(),
+            "this check reads the domain's files on the host, which the vm backend keeps in its disk image"
+        );
         self.data.join("storage")
+    }
+
+    /// The domain's tree as [`show_tree`] lists it, with the contents of
+    /// `ignore` left out. vm backend: listed from inside, by a program run
+    /// under virtuos.
+    pub fn tree(&self, ignore: &[String]) -> String {
+        if !vm_backend() {
+            return show_tree(&self.storage_dir(), Path::new(STORAGE), ignore);
+        }
+        let lister = tree_lister();
+        assert!(
+            lister.is_file(),
+            "{} is missing (it is a bin target of virtuos-e2e, built with the tests)",
+            lister.display()
+        );
+        let mut argv = vec![lister.to_string_lossy().into_owned(), STORAGE.into()];
+        argv.extend(ignore.iter().cloned());
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let r = self.run(&argv);
+        if r.timed_out || r.code() != 0 {
+            panic!(
+                "listing the domain's tree failed: {}\n{}\n{}",
+                r.status_text(),
+                show_run(&r),
+                self.diagnostics()
+            );
+        }
+        r.stdout()
     }
 
     /// `virtuos run --storage-mount /storage -- ARGV...`.
@@ -997,6 +1064,23 @@ fn show_tree_map(t: &BTreeMap<String, Entry>) -> String {
     t.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
+/// The tree below `dir` one entry a line, as the tree comparison sees it:
+/// files named in `ignore` (a path or a last component) without size and
+/// digest. What `virtuos-tree` prints.
+pub fn show_tree(dir: &Path, root_name: &Path, ignore: &[String]) -> String {
+    let mut t = snapshot_tree(dir, root_name);
+    for (k, e) in t.iter_mut() {
+        let ignored = ignore
+            .iter()
+            .any(|i| k == i || k.ends_with(&format!("/{i}")));
+        if let (true, Entry::File { size, digest, .. }) = (ignored, e) {
+            *size = 0;
+            *digest = 0;
+        }
+    }
+    show_tree_map(&t)
+}
+
 // ---------------------------------------------------------------- comparison
 
 /// One side of a comparison: the run and its normalised output.
@@ -1462,30 +1546,17 @@ impl Case {
         }
         let mut tree_report = String::new();
         if self.tree && problems.is_empty() {
-            let strip = |mut t: BTreeMap<String, Entry>| {
-                for (k, e) in t.iter_mut() {
-                    let ignored = self
-                        .tree_ignore_content
-                        .iter()
-                        .any(|i| k == i || k.ends_with(&format!("/{i}")));
-                    if let (true, Entry::File { size, digest, .. }) = (ignored, e) {
-                        *size = 0;
-                        *digest = 0;
-                    }
-                }
-                t
-            };
-            let nt = strip(snapshot_tree(&nroot, &nroot));
-            let vt = strip(snapshot_tree(&domain.storage_dir(), Path::new(STORAGE)));
+            let nt = show_tree(&nroot, &nroot, &self.tree_ignore_content);
+            let vt = domain.tree(&self.tree_ignore_content);
             if nt != vt {
                 problems.push(format!(
-                    "file tree differs between the native root and the domain's data dir {}",
-                    domain.storage_dir().display()
+                    "file tree differs between the native root and the domain's tree ({} backend)",
+                    backend()
                 ));
                 let _ = writeln!(
                     tree_report,
-                    "== tree diff (- native root, + domain data dir) ==\n{}",
-                    head(&line_diff(&show_tree_map(&nt), &show_tree_map(&vt)), 120)
+                    "== tree diff (- native root, + domain tree) ==\n{}",
+                    head(&line_diff(&nt, &vt), 120)
                 );
             }
         }

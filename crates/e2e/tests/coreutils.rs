@@ -270,8 +270,8 @@ fn find_filters_by_name_type_size_and_runs_exec() {
         find t | sort
         find t -type f | sort
         find t -name '*.txt' | sort
-        find t -type d -empty
-        find t -size +1k
+        find t -type d -empty | sort
+        find t -size +1k | sort
         find t -type l
         find -L t -name '*.txt' | sort
         find "$ROOT/t" -maxdepth 1 | sort

@@ -125,6 +125,9 @@ pub struct Settings {
     /// True when the data dir was chosen (option, environment, config file).
     pub data_explicit: bool,
     pub backend: Backend,
+    /// True when the backend was chosen (option or config file); the
+    /// default one yields to a running daemon's.
+    pub backend_explicit: bool,
     /// Start the network domain.
     pub network: bool,
     pub network_subnet: Subnet,
@@ -220,6 +223,7 @@ impl Settings {
             mount_explicit,
             data_explicit,
             backend: o.backend.or(file.backend).unwrap_or_default(),
+            backend_explicit: o.backend.or(file.backend).is_some(),
         })
     }
 

@@ -195,6 +195,7 @@ pub fn cmd(keep: bool) -> Result<i32> {
         mount_explicit: true,
         data_explicit: true,
         backend: Backend::Process,
+        backend_explicit: true,
         // The demo only shows storage.
         network: false,
         forwards: vec![],

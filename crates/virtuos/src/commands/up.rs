@@ -160,7 +160,7 @@ fn check_compatible(s: &Settings, info: &DaemonInfo) -> Result<()> {
             s.data_dir.display()
         );
     }
-    if s.backend.as_str() != info.backend {
+    if s.backend_explicit && s.backend.as_str() != info.backend {
         bail!(
             "virtuosd already runs with the {} backend (you asked for {}); \
              run `virtuos down` first to change it",

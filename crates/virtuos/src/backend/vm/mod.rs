@@ -106,7 +106,8 @@ pub fn prepare() -> Result<Image> {
 }
 
 /// Create the storage image if it does not exist: a sparse file of `size`
-/// bytes, `mkfs.ext4 -q -F`, root directory owned by the daemon's user.
+/// bytes, `mkfs.ext4 -q -F`, root directory owned by the daemon's user,
+/// no `lost+found`.
 /// Returns whether it was created.
 pub fn ensure_storage_image(path: &Path, size: u64) -> Result<bool> {
     if path.exists() {
@@ -143,6 +144,20 @@ pub fn ensure_storage_image(path: &Path, size: u64) -> Result<bool> {
         if !out.status.success() {
             bail!(
                 "mkfs.ext4 {} failed: {}",
+                tmp.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // A fresh /storage is empty, as with the process backend (e2fsck
+        // recreates lost+found if it ever needs one).
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", "rmdir lost+found"])
+            .arg(&tmp)
+            .output()
+            .context("running debugfs (e2fsprogs)")?;
+        if !out.status.success() {
+            bail!(
+                "debugfs on {} failed: {}",
                 tmp.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
