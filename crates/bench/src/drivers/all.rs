@@ -139,6 +139,9 @@ pub fn finish(out: &Path, r: &mut Results) -> anyhow::Result<()> {
     // Every note is generated: derive them again from the data.
     r.notes = report::derive_notes(r);
     r.notes.extend(method_notes());
+    if r.net.is_some() {
+        r.notes.push(NET_METHOD.into());
+    }
     let plots = draw_plots(out, r);
     r.notes.push(plots);
     write_outputs(out, r)
@@ -192,6 +195,14 @@ fn draw_plots(out: &Path, r: &Results) -> String {
         format!("{how} Failed: {}", failed.join("; "))
     }
 }
+
+const NET_METHOD: &str = "Network: native and virtuos runs of one benchmark alternate within \
+     each round, so their ratio is of the same machine state; the load averages in the \
+     network section show how busy the machine was. On a 2-vCPU VM the native round trip \
+     depends on whether the peer's vCPU was idle (waking a halted vCPU costs tens of µs), \
+     while forwarded calls suffer most from other load: callers, the domain's workers \
+     (which spin on the submit list) and the other programs compete for two CPUs, and an \
+     unbounded spin keeps a CPU busy for every blocked caller.";
 
 fn method_notes() -> Vec<String> {
     vec![
