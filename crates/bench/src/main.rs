@@ -210,3 +210,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Render { json, out } => drivers::all::render(&json, &out),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // clap checks (duplicate flags between flattened option groups, ...)
+        // that otherwise run only in debug builds.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "virtuos-bench",
+            "net",
+            "--net",
+            "lat",
+            "--lat-iters",
+            "7",
+            "--rounds",
+            "2",
+        ])
+        .unwrap();
+        let Cmd::Net { opts, common, .. } = cli.cmd else {
+            panic!("not net");
+        };
+        assert_eq!(opts.net, [drivers::net::Bench::Lat]);
+        assert_eq!(opts.lat.lat_iters, 7);
+        assert_eq!(common.rounds, 2);
+        assert!(opts.flags().starts_with("--net lat --lat-iters 7 "));
+    }
+}
