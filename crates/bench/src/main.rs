@@ -1,6 +1,7 @@
 //! virtuos-bench: the paper's §5.1 microbenchmarks (fcntl latency vs spin
 //! threshold, write throughput vs buffer size) plus a queue-level ping,
-//! forwarded through virtuos and compared with native Linux.
+//! forwarded through virtuos and compared with native Linux; and the
+//! network domain against native (TCP round trip, TCP stream, nginx).
 //!
 //! `worker ...` subcommands are what runs inside the measured process; the
 //! others are drivers that start workers natively and under `virtuos run`,
@@ -56,6 +57,17 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Network domain vs native: TCP round trip, TCP stream, nginx HTTP.
+    /// Merges into --out/results.json and re-renders RESULTS.md and plots.
+    Net {
+        #[command(flatten)]
+        opts: drivers::net::Opts,
+        #[command(flatten)]
+        common: Common,
+        /// Output directory (its results.json is updated, other sections kept).
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+    },
     /// Everything; writes RESULTS.md, results.json and plots to --out.
     All {
         #[command(flatten)]
@@ -101,6 +113,30 @@ enum Worker {
         #[arg(long, default_value_t = 5)]
         reps: u32,
     },
+    /// ns per 1-byte TCP round trip with a `tcp-peer echo` child (lat_tcp).
+    TcpLat {
+        #[arg(long, default_value_t = 10_000)]
+        iters: u64,
+        #[arg(long, default_value_t = 5)]
+        reps: u32,
+    },
+    /// MB/s receiving --total bytes per connection from a `tcp-peer send`
+    /// child, both sides using --chunk-byte calls (ttcp).
+    TcpStream {
+        #[arg(long, value_parser = stats::parse_size, default_value = "64MiB")]
+        total: u64,
+        #[arg(long, value_parser = stats::parse_size)]
+        chunk: u64,
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+    },
+    /// The other end of tcp-lat / tcp-stream (started by them).
+    TcpPeer {
+        #[arg(long)]
+        connect: std::net::SocketAddr,
+        #[command(subcommand)]
+        mode: workers::tcp_peer::Mode,
+    },
 }
 
 fn write_json<T: serde::Serialize>(path: Option<&std::path::Path>, v: &T) -> anyhow::Result<()> {
@@ -140,6 +176,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Worker::Pingpong { iters, reps } => {
                     workers::pingpong::run(&workers::pingpong::Params { iters, reps })?
                 }
+                Worker::TcpLat { iters, reps } => {
+                    workers::tcp_lat::run(&workers::tcp_lat::Params { iters, reps })?
+                }
+                Worker::TcpStream { total, chunk, reps } => {
+                    workers::tcp_stream::run(&workers::tcp_stream::Params { total, chunk, reps })?
+                }
+                // Prints nothing: the measuring worker owns stdout.
+                Worker::TcpPeer { connect, mode } => return workers::tcp_peer::run(connect, &mode),
             };
             out.print()
         }
@@ -158,10 +202,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             drivers::queue_ping::print(&r);
             write_json(json.as_deref(), &r)
         }
+        Cmd::Net { opts, common, out } => drivers::net::run(&opts, &common, &out),
         Cmd::All { opts, common } => {
             drivers::all::run(&opts, &common)?;
             Ok(())
         }
         Cmd::Render { json, out } => drivers::all::render(&json, &out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // clap checks (duplicate flags between flattened option groups, ...)
+        // that otherwise run only in debug builds.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "virtuos-bench",
+            "net",
+            "--net",
+            "lat",
+            "--lat-iters",
+            "7",
+            "--rounds",
+            "2",
+        ])
+        .unwrap();
+        let Cmd::Net { opts, common, .. } = cli.cmd else {
+            panic!("not net");
+        };
+        assert_eq!(opts.net, [drivers::net::Bench::Lat]);
+        assert_eq!(opts.lat.lat_iters, 7);
+        assert_eq!(common.rounds, 2);
+        assert!(opts.flags().starts_with("--net lat --lat-iters 7 "));
     }
 }

@@ -7,7 +7,7 @@
 //! drawn without any text (axes, lines and points only) and the caller
 //! records that in the notes; the tables in RESULTS.md carry the numbers.
 
-use crate::results::{FcntlResults, QueuePingResults, WriteResults};
+use crate::results::{FcntlResults, QueuePingResults, StreamResults, TcpLatResults, WritePoint};
 use crate::stats::{fmt_bytes, fmt_ns, Summary};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -72,22 +72,175 @@ pub fn fcntl_figure(
     Ok(())
 }
 
+/// Texts of a throughput-vs-buffer-size figure.
+struct Labels {
+    title: String,
+    native: &'static str,
+    forwarded: &'static str,
+    ratio: &'static str,
+    x_desc: &'static str,
+}
+
 /// Write `<stem>.svg` and `<stem>.png` of the write-throughput figure.
-pub fn write_figure(dir: &Path, stem: &str, w: &WriteResults) -> anyhow::Result<()> {
+pub fn write_figure(
+    dir: &Path,
+    stem: &str,
+    w: &crate::results::WriteResults,
+) -> anyhow::Result<()> {
+    let labels = Labels {
+        title: format!(
+            "write throughput vs buffer size, {} per run (median)",
+            fmt_bytes(w.total)
+        ),
+        native: "native tmpfs",
+        forwarded: "forwarded /storage (storage domain, tmpfs)",
+        ratio: "throughput ratio forwarded / native",
+        x_desc: "buffer size (bytes per write)",
+    };
+    throughput_figure(dir, stem, &w.points, &labels)
+}
+
+/// Write `<stem>.svg` and `<stem>.png` of the TCP stream figure.
+pub fn stream_figure(dir: &Path, stem: &str, t: &StreamResults) -> anyhow::Result<()> {
+    let labels = Labels {
+        title: format!(
+            "TCP stream throughput vs buffer size, {} per connection (median)",
+            fmt_bytes(t.total)
+        ),
+        native: "native (host loopback)",
+        forwarded: "virtuos (network domain loopback)",
+        ratio: "throughput ratio virtuos / native",
+        x_desc: "buffer size (bytes per send/recv)",
+    };
+    throughput_figure(dir, stem, &t.points, &labels)
+}
+
+fn throughput_figure(
+    dir: &Path,
+    stem: &str,
+    points: &[WritePoint],
+    labels: &Labels,
+) -> anyhow::Result<()> {
     let text = font().is_some();
     let size = (900, 900);
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     {
         let root = SVGBackend::new(&svg, size).into_drawing_area();
-        draw_write(&root, w, text).map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+        draw_write(&root, points, labels, text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
         root.present()
             .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
     }
     let root = BitMapBackend::new(&png, size).into_drawing_area();
-    draw_write(&root, w, text).map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    draw_write(&root, points, labels, text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
     root.present()
         .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    Ok(())
+}
+
+/// Write `<stem>.svg` and `<stem>.png` of the TCP round-trip figure.
+pub fn tcp_lat_figure(dir: &Path, stem: &str, l: &TcpLatResults) -> anyhow::Result<()> {
+    let text = font().is_some();
+    let size = (900, 560);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_tcp_lat(&root, l, text).map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+    }
+    let root = BitMapBackend::new(&png, size).into_drawing_area();
+    draw_tcp_lat(&root, l, text).map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    root.present()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    Ok(())
+}
+
+/// Native and each virtuos configuration as a column: the median as a
+/// point, p10..p90 as an error bar, on a log axis.
+fn draw_tcp_lat<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    l: &TcpLatResults,
+    text: bool,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let mut cols: Vec<(String, Option<&Summary>, RGBColor)> =
+        vec![("native".into(), Some(&l.native), NATIVE)];
+    for p in &l.points {
+        let label = match p.spin {
+            None => format!("virtuos, {} spin", p.config),
+            Some(s) => format!("virtuos, {} spin ({s})", p.config),
+        };
+        cols.push((label, p.forwarded.summary.as_ref(), FWD));
+    }
+    let y = log_range(
+        cols.iter()
+            .filter_map(|c| c.1)
+            .flat_map(|s| [s.p10, s.p90, s.median]),
+    );
+    let n = cols.len();
+    let x = -0.5..(n as f64 - 0.5);
+    let mut b = ChartBuilder::on(root);
+    b.margin(20);
+    if text {
+        b.caption(
+            format!("TCP 1-byte round trip, {} per repetition (median)", l.iters),
+            ("sans-serif", 24),
+        )
+        .x_label_area_size(50)
+        .y_label_area_size(80);
+    }
+    let mut chart = b.build_cartesian_2d(x, y.log_scale())?;
+    let names: Vec<String> = cols.iter().map(|c| c.0.clone()).collect();
+    let label_col = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh().max_light_lines(4);
+    if text {
+        mesh.y_desc("time per round trip (log); bars: p10..p90")
+            .y_labels(8)
+            .x_labels(4 * n + 1)
+            .x_label_formatter(&label_col)
+            .y_label_formatter(&|v| fmt_ns(*v))
+            .label_style(("sans-serif", 15));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    for (i, (_, s, color)) in cols.iter().enumerate() {
+        let Some(s) = s else { continue };
+        let x = i as f64;
+        chart.draw_series(std::iter::once(Circle::new(
+            (x, s.median),
+            6,
+            color.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+            x,
+            s.p10,
+            s.median,
+            s.p90,
+            color.stroke_width(2),
+            12,
+        )))?;
+        if text {
+            let ratio = s.median / l.native.median;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{} ({ratio:.2}x)", fmt_ns(s.median)),
+                (x + 0.06, s.median),
+                ("sans-serif", 15),
+            )))?;
+        }
+    }
     Ok(())
 }
 
@@ -248,24 +401,22 @@ fn draw_fcntl<DB: DrawingBackend>(
 
 fn draw_write<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    w: &WriteResults,
+    points: &[WritePoint],
+    labels: &Labels,
     text: bool,
 ) -> DrawResult<DB> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(520);
     let log2 = |c: u64| (c as f64).log2();
-    let native: Vec<(f64, f64)> = w
-        .points
+    let native: Vec<(f64, f64)> = points
         .iter()
         .map(|p| (log2(p.chunk), p.native.median))
         .collect();
-    let fwd: Vec<(f64, f64)> = w
-        .points
+    let fwd: Vec<(f64, f64)> = points
         .iter()
         .filter_map(|p| Some((log2(p.chunk), p.forwarded.median()?)))
         .collect();
-    let ratio: Vec<(f64, f64)> = w
-        .points
+    let ratio: Vec<(f64, f64)> = points
         .iter()
         .filter_map(|p| Some((log2(p.chunk), p.forwarded.median()? / p.native.median)))
         .collect();
@@ -296,15 +447,9 @@ fn draw_write<DB: DrawingBackend>(
     let mut b = ChartBuilder::on(&top);
     b.margin(20);
     if text {
-        b.caption(
-            format!(
-                "write throughput vs buffer size, {} per run (median)",
-                fmt_bytes(w.total)
-            ),
-            ("sans-serif", 24),
-        )
-        .x_label_area_size(40)
-        .y_label_area_size(80);
+        b.caption(labels.title.as_str(), ("sans-serif", 24))
+            .x_label_area_size(40)
+            .y_label_area_size(80);
     }
     let mut chart = b.build_cartesian_2d(x.clone(), y.log_scale())?;
     let mut mesh = chart.configure_mesh();
@@ -321,11 +466,11 @@ fn draw_write<DB: DrawingBackend>(
     mesh.draw()?;
     let s = chart.draw_series(LineSeries::new(native.clone(), NATIVE.stroke_width(2)))?;
     if text {
-        s.label("native tmpfs")
+        s.label(labels.native)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], NATIVE.stroke_width(2)));
     }
     chart.draw_series(native.iter().map(|&p| Circle::new(p, 4, NATIVE.filled())))?;
-    chart.draw_series(w.points.iter().map(|p| {
+    chart.draw_series(points.iter().map(|p| {
         let s = &p.native;
         ErrorBar::new_vertical(
             log2(p.chunk),
@@ -339,11 +484,11 @@ fn draw_write<DB: DrawingBackend>(
     if !fwd.is_empty() {
         let s = chart.draw_series(LineSeries::new(fwd.clone(), FWD.stroke_width(2)))?;
         if text {
-            s.label("forwarded /storage (storage domain, tmpfs)")
+            s.label(labels.forwarded)
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FWD.stroke_width(2)));
         }
         chart.draw_series(fwd.iter().map(|&p| Circle::new(p, 4, FWD.filled())))?;
-        chart.draw_series(w.points.iter().filter_map(|p| {
+        chart.draw_series(points.iter().filter_map(|p| {
             let s = p.forwarded.summary.as_ref()?;
             Some(ErrorBar::new_vertical(
                 log2(p.chunk) + 0.06,
@@ -370,14 +515,14 @@ fn draw_write<DB: DrawingBackend>(
     let mut b = ChartBuilder::on(&bottom);
     b.margin(20);
     if text {
-        b.caption("throughput ratio forwarded / native", ("sans-serif", 20))
+        b.caption(labels.ratio, ("sans-serif", 20))
             .x_label_area_size(50)
             .y_label_area_size(80);
     }
     let mut chart = b.build_cartesian_2d(x.clone(), 0.0..(rmax * 1.15))?;
     let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("buffer size (bytes per write)")
+        mesh.x_desc(labels.x_desc)
             .y_desc("ratio")
             .max_light_lines(1)
             .x_labels(nlabels)

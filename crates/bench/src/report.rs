@@ -2,13 +2,18 @@
 //! function of the data (tested on a fixed struct); `derive_notes` adds the
 //! observations a reader would otherwise have to work out from the tables.
 
-use crate::results::{FcntlResults, QueuePingResults, Results, WriteResults};
+use crate::results::{
+    FcntlResults, HttpResults, NetResults, QueuePingResults, Results, StreamResults, TcpLatResults,
+    WriteResults,
+};
 use crate::stats::{fmt_bytes, fmt_ns, fmt_ratio, ratio};
 use std::fmt::Write as _;
 
 /// Plots that `all` writes next to RESULTS.md (linked from it).
 pub const FCNTL_PLOT: &str = "fcntl_spin";
 pub const WRITE_PLOT: &str = "write_throughput";
+pub const TCP_LAT_PLOT: &str = "tcp_latency";
+pub const STREAM_PLOT: &str = "tcp_stream_throughput";
 
 pub fn to_json(r: &Results) -> String {
     serde_json::to_string_pretty(r).expect("results serialise") + "\n"
@@ -59,6 +64,9 @@ pub fn render_markdown(r: &Results) -> String {
     }
     if let Some(w) = &r.write {
         write_section(&mut s, w);
+    }
+    if let Some(n) = &r.net {
+        net_section(&mut s, n);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(s, "## Notes\n");
@@ -227,6 +235,270 @@ fn write_section(s: &mut String, w: &WriteResults) {
     );
 }
 
+fn net_section(s: &mut String, n: &NetResults) {
+    let _ = writeln!(s, "## Network domain vs native\n");
+    let _ = writeln!(
+        s,
+        "Programs' AF_INET sockets live in the network domain (its own network namespace, \
+         veth link to the host) when run under `virtuos run`; natively they use the host's \
+         stack. Measured {} at revision {} (load average {} at start, {} at end), in one \
+         run, separately from the sections above. Reproduce (from the repository root):\n",
+        n.date, n.revision, n.load_start, n.load_end
+    );
+    let _ = writeln!(
+        s,
+        "```sh\ncargo build --release -p virtuos-bench -p virtuos -p virtuos-domain -p \
+         virtuos-preload\n{}\n```\n",
+        n.command
+    );
+    if let Some(l) = &n.tcp_lat {
+        tcp_lat_section(s, l);
+    }
+    if let Some(t) = &n.tcp_stream {
+        stream_section(s, t);
+    }
+    if let Some(h) = &n.http {
+        http_section(s, h);
+    }
+}
+
+fn tcp_lat_section(s: &mut String, l: &TcpLatResults) {
+    let _ = writeln!(s, "### TCP 1-byte round trip (lat_tcp)\n");
+    let _ = writeln!(
+        s,
+        "`worker tcp-lat`: the worker and its child (`worker tcp-peer echo`) bounce one byte \
+         over a loopback TCP connection (TCP_NODELAY, blocking `send`/`recv` through glibc), \
+         {} round trips per repetition, {} repetitions per configuration in each of {} \
+         interleaved rounds. Native: both on the host's 127.0.0.1. virtuos: both under \
+         `virtuos run`, talking over the network domain's loopback, so a round trip is four \
+         forwarded calls; `default` leaves `VIRTUOS_SPIN` unset (the preload library's \
+         default threshold), `unbounded` sets it to its maximum, so callers poll their \
+         request entry instead of sleeping on a futex.\n",
+        l.iters, l.reps, l.rounds
+    );
+    let _ = writeln!(
+        s,
+        "| configuration | per round trip | p10 .. p90 | virtuos / native |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| native (host loopback) | {} | {} .. {} | 1.00x |",
+        fmt_ns(l.native.median),
+        fmt_ns(l.native.p10),
+        fmt_ns(l.native.p90)
+    );
+    for p in &l.points {
+        let label = crate::drivers::tcp_lat::spin_label(p);
+        match &p.forwarded.summary {
+            Some(x) => {
+                let _ = writeln!(
+                    s,
+                    "| virtuos, {label} | {} | {} .. {} | {} |",
+                    fmt_ns(x.median),
+                    fmt_ns(x.p10),
+                    fmt_ns(x.p90),
+                    fmt_ratio(ratio(x.median, l.native.median))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| virtuos, {label} | not measured | | |");
+            }
+        }
+    }
+    let _ = writeln!(s, "\n![TCP round-trip latency]({TCP_LAT_PLOT}.svg)\n");
+    errors(
+        s,
+        l.points
+            .iter()
+            .map(|p| (p.config.clone(), &p.forwarded.error)),
+    );
+}
+
+fn stream_section(s: &mut String, t: &StreamResults) {
+    let _ = writeln!(s, "### TCP stream throughput vs buffer size (ttcp)\n");
+    let _ = writeln!(
+        s,
+        "`worker tcp-stream`: the child (`worker tcp-peer send`) sends {} per connection in \
+         buffer-sized `send` calls, the worker receives in buffer-sized `recv` calls and \
+         counts (timed from the end of its first read to EOF; the byte count is checked); \
+         one connection per repetition, {} repetitions per configuration in each of {} \
+         rounds, native and virtuos alternating per size; virtuos with the default spin \
+         threshold, both ends in the network domain. MB/s = 10^6 bytes/s.\n",
+        fmt_bytes(t.total),
+        t.reps,
+        t.rounds
+    );
+    let _ = writeln!(
+        s,
+        "| buffer | native MB/s | virtuos MB/s | virtuos / native |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|");
+    for p in &t.points {
+        let fwd = p.forwarded.median();
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {} |",
+            fmt_bytes(p.chunk),
+            p.native.median,
+            fwd.map_or("not measured".into(), |m| format!("{m:.1}")),
+            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n![TCP stream throughput vs buffer size]({STREAM_PLOT}.svg)\n"
+    );
+    errors(
+        s,
+        t.points
+            .iter()
+            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
+    );
+}
+
+fn http_section(s: &mut String, h: &HttpResults) {
+    let _ = writeln!(s, "### Small-object HTTP throughput (nginx)\n");
+    if let Some(e) = &h.error {
+        let _ = writeln!(s, "Not measured: {}\n", one_line(e));
+        return;
+    }
+    if h.tool == "ab" {
+        let _ = writeln!(
+            s,
+            "**wrk was missing: these numbers come from ApacheBench (`ab -k`), not wrk.**\n"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{} (Debian nginx-light) serving one {}-byte file from a host directory (`master_process off`, one \
+         worker, `access_log off`, otherwise Debian defaults), loaded from the host by `{}` \
+         ({}, keep-alive) with {} connections and {} thread(s) for {} s per run; {} run(s) \
+         per configuration in each of {} interleaved rounds, after a 1 s warm-up each. \
+         native: nginx on host 127.0.0.1. virtuos-veth: nginx under `virtuos run` (its \
+         sockets in the network domain, listening on 0.0.0.0), the load generator \
+         connecting straight to the domain's address on the veth link. virtuos-forward: \
+         the same nginx through `virtuos up --forward` (the daemon's userspace TCP proxy on \
+         host 127.0.0.1, two extra copies per byte). The veth link is a different kernel \
+         path from native loopback (a namespace crossing per packet), so part of the \
+         virtuos-veth gap is the link itself, not forwarded system calls.\n",
+        h.nginx_version.trim_start_matches("nginx version: "),
+        h.object_size,
+        h.tool,
+        h.tool_version,
+        h.connections,
+        h.threads,
+        h.duration,
+        h.reps,
+        h.rounds
+    );
+    let native = h.points.first().and_then(|p| p.measured.median());
+    let _ = writeln!(
+        s,
+        "| configuration | load generator connects to | requests/s | p10 .. p90 | / native |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    for p in &h.points {
+        match &p.measured.summary {
+            Some(x) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | `{}` | {:.0} | {:.0} .. {:.0} | {} |",
+                    p.config,
+                    p.url,
+                    x.median,
+                    x.p10,
+                    x.p90,
+                    fmt_ratio(native.and_then(|n| ratio(x.median, n)))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {} | | not measured | | |", p.config);
+            }
+        }
+    }
+    s.push('\n');
+    errors(
+        s,
+        h.points
+            .iter()
+            .map(|p| (p.config.clone(), &p.measured.error)),
+    );
+}
+
+/// Observations about the network benchmarks.
+fn net_notes(n: &NetResults, notes: &mut Vec<String>) {
+    if let Some(l) = &n.tcp_lat {
+        let r: Vec<String> = l
+            .points
+            .iter()
+            .filter_map(|p| {
+                let m = p.forwarded.median()?;
+                Some(format!(
+                    "{} spin {} ({})",
+                    p.config,
+                    fmt_ns(m),
+                    fmt_ratio(ratio(m, l.native.median))
+                ))
+            })
+            .collect();
+        if !r.is_empty() {
+            notes.push(format!(
+                "tcp-lat: native {} per round trip; under virtuos {}.",
+                fmt_ns(l.native.median),
+                r.join(", ")
+            ));
+        }
+    }
+    if let Some(t) = &n.tcp_stream {
+        let r: Vec<String> = t
+            .points
+            .iter()
+            .filter_map(|p| {
+                let m = p.forwarded.median()?;
+                Some(format!(
+                    "{} {}",
+                    fmt_bytes(p.chunk),
+                    fmt_ratio(ratio(m, p.native.median))
+                ))
+            })
+            .collect();
+        if !r.is_empty() {
+            notes.push(format!(
+                "tcp-stream: virtuos / native throughput per buffer size: {}.",
+                r.join(", ")
+            ));
+        }
+    }
+    if let Some(h) = &n.http {
+        let native = h.points.first().and_then(|p| p.measured.median());
+        let r: Vec<String> = h
+            .points
+            .iter()
+            .skip(1)
+            .filter_map(|p| {
+                let m = p.measured.median()?;
+                Some(format!(
+                    "{} {}",
+                    p.config,
+                    fmt_ratio(native.and_then(|n| ratio(m, n)))
+                ))
+            })
+            .collect();
+        if !r.is_empty() {
+            notes.push(format!(
+                "http: requests/s against native nginx: {}{}.",
+                r.join(", "),
+                if h.tool == "ab" {
+                    " (measured with ab: wrk was missing)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+}
+
 /// List distinct failure messages under a table (once each).
 fn errors<'a>(s: &mut String, it: impl Iterator<Item = (String, &'a Option<String>)>) {
     let mut seen: Vec<(String, Vec<String>)> = Vec::new();
@@ -311,6 +583,9 @@ pub fn derive_notes(r: &Results) -> Vec<String> {
                 ));
             }
         }
+    }
+    if let Some(n) = &r.net {
+        net_notes(n, &mut notes);
     }
     let noisy = noisy_configs(r);
     if !noisy.is_empty() {
@@ -406,6 +681,34 @@ fn noisy_configs(r: &Results) -> Vec<String> {
             );
         }
     }
+    if let Some(n) = &r.net {
+        if let Some(l) = &n.tcp_lat {
+            check("tcp-lat native".into(), Some(&l.native));
+            for p in &l.points {
+                check(
+                    format!("tcp-lat {}", p.config),
+                    p.forwarded.summary.as_ref(),
+                );
+            }
+        }
+        if let Some(t) = &n.tcp_stream {
+            for p in &t.points {
+                check(
+                    format!("tcp-stream {} native", fmt_bytes(p.chunk)),
+                    Some(&p.native),
+                );
+                check(
+                    format!("tcp-stream {} virtuos", fmt_bytes(p.chunk)),
+                    p.forwarded.summary.as_ref(),
+                );
+            }
+        }
+        if let Some(h) = &n.http {
+            for p in &h.points {
+                check(format!("http {}", p.config), p.measured.summary.as_ref());
+            }
+        }
+    }
     v
 }
 
@@ -484,6 +787,7 @@ mod tests {
                 }],
                 error: None,
             }),
+            net: None,
             notes: vec!["a note".into()],
         }
     }
@@ -529,6 +833,107 @@ mod tests {
             notes.contains("noise: p10..p90 spans more than 25% of the median for fcntl native;"),
             "{notes}"
         );
+    }
+
+    fn net() -> NetResults {
+        NetResults {
+            date: "2025-01-02T03:04:05Z".into(),
+            command: "target/release/virtuos-bench net --rounds 2".into(),
+            revision: "abc123".into(),
+            load_start: "0.1 0.2 0.3".into(),
+            load_end: "0.4 0.5 0.6".into(),
+            tcp_lat: Some(TcpLatResults {
+                iters: 100,
+                reps: 2,
+                rounds: 2,
+                native: s(&[20_000.0]),
+                points: vec![
+                    LatPoint {
+                        config: "default".into(),
+                        spin: None,
+                        forwarded: Forwarded::ok(s(&[50_000.0])),
+                    },
+                    LatPoint {
+                        config: "unbounded".into(),
+                        spin: Some(u32::MAX),
+                        forwarded: Forwarded::failed("spun out"),
+                    },
+                ],
+            }),
+            tcp_stream: Some(StreamResults {
+                total: 64 << 20,
+                reps: 2,
+                rounds: 2,
+                points: vec![WritePoint {
+                    chunk: 512,
+                    native: s(&[400.0]),
+                    forwarded: Forwarded::ok(s(&[100.0])),
+                }],
+            }),
+            http: Some(HttpResults {
+                tool: "ab".into(),
+                tool_version: "This is ApacheBench, Version 2.3".into(),
+                nginx_version: "nginx version: nginx/1.22.1".into(),
+                object_size: 128,
+                duration: 5,
+                connections: 8,
+                threads: 1,
+                reps: 1,
+                rounds: 2,
+                points: vec![
+                    HttpPoint {
+                        config: "native".into(),
+                        url: "http://127.0.0.1:1/object.bin".into(),
+                        measured: Forwarded::ok(s(&[10_000.0])),
+                    },
+                    HttpPoint {
+                        config: "virtuos-veth".into(),
+                        url: "http://169.254.0.2:8080/object.bin".into(),
+                        measured: Forwarded::ok(s(&[2_500.0])),
+                    },
+                ],
+                error: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn net_section_renders_ratios_and_the_ab_warning() {
+        let mut r = fixed();
+        r.net = Some(net());
+        let md = render_markdown(&r);
+        for want in [
+            "## Network domain vs native",
+            "target/release/virtuos-bench net --rounds 2",
+            "| native (host loopback) | 20.0 µs | 20.0 µs .. 20.0 µs | 1.00x |",
+            "| virtuos, default (VIRTUOS_SPIN unset) | 50.0 µs | 50.0 µs .. 50.0 µs | 2.50x |",
+            "| virtuos, unbounded (VIRTUOS_SPIN=4294967295) | not measured | | |",
+            "Not measured (unbounded): spun out",
+            "| 512 B | 400.0 | 100.0 | 0.25x |",
+            "**wrk was missing",
+            "| virtuos-veth | `http://169.254.0.2:8080/object.bin` | 2500 | 2500 .. 2500 | 0.25x |",
+            "tcp_latency.svg",
+            "tcp_stream_throughput.svg",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in:\n{md}");
+        }
+        let notes = derive_notes(&r).join("\n");
+        assert!(notes.contains("default spin 50.0 µs (2.50x)"), "{notes}");
+        assert!(notes.contains("512 B 0.25x"), "{notes}");
+        assert!(
+            notes.contains("virtuos-veth 0.25x (measured with ab"),
+            "{notes}"
+        );
+        let back: Results = serde_json::from_str(&to_json(&r)).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn results_without_net_still_parse() {
+        let mut v: serde_json::Value = serde_json::from_str(&to_json(&fixed())).unwrap();
+        v.as_object_mut().unwrap().remove("net");
+        let r: Results = serde_json::from_value(v).unwrap();
+        assert!(r.net.is_none());
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub struct Results {
     pub fcntl: Option<FcntlResults>,
     pub write: Option<WriteResults>,
     pub queue_ping: Option<QueuePingResults>,
+    /// The network domain benchmarks (`virtuos-bench net`, also part of `all`).
+    #[serde(default)]
+    pub net: Option<NetResults>,
     /// Free-form observations added by the drivers (and the report).
     pub notes: Vec<String>,
 }
@@ -117,6 +120,86 @@ pub struct QueuePingResults {
     /// ns per OP_PING round trip, per client spin threshold.
     pub points: Vec<SpinPoint>,
     /// Set when the daemon could not be reached at all.
+    pub error: Option<String>,
+}
+
+/// The network domain against native, measured in one run of `virtuos-bench
+/// net` (or `all`), with its own date and reproduce command: `net` can
+/// refresh these sections of an existing results.json alone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetResults {
+    /// UTC, ISO 8601.
+    pub date: String,
+    /// The `virtuos-bench net ...` command that reproduces these sections.
+    pub command: String,
+    pub revision: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub tcp_lat: Option<TcpLatResults>,
+    pub tcp_stream: Option<StreamResults>,
+    pub http: Option<HttpResults>,
+}
+
+/// A forwarded configuration of the TCP latency benchmark.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LatPoint {
+    /// `default` or `unbounded`.
+    pub config: String,
+    /// `VIRTUOS_SPIN`, `None` = unset (the preload library's default).
+    pub spin: Option<u32>,
+    pub forwarded: Forwarded,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TcpLatResults {
+    /// Round trips per repetition.
+    pub iters: u64,
+    pub reps: u32,
+    pub rounds: u32,
+    /// ns per round trip, both ends native on the host's loopback.
+    pub native: Summary,
+    /// ns per round trip, both ends under virtuos (network domain loopback).
+    pub points: Vec<LatPoint>,
+}
+
+/// TCP stream throughput per buffer size (same point shape as `write`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamResults {
+    /// Bytes per connection (one connection per repetition).
+    pub total: u64,
+    pub reps: u32,
+    pub rounds: u32,
+    pub points: Vec<WritePoint>,
+}
+
+/// One way of reaching nginx with the load generator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HttpPoint {
+    /// `native`, `virtuos-veth`, `virtuos-forward`.
+    pub config: String,
+    /// What the load generator connected to, e.g. `http://169.254.3.2:8080/`.
+    pub url: String,
+    /// Requests per second (one sample per load-generator run).
+    pub measured: Forwarded,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HttpResults {
+    /// `wrk` or `ab` (fallback when wrk is missing), with its version line.
+    pub tool: String,
+    pub tool_version: String,
+    pub nginx_version: String,
+    /// Size of the file served, bytes.
+    pub object_size: u64,
+    /// Seconds per load-generator run.
+    pub duration: u64,
+    pub connections: u32,
+    pub threads: u32,
+    pub reps: u32,
+    pub rounds: u32,
+    /// The first point is native; ratios are against it.
+    pub points: Vec<HttpPoint>,
+    /// Set when nothing could be measured (nginx missing, ...).
     pub error: Option<String>,
 }
 

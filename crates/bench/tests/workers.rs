@@ -143,7 +143,14 @@ fn native_only_all_writes_report_and_plots() {
             "--total",
             "16k",
         ])
-        .args(["--write-reps", "2", "--ping-iters", "10", "--out"])
+        .args([
+            "--write-reps",
+            "2",
+            "--ping-iters",
+            "10",
+            "--no-net",
+            "--out",
+        ])
         .arg(&d)
         .arg("--tmp")
         .arg(std::env::temp_dir())
@@ -189,5 +196,135 @@ fn native_only_all_writes_report_and_plots() {
     let md2 = std::fs::read_to_string(again.join("RESULTS.md")).unwrap();
     assert_eq!(md2, md, "render reproduces RESULTS.md");
     assert!(again.join("write_throughput.png").exists());
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn tcp_lat_worker_round_trips_with_its_peer() {
+    let v = worker(&["tcp-lat", "--iters", "200", "--reps", "3"]);
+    assert_eq!(v["bench"], "tcp-lat");
+    assert_eq!(v["unit"], "ns/roundtrip");
+    assert_eq!(v["info"]["iters"], 200);
+    let s = samples(&v, 3);
+    // A TCP round trip through the kernel takes well over a nanosecond and
+    // (with TCP_NODELAY, on loopback) well under the 40 ms delayed-ACK stall.
+    assert!(s.iter().all(|&ns| ns > 1.0 && ns < 40e6), "{s:?}");
+}
+
+#[test]
+fn tcp_stream_worker_receives_the_total() {
+    let v = worker(&[
+        "tcp-stream",
+        "--total",
+        "256k",
+        "--chunk",
+        "1000",
+        "--reps",
+        "2",
+    ]);
+    assert_eq!(v["bench"], "tcp-stream");
+    assert_eq!(v["unit"], "MB/s");
+    assert_eq!(v["info"]["total"], 262144);
+    assert_eq!(v["info"]["chunk"], 1000);
+    samples(&v, 2);
+}
+
+#[test]
+fn tcp_peer_alone_fails_cleanly_without_a_listener() {
+    // Nothing listens on port 1 of 127.0.0.1: a clear error, not a hang.
+    let out = bench()
+        .args(["worker", "tcp-peer", "--connect", "127.0.0.1:1", "echo"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("connect 127.0.0.1:1"), "{stderr}");
+}
+
+#[test]
+fn native_only_net_merges_into_results_json() {
+    let d = tmpdir("net");
+    // An existing results.json from `all`: its sections must survive.
+    let out = bench()
+        .args([
+            "all",
+            "--native-only",
+            "--fcntl-iters",
+            "100",
+            "--fcntl-reps",
+            "2",
+        ])
+        .args(["--floor-iters", "100", "--chunks", "4k", "--total", "16k"])
+        .args([
+            "--write-reps",
+            "2",
+            "--ping-iters",
+            "10",
+            "--no-net",
+            "--out",
+        ])
+        .arg(&d)
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bench()
+        .args(["net", "--native-only", "--net", "lat,stream"])
+        .args(["--lat-iters", "100", "--lat-reps", "2"])
+        .args(["--stream-chunks", "512,4k", "--stream-total", "64k"])
+        .args(["--stream-reps", "2", "--rounds", "1", "--out"])
+        .arg(&d)
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
+    assert_eq!(js["write"]["points"].as_array().unwrap().len(), 1, "kept");
+    let net = &js["net"];
+    assert!(net["command"]
+        .as_str()
+        .unwrap()
+        .starts_with("target/release/virtuos-bench net --net lat,stream "));
+    assert!(net["tcp_lat"]["native"]["median"].as_f64().unwrap() > 0.0);
+    let pts = net["tcp_lat"]["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 2, "default and unbounded");
+    assert_eq!(pts[1]["spin"], u32::MAX);
+    assert!(pts[0]["forwarded"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("--native-only"));
+    let stream = net["tcp_stream"]["points"].as_array().unwrap();
+    assert_eq!(stream.len(), 2);
+    assert_eq!(stream[1]["chunk"], 4096);
+    assert!(net["http"].is_null(), "not selected");
+    let md = std::fs::read_to_string(d.join("RESULTS.md")).unwrap();
+    for want in [
+        "## Write throughput",
+        "## Network domain vs native",
+        "| native (host loopback) |",
+        "| virtuos, unbounded (VIRTUOS_SPIN=4294967295) | not measured |",
+        "| 4 KiB |",
+    ] {
+        assert!(md.contains(want), "missing {want:?}:\n{md}");
+    }
+    for f in [
+        "tcp_latency.svg",
+        "tcp_latency.png",
+        "tcp_stream_throughput.png",
+    ] {
+        let len = std::fs::metadata(d.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -1,7 +1,7 @@
 //! `all`: every benchmark, then RESULTS.md, results.json and the plots.
 
-use super::{fcntl, fs_type, queue_ping, write, Common};
-use crate::report::{self, FCNTL_PLOT, WRITE_PLOT};
+use super::{fcntl, fs_type, net, queue_ping, write, Common};
+use crate::report::{self, FCNTL_PLOT, STREAM_PLOT, TCP_LAT_PLOT, WRITE_PLOT};
 use crate::results::{Meta, Results};
 use crate::stats::parse_size;
 use anyhow::Context;
@@ -40,6 +40,11 @@ pub struct Opts {
     /// Output directory (RESULTS.md, results.json, plots).
     #[arg(long, default_value = "bench")]
     pub out: PathBuf,
+    /// Skip the network domain benchmarks (`net`).
+    #[arg(long)]
+    pub no_net: bool,
+    #[command(flatten)]
+    pub net: net::Opts,
 }
 
 impl Opts {
@@ -66,6 +71,12 @@ impl Opts {
             common.rounds,
             self.out.display()
         );
+        if self.no_net {
+            c.push_str(" --no-net");
+        } else {
+            c.push(' ');
+            c.push_str(&self.net.flags());
+        }
         if common.native_only {
             c.push_str(" --native-only");
         }
@@ -114,14 +125,26 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<Results> {
     )?;
     write::print(&w);
     results.write = Some(w);
+    if !o.no_net {
+        results.net = Some(net::measure(&o.net, common, &o.out)?);
+    }
 
     results.meta.load_end = loadavg();
-    results.notes = report::derive_notes(&results);
-    results.notes.extend(method_notes());
-    let plots = draw_plots(&o.out, &results);
-    results.notes.push(plots);
-    write_outputs(&o.out, &results)?;
+    finish(&o.out, &mut results)?;
     Ok(results)
+}
+
+/// Derive the notes, draw the plots and write RESULTS.md and results.json.
+pub fn finish(out: &Path, r: &mut Results) -> anyhow::Result<()> {
+    // Every note is generated: derive them again from the data.
+    r.notes = report::derive_notes(r);
+    r.notes.extend(method_notes());
+    if r.net.is_some() {
+        r.notes.push(NET_METHOD.into());
+    }
+    let plots = draw_plots(out, r);
+    r.notes.push(plots);
+    write_outputs(out, r)
 }
 
 /// Re-render RESULTS.md and the plots from a results.json (no measuring).
@@ -130,12 +153,7 @@ pub fn render(json: &Path, out: &Path) -> anyhow::Result<()> {
     let mut r: Results =
         serde_json::from_str(&text).with_context(|| format!("parse {}", json.display()))?;
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-    // Every note is generated: derive them again from the data.
-    r.notes = report::derive_notes(&r);
-    r.notes.extend(method_notes());
-    let plots = draw_plots(out, &r);
-    r.notes.push(plots);
-    write_outputs(out, &r)
+    finish(out, &mut r)
 }
 
 fn draw_plots(out: &Path, r: &Results) -> String {
@@ -159,12 +177,32 @@ fn draw_plots(out: &Path, r: &Results) -> String {
                  and PNG figures have no text; the tables above carry the numbers."
             .to_string(),
     };
+    if let Some(n) = &r.net {
+        if let Some(l) = &n.tcp_lat {
+            if let Err(e) = crate::plot::tcp_lat_figure(out, TCP_LAT_PLOT, l) {
+                failed.push(format!("{e:#}"));
+            }
+        }
+        if let Some(st) = &n.tcp_stream {
+            if let Err(e) = crate::plot::stream_figure(out, STREAM_PLOT, st) {
+                failed.push(format!("{e:#}"));
+            }
+        }
+    }
     if failed.is_empty() {
         how
     } else {
         format!("{how} Failed: {}", failed.join("; "))
     }
 }
+
+const NET_METHOD: &str = "Network: native and virtuos runs of one benchmark alternate within \
+     each round, so their ratio is of the same machine state; the load averages in the \
+     network section show how busy the machine was. On a 2-vCPU VM the native round trip \
+     depends on whether the peer's vCPU was idle (waking a halted vCPU costs tens of µs), \
+     while forwarded calls suffer most from other load: callers, the domain's workers \
+     (which spin on the submit list) and the other programs compete for two CPUs, and an \
+     unbounded spin keeps a CPU busy for every blocked caller.";
 
 fn method_notes() -> Vec<String> {
     vec![
@@ -204,10 +242,15 @@ pub fn write_outputs(out: &Path, r: &Results) -> anyhow::Result<()> {
 }
 
 fn meta(o: &Opts, common: &Common) -> Meta {
+    environment(o.command(common), common)
+}
+
+/// The machine and the code a run of `command` measures.
+pub fn environment(command: String, common: &Common) -> Meta {
     let data = common.tmp.join("virtuos-bench-stack-*/data");
     Meta {
         date: utc_now(),
-        command: o.command(common),
+        command,
         kernel: rustix::system::uname()
             .release()
             .to_string_lossy()
@@ -229,7 +272,7 @@ fn meta(o: &Opts, common: &Common) -> Meta {
 }
 
 /// The three load averages from /proc/loadavg.
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -248,7 +291,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn revision() -> String {
+pub fn revision() -> String {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)

@@ -4,7 +4,13 @@
 
 pub mod all;
 pub mod fcntl;
+pub mod http;
+pub mod loadgen;
+pub mod net;
+pub mod nginx;
 pub mod queue_ping;
+pub mod tcp_lat;
+pub mod tcp_stream;
 pub mod write;
 
 use crate::workers::WorkerOutput;
@@ -186,6 +192,11 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(common: &Common) -> anyhow::Result<Stack> {
+        Stack::start_with(common, &[])
+    }
+
+    /// `virtuos up UP_ARGS` (e.g. `--forward 18080:8080`).
+    pub fn start_with(common: &Common, up_args: &[String]) -> anyhow::Result<Stack> {
         let virtuos = snapshot(common)?
             .virtuos
             .clone()
@@ -200,7 +211,9 @@ impl Stack {
             timeout: common.timeout(),
             up: false,
         };
-        let out = run_with_timeout(stack.command(["up"]), Duration::from_secs(60), "virtuos up")?;
+        let mut up = stack.command(["up"]);
+        up.args(up_args);
+        let out = run_with_timeout(up, Duration::from_secs(60), "virtuos up")?;
         if !out.status_ok {
             bail!("`virtuos up` failed: {}", out.stderr_tail());
         }
@@ -260,6 +273,49 @@ impl Stack {
         }
         let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
         parse_worker(run_with_timeout(c, self.timeout, &what)?, &what)
+    }
+
+    /// `virtuos run -- ARGV` with this stack's environment, not started
+    /// (for long-running programs such as servers).
+    pub fn run_command(&self, argv: &[OsString]) -> Command {
+        let mut c = self.command(["run", "--"]);
+        c.args(argv);
+        c
+    }
+
+    /// Wait until the network domain is connected; its address on the host
+    /// link (`virtuos status --json`).
+    pub fn network_address(&self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = run_with_timeout(
+                self.command(["status", "--json"]),
+                Duration::from_secs(20),
+                "virtuos status --json",
+            )?;
+            let v: serde_json::Value = serde_json::from_str(&out.stdout)
+                .with_context(|| format!("parse `virtuos status --json`: {}", out.stdout))?;
+            let net = v["domains"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["name"] == "network"))
+                .with_context(|| {
+                    format!(
+                        "this daemon runs no network domain (needs root and iproute2, see \
+                         scripts/setup-debian.sh): {}",
+                        out.stdout.trim()
+                    )
+                })?;
+            if let (Some("connected"), Some(a)) = (net["state"].as_str(), net["address"].as_str()) {
+                return Ok(a.to_string());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the network domain is not connected: {net}\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The daemon's log, for error messages.

@@ -8,6 +8,10 @@
 
 pub mod fcntl;
 pub mod pingpong;
+pub mod tcp;
+pub mod tcp_lat;
+pub mod tcp_peer;
+pub mod tcp_stream;
 pub mod write;
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +23,7 @@ use std::time::Instant;
 /// The one line a worker prints.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct WorkerOutput {
-    /// `fcntl`, `write` or `pingpong`.
+    /// `fcntl`, `write`, `pingpong`, `tcp-lat` or `tcp-stream`.
     pub bench: String,
     /// Unit of `samples`: `ns/call`, `MB/s`, `ns/roundtrip`.
     pub unit: String,
