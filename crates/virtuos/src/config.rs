@@ -56,7 +56,15 @@ pub struct FileConfig {
     pub forward: Option<Vec<String>>,
     /// vm backend: the storage disk image (default `<data_dir>/storage.img`).
     pub storage_image: Option<PathBuf>,
+    /// A domain whose heartbeat stops for this long counts as hung and is
+    /// restarted (default 3000).
+    pub hang_timeout_ms: Option<u64>,
+    /// Restart a failed domain automatically (default true).
+    pub restart: Option<bool>,
 }
+
+/// Default of `hang_timeout_ms`.
+pub const DEFAULT_HANG_TIMEOUT_MS: u64 = 3000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -110,6 +118,9 @@ pub struct Overrides {
     pub storage_image: Option<PathBuf>,
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
+    pub hang_timeout_ms: Option<u64>,
+    /// `--no-restart`.
+    pub no_restart: bool,
 }
 
 /// The effective settings of the daemon this invocation talks to or starts.
@@ -136,6 +147,10 @@ pub struct Settings {
     /// vm backend: kernel and initramfs already prepared (by `virtuos up`).
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
+    /// A domain without heartbeat for this long is hung (killed, restarted).
+    pub hang_timeout: std::time::Duration,
+    /// Restart failed domains automatically.
+    pub restart: bool,
 }
 
 /// The vm backend's default disk image inside the data directory.
@@ -202,7 +217,14 @@ impl Settings {
             .or_else(|| file.storage_image.clone())
             .map(absolute)
             .unwrap_or_else(|| data_dir.join(STORAGE_IMAGE));
+        let hang_ms = o
+            .hang_timeout_ms
+            .or(file.hang_timeout_ms)
+            .unwrap_or(DEFAULT_HANG_TIMEOUT_MS)
+            .max(100);
         Ok(Settings {
+            hang_timeout: std::time::Duration::from_millis(hang_ms),
+            restart: !o.no_restart && file.restart.unwrap_or(true),
             storage_image,
             vm_kernel: o.vm_kernel.clone().map(absolute),
             vm_initrd: o.vm_initrd.clone().map(absolute),

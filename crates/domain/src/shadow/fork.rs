@@ -124,7 +124,9 @@ fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
     else {
         return Ok(None);
     };
-    let MainMsg::Attach { client_id } = msg;
+    let MainMsg::Attach { client_id } = msg else {
+        anyhow::bail!("expected Attach, got {msg:?}");
+    };
     let [region_fd, state_fd]: [OwnedFd; 2] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("Attach carries {} descriptors, not 2", v.len()))?;
