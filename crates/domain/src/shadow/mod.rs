@@ -402,7 +402,10 @@ impl Shadow {
             match control::recv::<MainMsg>(self.control.as_fd()) {
                 Ok(None) => sys::exit_now(0),
                 Ok(Some((MainMsg::Corrupt, _))) => {
-                    tracing::warn!(client = self.client_id, "fault injection: corrupting results");
+                    tracing::warn!(
+                        client = self.client_id,
+                        "fault injection: corrupting results"
+                    );
                     self.corrupt.store(true, Ordering::Release);
                 }
                 Ok(Some((msg, _fds))) => {

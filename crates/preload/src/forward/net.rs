@@ -68,6 +68,7 @@ pub fn socket(a: [u64; 6]) -> Action {
 pub fn on_fd(nr: u64, a: [u64; 6], f: fn(u64, [u64; 6], Entry) -> i64) -> Action {
     match fdtable::get(a[0]) {
         None => Action::Local,
+        Some(e) if e.is_stale() => Action::Done(super::caller::stale_errno(e.domain)),
         Some(e) if e.domain != DOMAIN_NETWORK => Action::Done(-(libc::ENOTSOCK as i64)),
         Some(e) => Action::Done(f(nr, a, e)),
     }

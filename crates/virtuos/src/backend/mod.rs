@@ -224,7 +224,10 @@ impl Domain {
 
     /// Signal the domain's main process (the server, or QEMU).
     pub fn signal_main(&self, sig: rustix::process::Signal) -> io::Result<()> {
-        let Some(pid) = self.pid().and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
+        let Some(pid) = self
+            .pid()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        else {
             return Err(io::Error::other(format!(
                 "the {} domain has no process",
                 self.spec.name

@@ -25,7 +25,10 @@ impl Daemon {
         }
         tracing::warn!(domain, how = how.as_str(), "fault injection");
         let done = match how {
-            Fault::Kill => s.domain.signal_main(Signal::KILL).map_err(|e| e.to_string()),
+            Fault::Kill => s
+                .domain
+                .signal_main(Signal::KILL)
+                .map_err(|e| e.to_string()),
             Fault::Hang => s.domain.signal_all(Signal::STOP).map_err(|e| e.to_string()),
             Fault::Panic | Fault::Corrupt => {
                 let epoch = s.recovery.epoch();

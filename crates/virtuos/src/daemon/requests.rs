@@ -79,7 +79,9 @@ impl Daemon {
             }
             ClientRequest::Restart { domain } => {
                 if !privileged(peer) {
-                    return Err(error("only root or the daemon's owner may restart a domain"));
+                    return Err(error(
+                        "only root or the daemon's owner may restart a domain",
+                    ));
                 }
                 let Some(i) = self.find(&domain) else {
                     return Err(error(format!("unknown domain {domain:?}")));
@@ -245,7 +247,9 @@ impl Daemon {
                 // The domain failed after it accepted us: its state page
                 // was never marked (we were not in the table yet).
                 client.regions.mark_failed();
-                return Err(error(format!("the {domain} domain failed during registration")));
+                return Err(error(format!(
+                    "the {domain} domain failed during registration"
+                )));
             }
             clients.insert(client);
         }
