@@ -27,6 +27,9 @@ first=1
 for dom in storage network; do
   for how in kill panic hang corrupt; do
     for r in $(seq "$rounds"); do
+      # A domain that fails again within 2 s of its restart counts as a
+      # crash loop (restart back-off): let it settle first.
+      sleep 2.2
       # corrupt is detected by a client: keep one busy.
       client=""
       if [ "$how" = corrupt ]; then
