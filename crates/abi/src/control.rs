@@ -48,6 +48,41 @@ pub enum ClientRequest {
     Status,
     /// Stop every domain and the daemon (`virtuos down`).
     Shutdown,
+    /// A client read garbage from `domain`'s queue (a result out of range,
+    /// a broken entry): the daemon treats the domain as failed. Only
+    /// accepted from a process registered with that domain.
+    ReportFault { domain: String, reason: String },
+    /// Inject a fault into `domain` (tests, demos): root or the daemon's
+    /// owner only.
+    Crash { domain: String, how: Fault },
+    /// Restart `domain` now (its clients' calls fail as on a crash): root
+    /// or the daemon's owner only.
+    Restart { domain: String },
+}
+
+/// A fault `virtuos domain crash` injects.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// SIGKILL of the domain's main process (the daemon sends it).
+    Kill,
+    /// The domain server aborts from inside (SIGABRT).
+    Panic,
+    /// Every process of the domain stops (SIGSTOP): no service, no heartbeat.
+    Hang,
+    /// The domain's shadows complete every request with garbage.
+    Corrupt,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Panic => "panic",
+            Fault::Hang => "hang",
+            Fault::Corrupt => "corrupt",
+        }
+    }
 }
 
 /// Daemon -> client.
@@ -114,6 +149,18 @@ pub struct DomainStatus {
     /// VM backend: the guest's serial console log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<String>,
+    /// Automatic and requested restarts since the daemon started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The last failure the daemon detected (what, when).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Detection of the last failure to the new domain's `Ready`, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recovery_ms: Option<u64>,
+    /// Launch of the last restarted domain to its `Ready`, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_launch_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -158,6 +205,11 @@ pub enum DomainCommand {
     /// The client is gone: end its shadow.
     RemoveClient {
         client_id: u64,
+    },
+    /// Fault injection from inside (`Fault::Panic`, `Fault::Corrupt`; the
+    /// daemon does `Kill` and `Hang` with signals). Answered before it acts.
+    InjectFault {
+        how: Fault,
     },
     Shutdown,
 }

@@ -42,6 +42,11 @@ unsafe impl AtomicsOnly for DomainState {}
 
 pub const HEARTBEAT_PERIOD_MS: u64 = 100;
 
+/// The per-domain page the daemon watches for hangs (same layout as a
+/// client's state page): the domain's main loop bumps `heartbeat` at least
+/// every `DOMAIN_HEARTBEAT_PERIOD_MS`; only `heartbeat` and `magic` are used.
+pub const DOMAIN_HEARTBEAT_PERIOD_MS: u64 = 200;
+
 impl DomainState {
     /// Domain: initialise a fresh page.
     pub fn init(&self, cpus: u32) {

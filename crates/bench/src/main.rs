@@ -12,6 +12,7 @@ mod plot;
 mod report;
 mod results;
 mod stats;
+mod timeline;
 mod workers;
 
 use clap::{Parser, Subcommand};
@@ -74,6 +75,14 @@ enum Cmd {
         opts: drivers::all::Opts,
         #[command(flatten)]
         common: Common,
+    },
+    /// Render the Figure 13 timeline (fault_timeline.svg/png) from the JSON
+    /// bench/faults/fig13.sh wrote.
+    Timeline {
+        #[arg(long, default_value = "bench/faults/fig13.json")]
+        json: std::path::PathBuf,
+        #[arg(long, default_value = "bench/faults")]
+        out: std::path::PathBuf,
     },
     /// Re-render RESULTS.md and the plots from an existing results.json.
     Render {
@@ -208,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Render { json, out } => drivers::all::render(&json, &out),
+        Cmd::Timeline { json, out } => timeline::render(&json, &out),
     }
 }
 

@@ -23,6 +23,7 @@ use virtuos_abi::control::DomainReply;
 
 mod backend;
 mod exec;
+mod heartbeat;
 mod log;
 mod proto;
 mod role;
@@ -41,6 +42,10 @@ struct Args {
     /// backend).
     #[arg(long, required_unless_present = "control_port")]
     control_fd: Option<i32>,
+    /// Inherited page (memfd) whose heartbeat the main loop bumps for the
+    /// daemon's hang detection (process backend).
+    #[arg(long)]
+    heartbeat_fd: Option<i32>,
     /// VM backend: name of the virtio-serial port to the daemon.
     #[arg(long)]
     control_port: Option<String>,
@@ -124,6 +129,11 @@ fn run(args: Args) -> Result<()> {
         .context("--control-fd is required (process backend)")?;
     let ctl = sys::take_inherited_fd(control_fd)
         .with_context(|| format!("--control-fd {control_fd} is not an open descriptor"))?;
+    if let Some(fd) = args.heartbeat_fd {
+        let hb = sys::take_inherited_fd(fd)
+            .with_context(|| format!("--heartbeat-fd {fd} is not an open descriptor"))?;
+        heartbeat::install(hb)?;
+    }
     let mount = backend::check_mount(&args.mount)?;
     let cpus = cpus();
     let procfd = open_proc()?;

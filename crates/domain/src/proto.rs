@@ -24,7 +24,7 @@ pub enum ShadowMsg {
     ForkAbort { token: u64 },
 }
 
-/// Main -> a pending (forked, not yet attached) shadow.
+/// Main -> a shadow (`Attach` only to a pending, forked one).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MainMsg {
     /// You serve `client_id` now; descriptors [region, state page]. VM
@@ -34,4 +34,7 @@ pub enum MainMsg {
         #[serde(default)]
         slot: Option<u8>,
     },
+    /// Fault injection (`virtuos domain crash --how corrupt`): complete
+    /// every request from now on with garbage.
+    Corrupt,
 }

@@ -13,6 +13,7 @@
 //! process.
 
 use crate::backend::Root;
+use crate::heartbeat;
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::role::Role;
 use crate::shadow::{self, NewShadow};
@@ -24,7 +25,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use virtuos_abi::control::{self, Credentials, DomainCommand, DomainReply};
+use virtuos_abi::control::{self, Credentials, DomainCommand, DomainReply, Fault};
 
 /// How long a new shadow may take to report that it serves.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,6 +126,7 @@ impl Server {
 
     fn main_loop(&mut self) -> Result<()> {
         loop {
+            heartbeat::beat();
             self.reap();
             let ids: Vec<(bool, u64)> = self
                 .clients
@@ -223,6 +225,7 @@ impl Server {
             DomainCommand::RemoveClient { client_id } => {
                 (self.remove_client(client_id), Flow::Continue)
             }
+            DomainCommand::InjectFault { how } => return self.inject(how),
             DomainCommand::Shutdown => {
                 self.kill_all();
                 (Ok(()), Flow::Exit)
@@ -239,6 +242,33 @@ impl Server {
         };
         self.reply(reply)?;
         Ok(flow)
+    }
+
+    /// `InjectFault`: answer first, then misbehave.
+    fn inject(&mut self, how: Fault) -> Result<Flow> {
+        match how {
+            Fault::Panic => {
+                self.reply(DomainReply::Ok)?;
+                tracing::error!("fault injection: the domain server aborts");
+                std::process::abort();
+            }
+            Fault::Corrupt => {
+                for (id, p) in &self.clients {
+                    if let Err(e) = control::send(p.sock.as_fd(), &MainMsg::Corrupt, &[]) {
+                        tracing::warn!(client = id, "cannot tell the shadow to corrupt: {e}");
+                    }
+                }
+                tracing::error!(
+                    shadows = self.clients.len(),
+                    "fault injection: shadows complete requests with garbage"
+                );
+                self.reply(DomainReply::Ok)?;
+            }
+            Fault::Kill | Fault::Hang => self.reply(DomainReply::Error {
+                message: format!("{} is injected by the daemon (signals)", how.as_str()),
+            })?,
+        }
+        Ok(Flow::Continue)
     }
 
     fn reply(&self, reply: DomainReply) -> Result<()> {
@@ -576,10 +606,12 @@ fn parent_of(pid: u32) -> Result<u32> {
 fn wait_ready(p: &ShadowProc) -> Result<()> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
     loop {
+        heartbeat::beat();
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             bail!("timed out after {SETUP_TIMEOUT:?}");
         }
+        let left = left.min(Duration::from_millis(TICK_MS as u64));
         let ts = rustix::time::Timespec {
             tv_sec: left.as_secs() as i64,
             tv_nsec: left.subsec_nanos() as i64,

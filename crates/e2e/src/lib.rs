@@ -608,8 +608,22 @@ impl Domain {
             .extend(names.iter().map(|s| s.to_string()));
     }
 
-    /// Contents of a file in the domain's tree.
+    /// Contents of a file in the domain's tree (vm backend: read through
+    /// the domain by `cat` under virtuos).
     pub fn read_domain_file(&self, rel: &str) -> Vec<u8> {
+        if vm_backend() {
+            let path = format!("{STORAGE}/{rel}");
+            let r = self.run(&["cat", &path]);
+            if r.timed_out || r.code() != 0 {
+                panic!(
+                    "cannot read domain file {rel} through the VM: {}\n{}\n{}",
+                    r.status_text(),
+                    show_run(&r),
+                    self.diagnostics()
+                );
+            }
+            return r.output.stdout;
+        }
         let p = self.storage_dir().join(rel);
         fs::read(&p).unwrap_or_else(|e| {
             panic!(

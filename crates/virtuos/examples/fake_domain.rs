@@ -52,6 +52,24 @@ fn main() {
     // else in this process.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let refuse = std::env::var_os("FAKE_DOMAIN_REFUSE").is_some();
+    // The daemon's hang detection watches this page (`FAKE_DOMAIN_SILENT=1`:
+    // no heartbeat, to test that).
+    let heartbeat: Option<i32> = args
+        .iter()
+        .position(|a| a == "--heartbeat-fd")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
+    if let Some(hb) = heartbeat {
+        // SAFETY: as for the control socket.
+        let hb = unsafe { OwnedFd::from_raw_fd(hb) };
+        let page = StatePage::map(&hb, true).expect("heartbeat page");
+        if std::env::var_os("FAKE_DOMAIN_SILENT").is_none() {
+            std::thread::spawn(move || loop {
+                page.get().heartbeat.fetch_add(1, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(100));
+            });
+        }
+    }
     eprintln!("fake-domain: up, args {:?}", &args[1..]);
     control::send(sock.as_fd(), &DomainReply::Ready { cpus: 2 }, &[]).unwrap();
     let mut clients: HashMap<u64, Arc<AtomicBool>> = HashMap::new();
@@ -77,6 +95,9 @@ fn main() {
             }
             DomainCommand::AddClient { .. } => DomainReply::Error {
                 message: "fake domain refuses".into(),
+            },
+            DomainCommand::InjectFault { .. } => DomainReply::Error {
+                message: "the fake domain injects no faults".into(),
             },
             // Token 77 stands for a pending forked shadow; others are unknown.
             DomainCommand::AttachForked {

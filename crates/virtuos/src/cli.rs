@@ -106,6 +106,15 @@ pub struct DomainArgs {
     /// serves at once (each fork takes one) [default: 16, at most 63]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=63))]
     pub vm_slots: Option<u16>,
+    /// A domain whose heartbeat stops for this long counts as hung: it is
+    /// killed and restarted [default: config file `hang_timeout_ms`, else 3000]
+    #[arg(long, value_name = "MS")]
+    pub hang_timeout_ms: Option<u64>,
+
+    /// Do not restart failed domains automatically (`virtuos domain
+    /// restart` still works) [default: config file `restart`, else restart]
+    #[arg(long)]
+    pub no_restart: bool,
 
     /// vm backend: kernel prepared by `virtuos up` (daemon only)
     #[arg(long, value_name = "FILE", hide = true)]
@@ -167,12 +176,64 @@ pub enum Command {
         keep: bool,
     },
 
+    /// Fault injection and recovery of one domain (tests, demos).
+    Domain {
+        #[command(subcommand)]
+        action: DomainAction,
+    },
+
     /// Run the daemon in the foreground (what `virtuos up` starts).
     #[command(hide = true)]
     Daemon {
         #[command(flatten)]
         domain: DomainArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DomainAction {
+    /// Inject a fault into domain NAME (storage or network); the daemon
+    /// detects it, fails the domain's calls in flight and restarts it.
+    Crash {
+        /// storage or network
+        name: String,
+        /// kill: SIGKILL of the domain server; panic: the server aborts
+        /// from inside; hang: every process of the domain stops (detected
+        /// by its heartbeat); corrupt: the domain answers with garbage
+        /// (detected by the clients that read it)
+        #[arg(long, value_enum, default_value = "kill")]
+        how: FaultArg,
+        /// Wait until the domain serves again and print how long it took
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Restart domain NAME now (its calls in flight fail as on a crash).
+    Restart {
+        name: String,
+        /// Wait until the domain serves again
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultArg {
+    Kill,
+    Panic,
+    Hang,
+    Corrupt,
+}
+
+impl From<FaultArg> for virtuos_abi::control::Fault {
+    fn from(f: FaultArg) -> Self {
+        use virtuos_abi::control::Fault;
+        match f {
+            FaultArg::Kill => Fault::Kill,
+            FaultArg::Panic => Fault::Panic,
+            FaultArg::Hang => Fault::Hang,
+            FaultArg::Corrupt => Fault::Corrupt,
+        }
+    }
 }
 
 impl Cli {
@@ -189,6 +250,8 @@ impl Cli {
             vm_kernel: d.vm_kernel.clone(),
             vm_initrd: d.vm_initrd.clone(),
             vm_slots: d.vm_slots.map(usize::from),
+            hang_timeout_ms: d.hang_timeout_ms,
+            no_restart: d.no_restart,
         }
     }
 }

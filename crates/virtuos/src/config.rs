@@ -56,7 +56,15 @@ pub struct FileConfig {
     pub forward: Option<Vec<String>>,
     /// vm backend: the storage disk image (default `<data_dir>/storage.img`).
     pub storage_image: Option<PathBuf>,
+    /// A domain whose heartbeat stops for this long counts as hung and is
+    /// restarted (default 3000).
+    pub hang_timeout_ms: Option<u64>,
+    /// Restart a failed domain automatically (default true).
+    pub restart: Option<bool>,
 }
+
+/// Default of `hang_timeout_ms`.
+pub const DEFAULT_HANG_TIMEOUT_MS: u64 = 3000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -111,6 +119,9 @@ pub struct Overrides {
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
     pub vm_slots: Option<usize>,
+    pub hang_timeout_ms: Option<u64>,
+    /// `--no-restart`.
+    pub no_restart: bool,
 }
 
 /// The effective settings of the daemon this invocation talks to or starts.
@@ -142,6 +153,10 @@ pub struct Settings {
     pub vm_initrd: Option<PathBuf>,
     /// vm backend: region slots of the storage VM.
     pub vm_slots: usize,
+    /// A domain without heartbeat for this long is hung (killed, restarted).
+    pub hang_timeout: std::time::Duration,
+    /// Restart failed domains automatically.
+    pub restart: bool,
 }
 
 /// The vm backend's default disk image inside the data directory.
@@ -208,7 +223,14 @@ impl Settings {
             .or_else(|| file.storage_image.clone())
             .map(absolute)
             .unwrap_or_else(|| data_dir.join(STORAGE_IMAGE));
+        let hang_ms = o
+            .hang_timeout_ms
+            .or(file.hang_timeout_ms)
+            .unwrap_or(DEFAULT_HANG_TIMEOUT_MS)
+            .max(100);
         Ok(Settings {
+            hang_timeout: std::time::Duration::from_millis(hang_ms),
+            restart: !o.no_restart && file.restart.unwrap_or(true),
             storage_image,
             vm_kernel: o.vm_kernel.clone().map(absolute),
             vm_initrd: o.vm_initrd.clone().map(absolute),

@@ -35,6 +35,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             commands::status::cmd(&s.runtime, *json)
         }
         Command::Demo { keep } => commands::demo::cmd(*keep),
+        Command::Domain { action } => {
+            let s = commands::settings(&cli, &Default::default())?;
+            commands::domain::cmd(&s.runtime, action)
+        }
         Command::Daemon { domain } => {
             daemon::run(commands::settings(&cli, domain)?)?;
             Ok(0)

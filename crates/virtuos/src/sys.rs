@@ -44,25 +44,41 @@ pub fn wait_termination_signal() -> libc::c_int {
     sig
 }
 
-/// Prepare `cmd` to start a domain server: `fd` becomes descriptor 3 of the
-/// child (inheritable), the child's signal mask is cleared (the daemon blocks
-/// termination signals) and it gets SIGTERM when the daemon dies.
+/// Prepare `cmd` to start a domain server: `fds[k]` becomes descriptor
+/// `3 + k` of the child (inheritable; 3 is the control socket, 4 the
+/// heartbeat page), the child leads a process group of its own (so that
+/// the daemon can stop or kill the domain with all its shadows), its
+/// signal mask is cleared (the daemon blocks termination signals) and it
+/// gets SIGTERM when the daemon dies.
 ///
 /// The daemon must spawn domains from a thread that lives as long as it
 /// does: the parent-death signal follows the forking thread.
-pub fn domain_child_setup(cmd: &mut Command, fd: RawFd) {
-    const TARGET: RawFd = 3;
+pub fn domain_child_setup(cmd: &mut Command, fds: [RawFd; 2]) {
+    const FIRST: RawFd = 3;
+    const PARK: RawFd = 100;
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (dup2, fcntl, sigprocmask, prctl) on
-    // plain integers; it allocates nothing and takes no locks.
+    // async-signal-safe system calls (fcntl, dup2, close, setpgid,
+    // sigprocmask, prctl) on plain integers; it allocates nothing and takes
+    // no locks.
     unsafe {
         cmd.pre_exec(move || {
-            if fd == TARGET {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            // Park every source above the targets first, so that a source
+            // already sitting on a target number is not overwritten.
+            let mut parked = [0 as RawFd; 2];
+            for (k, &fd) in fds.iter().enumerate() {
+                parked[k] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARK);
+                if parked[k] < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(fd, TARGET) < 0 {
+            }
+            for (k, &p) in parked.iter().enumerate() {
+                // dup2 leaves the target without FD_CLOEXEC.
+                if libc::dup2(p, FIRST + k as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(p);
+            }
+            if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -80,6 +96,18 @@ pub fn domain_child_setup(cmd: &mut Command, fd: RawFd) {
             }
             Ok(())
         });
+    }
+}
+
+/// Send `sig` to every process of process group `pgid` (a domain and its
+/// shadows). ESRCH (nobody left) is not an error.
+pub fn signal_group(pgid: u32, sig: rustix::process::Signal) -> std::io::Result<()> {
+    let Some(p) = rustix::process::Pid::from_raw(pgid as i32) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process_group(p, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

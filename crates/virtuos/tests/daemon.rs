@@ -235,8 +235,9 @@ fn claim_fork_checks_the_parent() {
 
 #[test]
 fn domain_crash_marks_state_pages_failed() {
+    // Without automatic restarts the domain stays down (see the next test).
     let env = TestEnv::new(fake_domain());
-    env.up();
+    env.ok(&["up", "--no-restart"]);
     let (reply, fds) = env.request(&register());
     assert!(matches!(reply, DaemonReply::Registered { .. }));
     let state = StatePage::map(&fds[1], false).unwrap();
@@ -275,6 +276,44 @@ fn domain_crash_marks_state_pages_failed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("disconnected"));
     env.ok(&["down"]);
     assert!(!env.socket().exists());
+}
+
+#[test]
+fn crashed_domain_is_restarted_and_clients_register_again() {
+    let env = TestEnv::new(fake_domain());
+    env.up();
+    let (reply, fds) = env.request(&register());
+    assert!(matches!(reply, DaemonReply::Registered { .. }));
+    let state = StatePage::map(&fds[1], false).unwrap();
+    let old_pid = env.storage()["pid"].as_u64().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(old_pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    wait_for("domain restarted", WAIT, || {
+        let s = env.storage();
+        s["state"] == "connected" && s["restarts"] == 1
+    });
+    assert!(!state.get().serving(), "the old state page must say FAILED");
+    let s = env.storage();
+    assert_ne!(s["pid"].as_u64().unwrap(), old_pid);
+    assert!(
+        s["last_failure"].as_str().unwrap().contains("SIGKILL"),
+        "{s}"
+    );
+    assert!(s["last_recovery_ms"].is_number(), "{s}");
+    // The old registration was forgotten: registering again works and
+    // hands out a fresh, serving state page.
+    let (reply, fds) = env.request(&register());
+    assert!(matches!(reply, DaemonReply::Registered { .. }), "{reply:?}");
+    let fresh = StatePage::map(&fds[1], false).unwrap();
+    assert!(fresh.get().serving());
+    // A requested restart works the same way.
+    env.ok(&["domain", "restart", "storage", "--wait"]);
+    assert_eq!(env.storage()["restarts"], 2);
+    assert!(!fresh.get().serving());
+    env.ok(&["down"]);
 }
 
 #[test]

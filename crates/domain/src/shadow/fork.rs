@@ -135,7 +135,9 @@ fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
     else {
         return Ok(None);
     };
-    let MainMsg::Attach { client_id, slot } = msg;
+    let MainMsg::Attach { client_id, slot } = msg else {
+        anyhow::bail!("expected Attach, got {msg:?}");
+    };
     let [region_fd, state_fd]: [OwnedFd; 2] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("Attach carries {} descriptors, not 2", v.len()))?;

@@ -19,7 +19,7 @@
 //! | BASE + 1 | `/proc` (`O_PATH`), for `OP_FD_PATH` |
 //! | BASE + 2 | log (the domain's stderr) |
 
-use crate::proto::ShadowMsg;
+use crate::proto::{MainMsg, ShadowMsg};
 use crate::role::Role;
 use crate::{exec, log, sys};
 use anyhow::{Context, Result};
@@ -120,6 +120,8 @@ pub struct Shadow {
     /// One `OP_FORK_PREPARE` at a time.
     fork_lock: Mutex<()>,
     list_error_logged: AtomicBool,
+    /// Fault injection: complete every request with garbage.
+    pub(crate) corrupt: AtomicBool,
     limits: FdLimits,
     /// Requests being executed: (worker tid, entry index). The interrupter
     /// signals a worker only while holding this lock and only if its entry
@@ -311,6 +313,7 @@ impl Shadow {
             workers: AtomicU32::new(0),
             fork_lock: Mutex::new(()),
             list_error_logged: AtomicBool::new(false),
+            corrupt: AtomicBool::new(false),
             limits,
             running: Mutex::new(Vec::new()),
             waker,
@@ -415,10 +418,17 @@ impl Shadow {
                 tracing::debug!(client = self.client_id, "domain main process gone");
                 sys::exit_now(0);
             }
-            match control::recv::<serde_json::Value>(self.control.as_fd()) {
+            match control::recv::<MainMsg>(self.control.as_fd()) {
                 Ok(None) => sys::exit_now(0),
+                Ok(Some((MainMsg::Corrupt, _))) => {
+                    tracing::warn!(
+                        client = self.client_id,
+                        "fault injection: corrupting results"
+                    );
+                    self.corrupt.store(true, Ordering::Release);
+                }
                 Ok(Some((msg, _fds))) => {
-                    tracing::warn!(client = self.client_id, "unexpected message {msg}")
+                    tracing::warn!(client = self.client_id, "unexpected message {msg:?}")
                 }
                 Err(e) => tracing::warn!(client = self.client_id, "bad control message: {e}"),
             }

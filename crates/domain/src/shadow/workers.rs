@@ -16,6 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What a corrupted shadow (fault injection) writes as every result.
+const GARBAGE: u64 = 0xdead_beef_dead_beef;
 /// Most workers per shadow.
 pub const MAX_WORKERS: u32 = 64;
 const STACK_SIZE: usize = 256 * 1024;
@@ -126,7 +128,12 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
         tracing::error!(client = shadow.client_id, op = req.op, "request panicked");
         (-(libc::EIO as i64), 0)
     });
-    shadow.waker.complete(entry, index, result, extra);
+    if shadow.corrupt.load(Ordering::Acquire) {
+        // A misbehaving domain: no errno, no length a caller could accept.
+        shadow.waker.complete(entry, index, GARBAGE as i64, GARBAGE);
+    } else {
+        shadow.waker.complete(entry, index, result, extra);
+    }
     shadow.idle.fetch_add(1, Ordering::AcqRel);
     true
 }

@@ -17,6 +17,26 @@ use virtuos_abi::{ClientRegion, NUM_CHUNKS, NUM_ENTRIES};
 
 const EIO: i64 = -(libc::EIO as i64);
 
+/// What a call on a descriptor of a failed domain returns (`fdtable`'s
+/// stale entries): EIO for files, ENOTCONN for sockets.
+pub fn stale_errno(domain: u8) -> i64 {
+    if domain & !super::fdtable::STALE == super::fdtable::DOMAIN_NETWORK {
+        -(libc::ENOTCONN as i64)
+    } else {
+        EIO
+    }
+}
+
+/// What a call in flight returns when its domain fails: EIO for files,
+/// ECONNRESET for sockets.
+pub fn gone_errno(domain: u8) -> i64 {
+    if domain == super::fdtable::DOMAIN_NETWORK {
+        -(libc::ECONNRESET as i64)
+    } else {
+        EIO
+    }
+}
+
 /// The sleep of a waiting caller, open to the program's signals: a signal
 /// runs the program's handler and, without SA_RESTART, makes the futex wait
 /// return EINTR — then the call is interrupted in the domain (it answers
@@ -216,7 +236,12 @@ pub fn on_thread_exit() {
     }
 }
 
-fn acquire_wait<const W: usize>(pool: &Pool<W>, k: usize, sess: &Session) -> Result<u16, i64> {
+fn acquire_wait<const W: usize>(
+    pool: &Pool<W>,
+    k: usize,
+    sess: &Session,
+    domain: u8,
+) -> Result<u16, i64> {
     if let Some(i) = pool.acquire() {
         return Ok(i);
     }
@@ -228,8 +253,8 @@ fn acquire_wait<const W: usize>(pool: &Pool<W>, k: usize, sess: &Session) -> Res
             result = Ok(i);
             break;
         }
-        if !sess.state.get().serving() {
-            result = Err(EIO);
+        if !sess.usable() {
+            result = Err(gone_errno(domain));
             break;
         }
         if round < 64 {
@@ -247,6 +272,33 @@ fn policy() -> WaitPolicy {
         spin: state::config().spin,
         sleep_slice: std::time::Duration::from_millis(100),
         deadline: None,
+    }
+}
+
+/// Where a call goes: a domain, and for a call on a descriptor the epoch
+/// the descriptor was made in (the session must be of that epoch, or the
+/// descriptor died with an older incarnation of the domain).
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub domain: u8,
+    pub epoch: Option<u16>,
+}
+
+impl From<u8> for Target {
+    fn from(domain: u8) -> Target {
+        Target {
+            domain,
+            epoch: None,
+        }
+    }
+}
+
+impl From<super::fdtable::Entry> for Target {
+    fn from(e: super::fdtable::Entry) -> Target {
+        Target {
+            domain: e.domain,
+            epoch: Some(e.epoch),
+        }
     }
 }
 
@@ -277,9 +329,14 @@ pub enum Started {
 impl Call {
     /// Get the session of `domain` (registering if needed), an entry and
     /// a chunk of its region.
-    pub fn begin(domain: u8) -> Result<Call, i64> {
-        let k = slot_of(domain).ok_or(EIO)?;
+    pub fn begin(target: impl Into<Target>) -> Result<Call, i64> {
+        let Target { domain, epoch } = target.into();
+        let k = slot_of(domain).ok_or_else(|| stale_errno(domain))?;
         let sess = session::get(domain)?;
+        if epoch.is_some_and(|e| e != sess.epoch) {
+            // The descriptor's domain failed and was replaced meanwhile.
+            return Err(stale_errno(domain));
+        }
         let gen = GEN[k].load(Ordering::Acquire);
         let mut c = with_cache(k, |c| c.replace(EMPTY)).unwrap_or(EMPTY);
         if c.gen != gen {
@@ -291,11 +348,11 @@ impl Call {
             c.tid = host::gettid();
         }
         let entry = match c.entry {
-            NONE => acquire_wait(&ENTRIES[k], k, sess)?,
+            NONE => acquire_wait(&ENTRIES[k], k, sess, domain)?,
             e => e,
         };
         let chunk = match c.chunk {
-            NONE => match acquire_wait(&CHUNKS[k], k, sess) {
+            NONE => match acquire_wait(&CHUNKS[k], k, sess, domain) {
                 Ok(ch) => ch,
                 Err(e) => {
                     ENTRIES[k].release(entry);
@@ -327,6 +384,14 @@ impl Call {
         self.domain
     }
 
+    /// A table entry for remote descriptor `rfd` made through this call.
+    pub fn entry_for(&self, rfd: u32, cloexec: bool) -> super::fdtable::Entry {
+        super::fdtable::Entry {
+            epoch: self.sess.epoch,
+            ..super::fdtable::Entry::new(self.domain, rfd, cloexec)
+        }
+    }
+
     pub fn chunk(&self) -> Option<ChunkRef<'static>> {
         ChunkRef::new(&self.sess.region, self.chunk)
     }
@@ -355,18 +420,21 @@ impl Call {
             &mut interruptible_sleep,
         ) {
             Ok((r, extra)) if r >= -4095 => Ok((r, extra)),
-            Ok(_) => Err(EIO),
+            Ok((r, _)) => {
+                self.garbage(&format!("result {r:#x} of op {op}"));
+                Err(EIO)
+            }
             Err(e) => {
                 // The entry (and chunk) may still be in the domain's hands.
                 self.poisoned = true;
                 log::once(
                     &REPORTED_GONE[self.slot],
                     format_args!(
-                        "the {} domain stopped answering ({e:?}); its calls fail with EIO",
+                        "the {} domain stopped answering ({e:?}); its calls fail",
                         session::name(self.domain)
                     ),
                 );
-                Err(EIO)
+                Err(gone_errno(self.domain))
             }
         }
     }
@@ -477,11 +545,11 @@ impl Call {
                     log::once(
                         &REPORTED_GONE[self.slot],
                         format_args!(
-                            "the {} domain stopped answering; its calls fail with EIO",
+                            "the {} domain stopped answering; its calls fail",
                             session::name(self.domain)
                         ),
                     );
-                    return Err(EIO);
+                    return Err(gone_errno(self.domain));
                 }
                 _ => {}
             }
@@ -490,9 +558,16 @@ impl Call {
         let (r, extra) = entry.result();
         entry.release();
         if r < -4095 {
+            self.garbage(&format!("result {r:#x}"));
             return Err(EIO);
         }
         Ok((r, extra))
+    }
+
+    /// The domain answered something no domain may answer: fail the call
+    /// (the caller returns EIO), stop using the session, tell the daemon.
+    pub fn garbage(&self, what: &str) {
+        session::report_garbage(self.domain, self.sess, what);
     }
 
     /// Whether the domain still serves this call's region.
@@ -559,8 +634,8 @@ impl Drop for Call {
 
 /// A call without data (virtual ops, close, fsync...) in `domain`:
 /// -errno on failure.
-pub fn simple_call(domain: u8, op: u16, args: [u64; 6]) -> i64 {
-    match Call::begin(domain) {
+pub fn simple_call(target: impl Into<Target>, op: u16, args: [u64; 6]) -> i64 {
+    match Call::begin(target) {
         Ok(mut c) => c.result(op, args, false),
         Err(e) => e,
     }

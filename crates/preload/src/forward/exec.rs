@@ -255,14 +255,7 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
         {
             return Err("bad entry");
         }
-        entries.push((
-            fd,
-            Entry {
-                domain: rec[8],
-                remote,
-                cloexec: rec[9] == 1,
-            },
-        ));
+        entries.push((fd, Entry::new(rec[8], remote, rec[9] == 1)));
     }
     let token_at = [40usize, 64];
     let mut pending = [None; NUM_DOMAINS];
@@ -320,8 +313,14 @@ pub fn before_exec() {
         pending: DOMAINS.map(session::pending),
         attached: DOMAINS.map(|d| session::current(d).is_some()),
     };
+    // Stale entries (their domain failed) are left behind: the new image
+    // sees their placeholders only (EBADF).
     let ok = encode(&mut FdSink(fd as i32), &snap, &mut |f| {
-        fdtable::for_each_in(0, fdtable::CAPACITY as u64 - 1, f)
+        fdtable::for_each_in(0, fdtable::CAPACITY as u64 - 1, |fd, e| {
+            if !e.is_stale() {
+                f(fd, e)
+            }
+        })
     });
     if !ok {
         host::close(fd as i32);

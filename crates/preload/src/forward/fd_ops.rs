@@ -25,11 +25,12 @@ pub fn close(fd: u64) -> Action {
         return Action::Local;
     };
     epoll::on_close_forwarded(fd, e);
-    let r = caller::simple_call(
-        e.domain,
-        libc::SYS_close as u16,
-        [e.remote as u64, 0, 0, 0, 0, 0],
-    );
+    // A stale entry's remote descriptor died with its domain.
+    let r = if e.is_stale() {
+        0
+    } else {
+        caller::simple_call(e, libc::SYS_close as u16, [e.remote as u64, 0, 0, 0, 0, 0])
+    };
     let h = host::close(fd as i32);
     // The descriptor is gone either way (POSIX); report a real error of
     // the domain's close (e.g. a deferred write error), not a dead domain.
@@ -47,7 +48,7 @@ fn remote_dup(call: &mut Call, rfd: u32) -> i64 {
 
 /// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`.
 fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -89,7 +90,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
             if let Some(ne) = fdtable::take(new) {
                 epoll::on_close_forwarded(new, ne);
                 let _ = caller::simple_call(
-                    ne.domain,
+                    ne,
                     libc::SYS_close as u16,
                     [ne.remote as u64, 0, 0, 0, 0, 0],
                 );
@@ -108,7 +109,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
     if new as u32 as usize >= fdtable::CAPACITY {
         return Action::Done(-(libc::EMFILE as i64));
     }
-    let mut call = match Call::begin(oe.domain) {
+    let mut call = match Call::begin(oe) {
         Ok(c) => c,
         Err(e) => return Action::Done(e),
     };
@@ -124,17 +125,14 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         remote_close(&mut call, rnew as u64);
         return Action::Done(h);
     }
-    let prev = fdtable::set(new, fdtable::Entry::new(oe.domain, rnew as u32, cloexec));
+    let prev = fdtable::set(new, call.entry_for(rnew as u32, cloexec));
     if let Ok(Some(p)) = prev {
         epoll::on_close_forwarded(new, p);
     }
     match prev {
         Ok(Some(p)) if p.domain != oe.domain => {
-            let _ = caller::simple_call(
-                p.domain,
-                libc::SYS_close as u16,
-                [p.remote as u64, 0, 0, 0, 0, 0],
-            );
+            let _ =
+                caller::simple_call(p, libc::SYS_close as u16, [p.remote as u64, 0, 0, 0, 0, 0]);
         }
         Ok(Some(p)) => {
             remote_close(&mut call, p.remote as u64);
@@ -257,7 +255,7 @@ pub fn close_range(args: [u64; 6]) -> Action {
             };
             if !tried[k] {
                 tried[k] = true;
-                calls[k] = Call::begin(e.domain).ok();
+                calls[k] = Call::begin(e).ok();
             }
             if let Some(c) = calls[k].as_mut() {
                 remote_close(c, e.remote as u64);

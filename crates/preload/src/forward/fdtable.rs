@@ -7,8 +7,15 @@
 //! placeholder at the same number, so the kernel never hands that number
 //! out for something else while the entry exists: the updates below rely on
 //! that (an entry is always cleared before its placeholder is closed).
+//!
+//! Epochs: each entry records the epoch of its domain's session when it was
+//! made. A failed domain (crash, hang, garbage) ends the epoch: the shadow
+//! that held the remote descriptors is gone, so entries of older epochs are
+//! *stale*. Lookups present a stale entry with `STALE` or'ed into its
+//! domain id: no session serves that id, so every call on it fails (EIO,
+//! ENOTCONN for sockets) and close just drops it.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use rustix::mm::{MapFlags, ProtFlags};
 
 /// User descriptors at or above this are always local.
@@ -32,6 +39,28 @@ pub fn slot_of(domain: u8) -> Option<usize> {
     }
 }
 
+/// Or'ed into the domain id of a stale entry (see the module comment).
+pub const STALE: u8 = 0x80;
+
+/// Current session epoch per domain slot.
+static EPOCH: [AtomicU32; NUM_DOMAINS] = [const { AtomicU32::new(1) }; NUM_DOMAINS];
+
+/// The current epoch of `domain` (0 for unknown ids).
+pub fn epoch(domain: u8) -> u16 {
+    slot_of(domain).map_or(0, |k| EPOCH[k].load(Ordering::Acquire) as u16)
+}
+
+/// End `domain`'s epoch: every entry made so far becomes stale.
+pub fn end_epoch(domain: u8) {
+    if let Some(k) = slot_of(domain) {
+        let next = EPOCH[k].fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+        if next as u16 == 0 {
+            // Epoch 0 is never current (unknown ids carry it).
+            EPOCH[k].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Whether `domain` is a domain id this library knows.
 pub fn is_known_domain(domain: u8) -> bool {
     slot_of(domain).is_some()
@@ -39,12 +68,15 @@ pub fn is_known_domain(domain: u8) -> bool {
 
 const VALID: u64 = 1 << 63;
 const CLOEXEC: u64 = 1 << 40;
+const EPOCH_SHIFT: u32 = 41;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub domain: u8,
     pub remote: u32,
     pub cloexec: bool,
+    /// The domain's session epoch when the entry was made.
+    pub epoch: u16,
 }
 
 impl Entry {
@@ -56,11 +88,13 @@ impl Entry {
         Entry::new(DOMAIN_NETWORK, remote, cloexec)
     }
 
+    /// An entry of the current epoch of `domain`.
     pub fn new(domain: u8, remote: u32, cloexec: bool) -> Entry {
         Entry {
             domain,
             remote,
             cloexec,
+            epoch: epoch(domain),
         }
     }
 
@@ -68,18 +102,41 @@ impl Entry {
         self.domain == DOMAIN_NETWORK
     }
 
+    /// Made in an epoch that ended (its domain failed since).
+    pub fn is_stale(&self) -> bool {
+        self.domain & STALE != 0
+    }
+
+    /// The domain the entry was made in (without `STALE`).
+    pub fn home(&self) -> u8 {
+        self.domain & !STALE
+    }
+
     fn encode(self) -> u64 {
         VALID
-            | (self.domain as u64) << 32
+            | (self.home() as u64) << 32
             | if self.cloexec { CLOEXEC } else { 0 }
+            | (self.epoch as u64) << EPOCH_SHIFT
             | self.remote as u64
     }
 
-    fn decode(v: u64) -> Option<Entry> {
+    /// The stored entry, as it was made.
+    fn decode_raw(v: u64) -> Option<Entry> {
         (v & VALID != 0).then_some(Entry {
             domain: (v >> 32) as u8,
             remote: v as u32,
             cloexec: v & CLOEXEC != 0,
+            epoch: (v >> EPOCH_SHIFT) as u16,
+        })
+    }
+
+    /// The stored entry as lookups present it (stale if its epoch ended).
+    fn decode(v: u64) -> Option<Entry> {
+        Entry::decode_raw(v).map(|mut e| {
+            if e.epoch != epoch(e.domain) {
+                e.domain |= STALE;
+            }
+            e
         })
     }
 }
@@ -165,27 +222,27 @@ pub fn is_forwarded(fd: u64) -> bool {
 pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
     let i = index(fd).ok_or(-(libc::EMFILE as i64))?;
     let t = map_table()?;
-    let prev = Entry::decode(t[i].swap(e.encode(), Ordering::AcqRel));
-    match prev {
+    let old = t[i].swap(e.encode(), Ordering::AcqRel);
+    match Entry::decode_raw(old) {
         None => {
             COUNT.fetch_add(1, Ordering::Relaxed);
         }
         Some(p) => count_add(p.domain, -1),
     }
-    count_add(e.domain, 1);
+    count_add(e.home(), 1);
     HIGH.fetch_max(i + 1, Ordering::Relaxed);
-    Ok(prev)
+    Ok(Entry::decode(old))
 }
 
 /// Remove and return the entry of `fd` (only one caller wins).
 pub fn take(fd: u64) -> Option<Entry> {
     let t = table()?;
-    let prev = Entry::decode(t.get(index(fd)?)?.swap(0, Ordering::AcqRel));
-    if let Some(p) = prev {
+    let old = t.get(index(fd)?)?.swap(0, Ordering::AcqRel);
+    if let Some(p) = Entry::decode_raw(old) {
         COUNT.fetch_sub(1, Ordering::Relaxed);
         count_add(p.domain, -1);
     }
-    prev
+    Entry::decode(old)
 }
 
 /// Set or clear close-on-exec; false if `fd` is not forwarded.
@@ -275,5 +332,28 @@ mod tests {
         assert!(take(fd).is_some());
         assert!(take(fd).is_none(), "second take loses");
         assert!(!set_cloexec(fd, true));
+    }
+
+    #[test]
+    fn entries_of_an_ended_epoch_are_stale() {
+        // (Without ending the real epoch: other tests run meanwhile.)
+        let fd = 61_000u64;
+        let before = count_in(DOMAIN_NETWORK);
+        let old = Entry {
+            epoch: epoch(DOMAIN_NETWORK).wrapping_sub(1),
+            ..Entry::network(9, false)
+        };
+        set(fd, old).unwrap();
+        let e = get(fd).unwrap();
+        assert!(e.is_stale());
+        assert_eq!(e.home(), DOMAIN_NETWORK);
+        assert!(slot_of(e.domain).is_none(), "no session serves a stale id");
+        // A new entry at the same number is current again.
+        set(fd, Entry::network(10, false)).unwrap();
+        assert!(!get(fd).unwrap().is_stale());
+        assert_eq!(count_in(DOMAIN_NETWORK), before + 1);
+        let gone = take(fd).unwrap();
+        assert!(!gone.is_stale());
+        assert_eq!(count_in(DOMAIN_NETWORK), before);
     }
 }

@@ -3,7 +3,7 @@
 //! host (possibly with a rewritten path), or refuse it (EXDEV).
 //! Also the calls that change or report the cwd.
 
-use super::caller::Call;
+use super::caller::{Call, Target};
 use super::route::{self, PathRoute, PathScratch, PATH_MAX};
 use super::{cwd, fdtable, host, marshal, usermem, Action};
 use virtuos_abi::shape::{Arg, Shape};
@@ -18,7 +18,7 @@ pub enum Decision {
     /// scratch buffers, which must outlive the call).
     LocalRewritten([u64; 6]),
     /// Forward with these (descriptor-translated) arguments to this domain.
-    Remote([u64; 6], u8),
+    Remote([u64; 6], Target),
     /// Errno for the call.
     Fail(i64),
 }
@@ -37,6 +37,8 @@ pub fn decide(
     let (mut any_remote, mut any_local, mut rewritten) = (false, false, false);
     // The one domain every forwarded argument must belong to.
     let mut domain: Option<u8> = None;
+    // The epoch of the descriptors among the arguments.
+    let mut epoch: Option<u16> = None;
     for &i in fd_slots {
         let Some(&fd) = args.get(i) else { continue };
         match fdtable::get(fd) {
@@ -45,6 +47,7 @@ pub fn decide(
                     return Decision::Fail(-(libc::EXDEV as i64));
                 }
                 domain = Some(e.domain);
+                epoch = Some(e.epoch);
                 remote[i] = e.remote as u64;
                 any_remote = true;
             }
@@ -93,13 +96,22 @@ pub fn decide(
                 any_remote = true;
                 if let Some(d) = dirslot {
                     remote[d] = dirfd;
+                    if let Some(e) = args.get(d).copied().and_then(fdtable::get) {
+                        epoch = Some(e.epoch);
+                    }
                 }
             }
         }
     }
     match (any_remote, any_local) {
         (true, true) => Decision::Fail(-(libc::EXDEV as i64)),
-        (true, false) => Decision::Remote(remote, domain.unwrap_or(fdtable::DOMAIN_STORAGE)),
+        (true, false) => Decision::Remote(
+            remote,
+            Target {
+                domain: domain.unwrap_or(fdtable::DOMAIN_STORAGE),
+                epoch,
+            },
+        ),
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
     }
@@ -220,24 +232,27 @@ fn run(nr: u64, sh: &Shape, d: Decision) -> Action {
         Decision::Local => Action::Local,
         Decision::LocalRewritten(a) => Action::Done(host::reissue(nr, a)),
         Decision::Fail(e) => Action::Done(e),
-        Decision::Remote(a, domain) => Action::Done(forward_checked(nr, &a, sh, domain)),
+        Decision::Remote(a, t) => Action::Done(forward_checked(nr, &a, sh, t)),
     }
 }
 
 /// A socket call reaches only the network domain, a file call only the
 /// storage domain (per-family tables): a socket call on a forwarded file is
 /// ENOTSOCK, as natively.
-fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, domain: u8) -> i64 {
+fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, t: Target) -> i64 {
     use virtuos_abi::shape::{family, Family};
-    if family(nr as u16) == Some(Family::Socket) && domain != fdtable::DOMAIN_NETWORK {
+    if t.domain & fdtable::STALE != 0 {
+        return super::caller::stale_errno(t.domain);
+    }
+    if family(nr as u16) == Some(Family::Socket) && t.domain != fdtable::DOMAIN_NETWORK {
         return -(libc::ENOTSOCK as i64);
     }
-    forward(nr, a, sh, domain)
+    forward(nr, a, sh, t)
 }
 
 /// Forward a shaped call to `domain` and apply its effects on our state.
-pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape, domain: u8) -> i64 {
-    let mut call = match Call::begin(domain) {
+pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape, target: impl Into<Target>) -> i64 {
+    let mut call = match Call::begin(target) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -279,7 +294,7 @@ pub fn install(call: &mut Call, rfd: i64, cloexec: bool) -> i64 {
 
 /// Record user fd `ph` (a placeholder we own) as remote `rfd`.
 pub fn bind(call: &mut Call, ph: i64, rfd: u32, cloexec: bool) -> i64 {
-    match fdtable::set(ph as u64, fdtable::Entry::new(call.domain(), rfd, cloexec)) {
+    match fdtable::set(ph as u64, call.entry_for(rfd, cloexec)) {
         Ok(prev) => {
             if let Some(p) = prev {
                 // A stale entry for a number the kernel considered free.

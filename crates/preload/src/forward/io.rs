@@ -22,7 +22,7 @@ pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let Some(sh) = shape(nr as u16) else {
         return Action::Done(EIO);
     };
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };
@@ -184,7 +184,7 @@ pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
     if total == 0 {
         return Action::Done(0);
     }
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };
@@ -274,8 +274,8 @@ fn skip(cur: &mut Iov, mut n: u64) {
 #[derive(Clone, Copy)]
 enum Side {
     Local(i32),
-    /// (domain, remote fd)
-    Remote(u8, u32),
+    /// (entry, remote fd)
+    Remote(Entry, u32),
 }
 
 /// copy_file_range / sendfile / splice.
@@ -300,19 +300,15 @@ pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
                 a[0] = i.remote as u64;
                 a[2] = o.remote as u64;
             }
-            return Action::Done(generic::forward(nr, &a, &sh, i.domain));
+            return Action::Done(generic::forward(nr, &a, &sh, i));
         }
         _ => {}
     }
     if nr as i64 == libc::SYS_copy_file_range && args[5] != 0 {
         return Action::Done(EINVAL);
     }
-    let src = ein.map_or(Side::Local(fd_in as i32), |e| {
-        Side::Remote(e.domain, e.remote)
-    });
-    let dst = eout.map_or(Side::Local(fd_out as i32), |e| {
-        Side::Remote(e.domain, e.remote)
-    });
+    let src = ein.map_or(Side::Local(fd_in as i32), |e| Side::Remote(e, e.remote));
+    let dst = eout.map_or(Side::Local(fd_out as i32), |e| Side::Remote(e, e.remote));
     let read_off = |p: u64| -> Result<Option<i64>, i64> {
         if p == 0 {
             return Ok(None);

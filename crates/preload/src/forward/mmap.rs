@@ -47,7 +47,7 @@ pub fn mmap(args: [u64; 6]) -> Action {
             | libc::MAP_LOCKED
             | libc::MAP_POPULATE
             | libc::MAP_STACK);
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(err) => return Action::Done(err),
     };

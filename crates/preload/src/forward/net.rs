@@ -68,13 +68,14 @@ pub fn socket(a: [u64; 6]) -> Action {
 pub fn on_fd(nr: u64, a: [u64; 6], f: fn(u64, [u64; 6], Entry) -> i64) -> Action {
     match fdtable::get(a[0]) {
         None => Action::Local,
+        Some(e) if e.is_stale() => Action::Done(super::caller::stale_errno(e.domain)),
         Some(e) if e.domain != DOMAIN_NETWORK => Action::Done(-(libc::ENOTSOCK as i64)),
         Some(e) => Action::Done(f(nr, a, e)),
     }
 }
 
-fn begin() -> Result<(Call, ChunkRef<'static>), i64> {
-    let call = Call::begin(DOMAIN_NETWORK)?;
+fn begin(e: Entry) -> Result<(Call, ChunkRef<'static>), i64> {
+    let call = Call::begin(e)?;
     let chunk = call.chunk().ok_or(EIO)?;
     Ok((call, chunk))
 }
@@ -142,7 +143,7 @@ pub fn accept(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     if flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 {
         return EINVAL;
     }
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -179,7 +180,7 @@ pub fn accept(nr: u64, a: [u64; 6], e: Entry) -> i64 {
 /// getsockname / getpeername.
 pub fn sockname(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     let (addr, lenp) = (a[1], a[2]);
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -200,7 +201,7 @@ pub fn sockname(nr: u64, a: [u64; 6], e: Entry) -> i64 {
 /// getsockopt: the option value has 1024 bytes of room.
 pub fn getsockopt(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     let (level, name, val, lenp) = (a[1], a[2], a[3], a[4]);
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -243,7 +244,7 @@ pub fn recvfrom(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     if buf == 0 && cap > 0 {
         return EFAULT;
     }
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -290,7 +291,7 @@ pub fn sendto(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     if addr != 0 && alen as usize > ROOM {
         return EINVAL;
     }
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -488,14 +489,14 @@ fn recv_one(call: &mut Call, chunk: &ChunkRef<'_>, rfd: u32, hdr: u64, flags: u6
 }
 
 pub fn sendmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
-    match begin() {
+    match begin(e) {
         Ok((mut call, chunk)) => send_one(&mut call, &chunk, e.remote, a[1], a[2]),
         Err(err) => err,
     }
 }
 
 pub fn recvmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
-    match begin() {
+    match begin(e) {
         Ok((mut call, chunk)) => recv_one(&mut call, &chunk, e.remote, a[1], a[2]),
         Err(err) => err,
     }
@@ -505,7 +506,7 @@ pub fn recvmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
 /// message (returning the count), as the kernel does.
 pub fn sendmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
     let (vec, vlen, flags) = (a[1], a[2].min(UIO_MAXIOV), a[3]);
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };
@@ -563,7 +564,7 @@ pub fn recvmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
     };
     let waitforone = flags as i32 & libc::MSG_WAITFORONE != 0;
     flags &= !(libc::MSG_WAITFORONE as u64);
-    let (mut call, chunk) = match begin() {
+    let (mut call, chunk) = match begin(e) {
         Ok(x) => x,
         Err(err) => return err,
     };

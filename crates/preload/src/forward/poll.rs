@@ -346,6 +346,8 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
                     storage_ready += 1;
                 }
             }
+            // Its domain failed: always "ready" with an error, never polled.
+            Some(e) if e.is_stale() => storage_ready += 1,
             Some(e) => {
                 if !chunk_pollfd(&chunk, n_net, e.remote as i32, ev) {
                     return -(libc::EIO as i64);
@@ -431,6 +433,7 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
         write_fd(fds, i, fd);
         let rev = match fdtable::get(fd as u64) {
             Some(e) if e.domain == DOMAIN_STORAGE => ev & READY_MASK,
+            Some(e) if e.is_stale() => libc::POLLERR | libc::POLLHUP,
             _ => {
                 let r = chunk_revents(&chunk, j, ev);
                 j += 1;

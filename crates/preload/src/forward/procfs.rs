@@ -101,7 +101,7 @@ pub fn readlink(nr: u64, args: [u64; 6]) -> Option<Action> {
     if (size as i64) <= 0 {
         return Some(Action::Done(-(libc::EINVAL as i64)));
     }
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(err) => return Some(Action::Done(err)),
     };
@@ -139,7 +139,7 @@ pub fn open(nr: u64, args: [u64; 6]) -> Option<Action> {
         // Opening a socket's /proc link fails natively too.
         return Some(Action::Done(-(libc::ENXIO as i64)));
     }
-    let mut call = match Call::begin(e.domain) {
+    let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(err) => return Some(Action::Done(err)),
     };

@@ -5,6 +5,14 @@
 //! Each session pointer is published once (Release) and never freed while
 //! the process can use it; only a forked child (single-threaded) swaps it
 //! out and frees the parent's mapping later, when allocation is allowed.
+//!
+//! Recovery: a session whose state page says FAILED (the daemon saw its
+//! domain die or hang) or that read garbage from its domain (`broken`) is
+//! retired at the next call: the domain's descriptor epoch ends (its
+//! descriptors fail from now on, `fdtable`), the session is left mapped
+//! (other threads may still be returning from calls on it: a leak of one
+//! region per failure) and the process registers again, with the
+//! restarted domain.
 
 use super::fdtable::{self, DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
 use super::sync::SpinLock;
@@ -18,6 +26,19 @@ use virtuos_abi::ClientRegion;
 pub struct Session {
     pub region: ClientRegion,
     pub state: StatePage,
+    /// We read garbage from the domain through this session.
+    pub broken: AtomicBool,
+    /// The descriptor epoch of this session (`fdtable::epoch` when it was
+    /// published).
+    pub epoch: u16,
+}
+
+impl Session {
+    /// Serving, as far as this process can tell.
+    #[inline]
+    pub fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed) && self.state.get().serving()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +147,11 @@ pub fn is_orphaned(domain: u8) -> bool {
     slot(domain).orphaned.load(Ordering::Relaxed)
 }
 
-/// Mark `domain` as lost (its descriptors fail with EIO).
+/// Mark `domain` as lost: its descriptors (of the current epoch) fail
+/// with EIO; later calls register afresh.
 pub fn set_orphaned(domain: u8) {
     slot(domain).orphaned.store(true, Ordering::Relaxed);
+    fdtable::end_epoch(domain);
 }
 
 /// The session of `domain`, registering (or claiming a fork) on first use.
@@ -137,8 +160,8 @@ pub fn set_orphaned(domain: u8) {
 #[inline]
 pub fn get(domain: u8) -> Result<&'static Session, i64> {
     match current(domain) {
-        Some(s) => Ok(s),
-        None => slow_get(domain),
+        Some(s) if s.usable() => Ok(s),
+        _ => slow_get(domain),
     }
 }
 
@@ -154,19 +177,22 @@ fn slow_get(domain: u8) -> Result<&'static Session, i64> {
 
 fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
     let _g = LOCK.lock();
-    if let Some(s) = current(domain) {
-        return Ok(s);
-    }
     let sl = slot(domain);
+    if let Some(s) = current(domain) {
+        if s.usable() {
+            return Ok(s);
+        }
+        retire(domain);
+    }
     if sl.orphaned.load(Ordering::Relaxed) {
         log::once(
             &sl.reported_orphan,
             format_args!(
-                "this process lost its {} domain session (fork claim failed); forwarded calls fail with EIO",
+                "this process lost its {} domain session (fork claim or exec reattach failed); \
+                 its descriptors fail with EIO",
                 name(domain)
             ),
         );
-        return Err(-(libc::EIO as i64));
     }
     let claim = pending(domain);
     let req = match claim {
@@ -212,6 +238,42 @@ fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
     }
 }
 
+/// The current session of `domain` failed: end its descriptors' epoch and
+/// drop it from the slot (leaked, see the module comment). Under LOCK.
+fn retire(domain: u8) {
+    let sl = slot(domain);
+    let old = sl.session.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if old.is_null() {
+        return;
+    }
+    fdtable::end_epoch(domain);
+    log::emit(format_args!(
+        "the {} domain failed; its descriptors in this process fail from now on, \
+         new calls go to the restarted domain",
+        name(domain)
+    ));
+}
+
+/// Flag `domain` to the daemon: we read garbage from its queue (`what`).
+/// The session is not used again. May allocate (like registration).
+pub fn report_garbage(domain: u8, sess: &Session, what: &str) {
+    if sess.broken.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    log::emit(format_args!(
+        "the {} domain wrote garbage into this process's queue ({what}); \
+         the call fails with EIO and the daemon is told",
+        name(domain)
+    ));
+    let mask = super::host::block_signals();
+    let req = ClientRequest::ReportFault {
+        domain: name(domain).into(),
+        reason: what.into(),
+    };
+    let _ = talk(&req);
+    super::host::restore_signals(mask);
+}
+
 fn report(domain: u8, msg: &str) {
     log::once(
         &slot(domain).reported,
@@ -223,8 +285,8 @@ fn report(domain: u8, msg: &str) {
     );
 }
 
-/// Talk to the daemon and map what it hands out. Allocates.
-fn attach(req: &ClientRequest) -> Result<Session, String> {
+/// One request to the daemon and its reply. Allocates.
+fn talk(req: &ClientRequest) -> Result<(DaemonReply, Vec<rustix::fd::OwnedFd>), String> {
     use rustix::net::{
         connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
     };
@@ -240,9 +302,14 @@ fn attach(req: &ClientRequest) -> Result<Session, String> {
         SocketAddrUnix::new(cfg.socket.as_str()).map_err(|e| format!("bad socket path: {e}"))?;
     connect(&sock, &addr).map_err(|e| e.to_string())?;
     control::send(sock.as_fd(), req, &[]).map_err(|e| format!("send: {e}"))?;
-    let (reply, fds) = control::recv::<DaemonReply>(sock.as_fd())
+    control::recv::<DaemonReply>(sock.as_fd())
         .map_err(|e| format!("receive: {e}"))?
-        .ok_or_else(|| "the daemon closed the connection".to_string())?;
+        .ok_or_else(|| "the daemon closed the connection".to_string())
+}
+
+/// Talk to the daemon and map what it hands out. Allocates.
+fn attach(req: &ClientRequest) -> Result<Session, String> {
+    let (reply, fds) = talk(req)?;
     match reply {
         DaemonReply::Registered {
             storage_mount,
@@ -290,10 +357,16 @@ pub fn map_session_at(
     if !state.get().is_valid() {
         return Err("the domain state page is not valid".into());
     }
-    Ok(Session { region, state })
+    Ok(Session {
+        region,
+        state,
+        broken: AtomicBool::new(false),
+        epoch: 0,
+    })
 }
 
-fn publish(domain: u8, s: Session) -> &'static Session {
+fn publish(domain: u8, mut s: Session) -> &'static Session {
+    s.epoch = fdtable::epoch(domain);
     caller::on_new_session(domain, &s.region);
     let p = Box::into_raw(Box::new(s));
     slot(domain).session.store(p, Ordering::Release);
@@ -367,7 +440,7 @@ pub fn before_fork() -> ForkTokens {
     let mut tokens = [None; NUM_DOMAINS];
     FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
     for (i, d) in DOMAINS.into_iter().enumerate() {
-        if current(d).is_none() || is_orphaned(d) {
+        if !current(d).is_some_and(|s| s.usable()) {
             continue;
         }
         if !has_state_in(d) {

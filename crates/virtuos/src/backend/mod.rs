@@ -17,10 +17,11 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use virtuos_abi::control::{self, DomainCommand, DomainReply};
+use virtuos_abi::region::StatePage;
 
 /// How long a domain may take to say `Ready`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,6 +171,14 @@ pub struct Domain {
     vm_info: Mutex<Option<VmInfo>>,
     /// vm backend: the running VM's region slots and bell relay.
     slots: Mutex<Option<(Arc<vm::slots::SlotPool>, vm::bells::Relay)>>,
+    /// Process backend: the page whose heartbeat the domain bumps.
+    heartbeat: Mutex<Option<Arc<StatePage>>>,
+    /// Process group of the last started domain (process backend: the
+    /// server's pid), kept after the server was reaped so that leftover
+    /// shadows can still be killed.
+    pgid: AtomicU32,
+    /// Launch to `Ready` of the last start, in microseconds.
+    launch_us: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -186,7 +195,48 @@ impl Domain {
             cpus: AtomicU32::new(1),
             vm_info: Mutex::new(None),
             slots: Mutex::new(None),
+            heartbeat: Mutex::new(None),
+            pgid: AtomicU32::new(0),
+            launch_us: AtomicU64::new(0),
         }
+    }
+
+    /// The domain's heartbeat counter, if it has a heartbeat page.
+    pub fn heartbeat(&self) -> Option<u64> {
+        lock(&self.heartbeat)
+            .as_ref()
+            .map(|p| p.get().heartbeat.load(Ordering::Acquire))
+    }
+
+    /// Launch to `Ready` of the last successful start.
+    pub fn last_launch(&self) -> Duration {
+        Duration::from_micros(self.launch_us.load(Ordering::Relaxed))
+    }
+
+    /// Signal every process of the domain (server and shadows; process
+    /// backend) or QEMU (vm backend).
+    pub fn signal_all(&self, sig: rustix::process::Signal) -> io::Result<()> {
+        match self.spec.backend {
+            Backend::Process => match self.pgid.load(Ordering::Relaxed) {
+                0 => Ok(()),
+                g => crate::sys::signal_group(g, sig),
+            },
+            Backend::Vm => self.signal_main(sig),
+        }
+    }
+
+    /// Signal the domain's main process (the server, or QEMU).
+    pub fn signal_main(&self, sig: rustix::process::Signal) -> io::Result<()> {
+        let Some(pid) = self
+            .pid()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        else {
+            return Err(io::Error::other(format!(
+                "the {} domain has no process",
+                self.spec.name
+            )));
+        };
+        Ok(rustix::process::kill_process(pid, sig)?)
     }
 
     pub fn phase(&self) -> Phase {
@@ -237,7 +287,15 @@ impl Domain {
         let mut vm_slots = None;
         let (proc_, link, ready_timeout, launched) = match self.spec.backend {
             Backend::Process => {
-                let (child, sock) = process::spawn(&self.spec)?;
+                let memfd = virtuos_abi::mapping::create_memfd(
+                    &format!("virtuos-heartbeat-{}", self.spec.name),
+                    virtuos_abi::STATE_SIZE,
+                )?;
+                let page = StatePage::map(&memfd, true)?;
+                page.get().init(1);
+                *lock(&self.heartbeat) = Some(Arc::new(page));
+                let (child, sock) = process::spawn(&self.spec, memfd.as_fd())?;
+                self.pgid.store(child.id(), Ordering::Relaxed);
                 (Proc::Child(child), Link::Packet(sock), READY_TIMEOUT, None)
             }
             Backend::Vm => {
@@ -298,6 +356,8 @@ impl Domain {
             Ok(Some(DomainReply::Ready { cpus })) => {
                 self.cpus.store(cpus.max(1), Ordering::Relaxed);
                 let after = started.elapsed();
+                self.launch_us
+                    .store(after.as_micros() as u64, Ordering::Relaxed);
                 if let Some(v) = lock(&self.vm_info).as_mut() {
                     v.boot = Some(after);
                 }
@@ -379,11 +439,14 @@ impl Domain {
         Some(status)
     }
 
-    /// Kill the domain process (if any) and reap it.
+    /// Kill the domain (every process of it: a stopped shadow would
+    /// otherwise live on) and reap the main process.
     pub fn kill(&self) {
+        let _ = self.signal_all(rustix::process::Signal::KILL);
         if let Some(mut r) = lock(&self.running).take() {
             r.proc_.kill();
         }
+        let _ = self.signal_all(rustix::process::Signal::KILL);
     }
 
     /// Orderly stop: `Shutdown`, then wait up to `grace` for the process to

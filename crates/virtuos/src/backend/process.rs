@@ -3,7 +3,7 @@
 
 use super::DomainSpec;
 use anyhow::{bail, Context, Result};
-use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use std::process::{Child, Command, Stdio};
 
@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 /// --backend process` (storage) or `virtuos-domain --control-fd 3 --role
 /// network --net-subnet <cidr> --net-host-if <name> --backend process`;
 /// returns the child and the daemon's end of the link.
-pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
+/// `heartbeat` (a memfd) becomes the domain's descriptor 4 (`--heartbeat-fd 4`).
+pub fn spawn(spec: &DomainSpec, heartbeat: BorrowedFd<'_>) -> Result<(Child, OwnedFd)> {
     if !spec.bin.is_file() {
         bail!(
             "domain server {} not found: build it with `cargo build --release` \
@@ -31,7 +32,7 @@ pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
     )
     .context("socketpair")?;
     let mut cmd = Command::new(&spec.bin);
-    cmd.arg("--control-fd").arg("3");
+    cmd.args(["--control-fd", "3", "--heartbeat-fd", "4"]);
     if let Some(data) = &spec.data_dir {
         cmd.arg("--data-dir")
             .arg(data)
@@ -45,7 +46,7 @@ pub fn spawn(spec: &DomainSpec) -> Result<(Child, OwnedFd)> {
             .arg(net.host_if());
     }
     cmd.arg("--backend").arg("process").stdin(Stdio::null());
-    crate::sys::domain_child_setup(&mut cmd, theirs.as_raw_fd());
+    crate::sys::domain_child_setup(&mut cmd, [theirs.as_raw_fd(), heartbeat.as_raw_fd()]);
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", spec.bin.display()))?;

@@ -199,6 +199,8 @@ pub fn cmd(keep: bool) -> Result<i32> {
         // The demo only shows storage.
         network: false,
         forwards: vec![],
+        hang_timeout: std::time::Duration::from_millis(crate::config::DEFAULT_HANG_TIMEOUT_MS),
+        restart: true,
     };
     println!("virtuos demo: throw-away daemon in {}", root.display());
     let mut steps = Steps {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod domain;
 pub mod down;
 pub mod run;
 pub mod status;

@@ -48,6 +48,17 @@ pub fn cmd(rt: &Runtime, json: bool) -> Result<i32> {
         if let Some(e) = &d.error {
             println!("  error:   {e}");
         }
+        if d.restarts > 0 || d.last_failure.is_some() {
+            println!(
+                "  restarts: {} (last: detection to ready {} ms, launch to ready {} ms)",
+                d.restarts,
+                d.last_recovery_ms.map_or("-".into(), |v| v.to_string()),
+                d.last_launch_ms.map_or("-".into(), |v| v.to_string()),
+            );
+            if let Some(f) = &d.last_failure {
+                println!("  failure: {f}");
+            }
+        }
         if let Some(a) = &d.accel {
             let boot = d
                 .boot_ms

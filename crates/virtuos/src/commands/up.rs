@@ -256,6 +256,11 @@ pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
         if !settings.network {
             cmd.arg("--no-network");
         }
+        if !settings.restart {
+            cmd.arg("--no-restart");
+        }
+        cmd.arg("--hang-timeout-ms")
+            .arg(settings.hang_timeout.as_millis().to_string());
         cmd.arg("--storage-image").arg(&settings.storage_image);
         cmd.arg("--vm-slots").arg(settings.vm_slots.to_string());
         if let Some(img) = &vm_image {

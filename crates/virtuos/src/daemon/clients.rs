@@ -37,6 +37,9 @@ impl Clients {
     pub fn len(&self) -> usize {
         self.by_pid.len()
     }
+    pub fn clear(&mut self) {
+        self.by_pid.clear();
+    }
 }
 
 /// The caller of one connection, from `SO_PEERCRED` (taken at `connect`).

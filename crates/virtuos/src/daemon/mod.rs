@@ -11,6 +11,8 @@
 
 mod clients;
 mod forward;
+mod inject;
+mod recovery;
 mod regions;
 mod requests;
 mod server;
@@ -43,6 +45,8 @@ pub struct Served {
     register_lock: Mutex<()>,
     /// Why the domain does not serve (start failure, exit), for `status`.
     error: Mutex<Option<String>>,
+    /// Failures, restarts, heartbeat watch.
+    recovery: recovery::Recovery,
 }
 
 impl Served {
@@ -52,6 +56,7 @@ impl Served {
             clients: Mutex::new(Clients::default()),
             register_lock: Mutex::new(()),
             error: Mutex::new(None),
+            recovery: recovery::Recovery::new(),
         }
     }
 
@@ -112,22 +117,27 @@ impl Daemon {
         };
         tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
         if s.domain.phase() == Phase::Connected {
+            let epoch = s.recovery.epoch();
             let cmd = DomainCommand::RemoveClient {
                 client_id: client.id,
             };
             match s.domain.command(&cmd, &[]) {
                 Ok(DomainReply::Ok) => {}
                 Ok(other) => tracing::warn!(pid, ?other, "domain answered RemoveClient"),
-                Err(e) => self.domain_lost(i, &e),
+                Err(e) => self.domain_lost(i, &e, epoch),
             }
         }
     }
 
-    /// The control link of domain `i` broke: it is unusable from now on.
-    fn domain_lost(&self, i: usize, e: &DomainError) {
+    /// The control link of domain `i` broke during a command begun in
+    /// incarnation `epoch`: that incarnation is unusable from now on (a
+    /// newer one, already restarted, is left alone).
+    fn domain_lost(&self, i: usize, e: &DomainError, epoch: u64) {
         tracing::error!("{e}");
-        self.served(i).domain.kill();
-        self.domain_gone(i, "control link lost");
+        if self.served(i).recovery.epoch() != epoch {
+            return;
+        }
+        self.fail_domain(i, "control link lost");
     }
 
     /// Domain `i` is gone: every one of its clients' calls must fail, not
@@ -138,25 +148,34 @@ impl Daemon {
         if self.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if was != Phase::Disconnected {
-            s.set_error(why);
+        if was == Phase::Disconnected {
+            return;
         }
+        s.set_error(why);
+        // Before the table is drained: a registration that raced with us
+        // sees the new epoch under the table lock and fails its client.
+        s.recovery.epoch.fetch_add(1, Ordering::SeqCst);
+        // Shadows outlive a killed server for a moment (or forever, when
+        // stopped): none may keep serving an old region.
+        let _ = s.domain.signal_all(rustix::process::Signal::KILL);
         {
-            let clients = s.clients();
+            let mut clients = s.clients();
             for c in clients.iter() {
                 c.regions.mark_failed();
             }
-            if was != Phase::Disconnected {
-                tracing::error!(
-                    domain = %s.domain.spec.name,
-                    clients = clients.len(),
-                    "domain disconnected ({why}); marked every client's state page FAILED"
-                );
-            }
+            tracing::error!(
+                domain = %s.domain.spec.name,
+                clients = clients.len(),
+                "domain disconnected ({why}); marked every client's state page FAILED"
+            );
+            // They register again (with the restarted domain) at their
+            // next call.
+            clients.clear();
         }
         if let Some(h) = s.host_if() {
             hostnet::remove(&h);
         }
+        self.record_failure(i, why);
     }
 
     /// Stop the domains, remove our files, exit the process.

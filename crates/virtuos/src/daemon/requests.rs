@@ -19,7 +19,7 @@ pub struct Answer {
     pub shutdown: bool,
 }
 
-fn error(message: impl Into<String>) -> Answer {
+pub(super) fn error(message: impl Into<String>) -> Answer {
     Answer {
         reply: DaemonReply::Error {
             message: message.into(),
@@ -28,7 +28,12 @@ fn error(message: impl Into<String>) -> Answer {
     }
 }
 
-fn plain(reply: DaemonReply) -> Answer {
+/// Root or the daemon's owner.
+fn privileged(peer: Peer) -> bool {
+    peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw()
+}
+
+pub(super) fn plain(reply: DaemonReply) -> Answer {
     Answer {
         reply,
         shutdown: false,
@@ -57,14 +62,34 @@ impl Daemon {
             ClientRequest::Reattach { domain } => self.reattach(peer, &domain),
             ClientRequest::Status => Err(plain(DaemonReply::Status(self.status()))),
             ClientRequest::Shutdown => {
-                let me = rustix::process::geteuid().as_raw();
-                if peer.uid != 0 && peer.uid != me {
+                if !privileged(peer) {
                     return Err(error("only root or the daemon's owner may stop virtuosd"));
                 }
                 Err(Answer {
                     shutdown: true,
                     ..plain(DaemonReply::Ok)
                 })
+            }
+            ClientRequest::ReportFault { domain, reason } => {
+                Err(self.report_fault(peer, &domain, &reason))
+            }
+            ClientRequest::Crash { domain, how } => {
+                if !privileged(peer) {
+                    return Err(error("only root or the daemon's owner may crash a domain"));
+                }
+                Err(self.crash(&domain, how))
+            }
+            ClientRequest::Restart { domain } => {
+                if !privileged(peer) {
+                    return Err(error(
+                        "only root or the daemon's owner may restart a domain",
+                    ));
+                }
+                let Some(i) = self.find(&domain) else {
+                    return Err(error(format!("unknown domain {domain:?}")));
+                };
+                self.request_restart(i);
+                Err(plain(DaemonReply::Ok))
             }
         }
     }
@@ -82,6 +107,17 @@ impl Daemon {
             )));
         };
         let s = self.served(i);
+        // A domain being restarted: wait for it (bounded), so that a
+        // client's first call after a crash finds it serving again.
+        let deadline = std::time::Instant::now() + super::recovery::REGISTER_WAIT;
+        loop {
+            let p = s.domain.phase();
+            let restarting = s.recovery.pending() || p == Phase::Connecting;
+            if p == Phase::Connected || !restarting || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         match s.domain.phase() {
             Phase::Connected => Ok(i),
             p => {
@@ -162,6 +198,7 @@ impl Daemon {
                     .map_err(|e| error(format!("cannot watch process {}: {e}", peer.pid)))
             })?;
         let client_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let epoch = served.recovery.epoch();
         let regions = match served.domain.slot_pool() {
             Some(pool) => Regions::lease(&pool, served.domain.cpus()),
             None => Regions::create(client_id, served.domain.cpus()),
@@ -194,7 +231,7 @@ impl Daemon {
             }
             Ok(other) => return Err(error(format!("the {domain} domain answered {other:?}"))),
             Err(e) => {
-                self.domain_lost(i, &e);
+                self.domain_lost(i, &e, epoch);
                 return Err(error(e.to_string()));
             }
         }
@@ -213,7 +250,18 @@ impl Daemon {
             forked_from = ?fork.map(|f| f.0),
             "client registered"
         );
-        served.clients().insert(client);
+        {
+            let mut clients = served.clients();
+            if served.recovery.epoch() != epoch {
+                // The domain failed after it accepted us: its state page
+                // was never marked (we were not in the table yet).
+                client.regions.mark_failed();
+                return Err(error(format!(
+                    "the {domain} domain failed during registration"
+                )));
+            }
+            clients.insert(client);
+        }
         self.poke_watcher();
         Ok(granted)
     }
@@ -245,6 +293,7 @@ impl Daemon {
                 let spec = &s.domain.spec;
                 let phase = s.domain.phase();
                 let vm = s.domain.vm_info();
+                let rec = s.recovery.snapshot();
                 DomainStatus {
                     name: spec.name.clone(),
                     backend: spec.backend.to_string(),
@@ -278,6 +327,11 @@ impl Daemon {
                         .map(|b| b.as_millis() as u64),
                     memory_mib: vm.as_ref().map(|v| v.memory_mib),
                     console: vm.as_ref().map(|v| v.console.display().to_string()),
+                    restarts: rec.restarts,
+                    last_failure: rec.last_failure,
+                    last_recovery_ms: rec.last_recovery.map(|d| d.as_millis() as u64),
+                    last_launch_ms: (rec.restarts > 0)
+                        .then(|| s.domain.last_launch().as_millis() as u64),
                 }
             })
             .collect();

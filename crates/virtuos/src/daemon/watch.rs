@@ -7,10 +7,12 @@ use rustix::fd::OwnedFd;
 use std::sync::Arc;
 
 enum Source {
-    Wake,
     Domain(usize),
     Client(usize, u32),
 }
+
+/// Longest sleep: the heartbeat checks run at least this often.
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub fn run(daemon: &Arc<Daemon>) -> ! {
     loop {
@@ -30,12 +32,16 @@ pub fn run(daemon: &Arc<Daemon>) -> ! {
         for (_, fd) in &watched {
             fds.push(PollFd::new(fd.as_ref(), PollFlags::IN));
         }
+        let wait = daemon.next_restart_in().map_or(TICK, |d| d.min(TICK));
         let timeout = Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
+            tv_sec: 0,
+            tv_nsec: wait.as_nanos() as i64,
         };
         match poll(&mut fds, Some(&timeout)) {
-            Ok(0) => continue,
+            Ok(0) => {
+                daemon.recovery_tick();
+                continue;
+            }
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => {
@@ -46,18 +52,21 @@ pub fn run(daemon: &Arc<Daemon>) -> ! {
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        let sources = std::iter::once(&Source::Wake).chain(watched.iter().map(|(s, _)| s));
-        for (source, ready) in sources.zip(ready) {
+        if ready[0] {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(&daemon.wake, &mut buf);
+        }
+        for ((source, fd), ready) in watched.iter().zip(&ready[1..]) {
             if !ready {
                 continue;
             }
             match source {
-                Source::Wake => {
-                    let mut buf = [0u8; 8];
-                    let _ = rustix::io::read(&daemon.wake, &mut buf);
-                }
                 Source::Domain(i) => {
                     let domain = &daemon.domains[*i].domain;
+                    // An event of an incarnation that is gone already.
+                    if !domain.pidfd().is_some_and(|cur| Arc::ptr_eq(&cur, fd)) {
+                        continue;
+                    }
                     let status = domain.reap();
                     let why = match status {
                         Some(s) => format!("domain process exited: {s}"),
@@ -72,5 +81,6 @@ pub fn run(daemon: &Arc<Daemon>) -> ! {
                 Source::Client(i, pid) => daemon.remove_client(*i, *pid),
             }
         }
+        daemon.recovery_tick();
     }
 }
