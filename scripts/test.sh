@@ -18,3 +18,14 @@ cargo build --workspace --release
 
 echo "== cargo test"
 cargo test --workspace --release --no-fail-fast -- --test-threads="${VIRTUOS_TEST_THREADS:-2}"
+
+# The same end-to-end suites with the domains in QEMU VMs (Debian's cloud
+# kernel, fetched and cached on first use; TCG where KVM does not work),
+# and the fault matrix there.
+echo "== end-to-end suites on the vm backend"
+VIRTUOS_E2E_BACKEND=vm cargo test --release -p virtuos-e2e --no-fail-fast \
+    --test coreutils --test python --test sqlite --test git --test fork_exec \
+    --test network --test servers \
+    -- --test-threads="${VIRTUOS_TEST_THREADS:-2}"
+VIRTUOS_E2E_BACKEND=vm cargo test --release -p virtuos-e2e --no-fail-fast --test faults \
+    -- --test-threads=1

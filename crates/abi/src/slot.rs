@@ -99,6 +99,9 @@ pub enum Bell {
     Interrupt { slot: u8 },
     /// Up: entry `entry` of `slot` completed and its caller sleeps.
     Complete { slot: u8, entry: u16 },
+    /// Up: the domain server's main loop is alive (the VM's heartbeat,
+    /// what the heartbeat page is for a process domain).
+    Heartbeat,
 }
 
 /// Size of an encoded bell.
@@ -110,6 +113,7 @@ impl Bell {
             Bell::Doorbell { slot } => (1u8, slot, 0u16),
             Bell::Interrupt { slot } => (2, slot, 0),
             Bell::Complete { slot, entry } => (3, slot, entry),
+            Bell::Heartbeat => (4, 0, 0),
         };
         let e = entry.to_le_bytes();
         [kind, slot, e[0], e[1]]
@@ -126,6 +130,7 @@ impl Bell {
             1 if entry == 0 => Some(Bell::Doorbell { slot }),
             2 if entry == 0 => Some(Bell::Interrupt { slot }),
             3 if (entry as usize) < NUM_ENTRIES => Some(Bell::Complete { slot, entry }),
+            4 if slot == 0 && entry == 0 => Some(Bell::Heartbeat),
             _ => None,
         }
     }
@@ -165,6 +170,7 @@ mod tests {
         for b in [
             Bell::Doorbell { slot: 0 },
             Bell::Interrupt { slot: 62 },
+            Bell::Heartbeat,
             Bell::Complete {
                 slot: 3,
                 entry: NUM_ENTRIES as u16 - 1,
@@ -178,7 +184,7 @@ mod tests {
         #[test]
         fn decoded_bells_are_in_range(b in any::<[u8; 4]>()) {
             match Bell::decode(b) {
-                None => {}
+                None | Some(Bell::Heartbeat) => {}
                 Some(Bell::Doorbell { slot }) | Some(Bell::Interrupt { slot }) => {
                     prop_assert!((slot as usize) < MAX_SLOTS)
                 }

@@ -99,10 +99,6 @@ fn open_proc() -> Result<rustix::fd::OwnedFd> {
 /// PID 1 of a domain VM: boot the guest; returns in the forked server.
 fn run_vm(args: Args) -> Result<()> {
     let mount = backend::check_mount(&args.mount)?;
-    anyhow::ensure!(
-        args.role == role::Role::Storage,
-        "the vm backend serves the storage role only (so far)"
-    );
     let port = args
         .control_port
         .as_deref()
@@ -113,9 +109,13 @@ fn run_vm(args: Args) -> Result<()> {
         mount: &mount,
         slots: args.slots,
         bell_port: args.bell_port.as_deref(),
+        role: args.role,
     })?;
     let procfd = open_proc()?;
     std::env::set_current_dir("/").context("chdir /")?;
+    if let Some(bell) = &booted.bell {
+        heartbeat::install_bell(bell.try_clone().context("duplicating the bell port")?);
+    }
     let roles = (cpus(), args.role);
     server::Server::with_bell(booted.control, booted.root, procfd, roles, booted.bell).run()
 }

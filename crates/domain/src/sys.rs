@@ -370,3 +370,98 @@ pub fn run_in_net_namespace(cmd: &mut std::process::Command, ns: RawFd) {
         });
     }
 }
+
+// ---------------------------------------------------------------- interfaces
+// PID 1 of a network VM configures its NICs itself (no iproute2 in the
+// initramfs): the classic socket ioctls on an AF_INET datagram socket.
+
+fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &b) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = b as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn sockaddr_v4(addr: std::net::Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sockaddr_in` and `sockaddr` have the same size (16 bytes)
+    // and both are plain old data; this is how the kernel reads it.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn inet_socket() -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?)
+}
+
+/// `ioctl(sock, req, &mut ifreq)`.
+fn ifreq_ioctl(sock: &OwnedFd, req: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: every request used here takes a `struct ifreq *`, which `ifr`
+    // is, valid for reads and writes for the duration of the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), req as _, ifr as *mut libc::ifreq) })
+}
+
+/// Bring interface `name` up.
+pub fn link_up(name: &str) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut ifr = ifreq_for(name)?;
+    ifreq_ioctl(&sock, libc::SIOCGIFFLAGS, &mut ifr)?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    ifr.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    ifreq_ioctl(&sock, libc::SIOCSIFFLAGS, &mut ifr)
+}
+
+/// Give interface `name` the IPv4 address `addr/netmask`.
+pub fn set_ipv4(
+    name: &str,
+    addr: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    let sock = inet_socket()?;
+    let mut ifr = ifreq_for(name)?;
+    ifr.ifr_ifru.ifru_addr = sockaddr_v4(addr);
+    ifreq_ioctl(&sock, libc::SIOCSIFADDR, &mut ifr)?;
+    let mut ifr = ifreq_for(name)?;
+    ifr.ifr_ifru.ifru_netmask = sockaddr_v4(netmask);
+    ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, &mut ifr)
+}
+
+/// `route add default gw GW`.
+pub fn add_default_route(gw: std::net::Ipv4Addr) -> io::Result<()> {
+    let sock = inet_socket()?;
+    // SAFETY: `rtentry` is plain old data; all-zero is a valid value.
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_genmask = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_gateway = sockaddr_v4(gw);
+    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT takes a `struct rtentry *`; `rt` is one, and its
+    // `rt_dev` pointer is null (any device).
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCADDRT as _,
+            &mut rt as *mut libc::rtentry,
+        )
+    })
+}

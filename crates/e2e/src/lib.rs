@@ -585,6 +585,18 @@ impl Domain {
 
     /// Panic unless `rel` exists in the domain's tree and not on the host's /storage.
     pub fn assert_in_domain(&self, rel: &str) {
+        if vm_backend() {
+            let r = self.run(&["test", "-e", &format!("{STORAGE}/{rel}")]);
+            let escaped = host_escape(rel);
+            assert!(
+                r.code() == 0 && escaped.is_none(),
+                "{rel} should exist in the domain ({}) and not on the host's /storage ({}):\n{}",
+                if r.code() == 0 { "it does" } else { "it does NOT" },
+                escaped.as_deref().unwrap_or("it is not"),
+                self.diagnostics()
+            );
+            return;
+        }
         let p = self.storage_dir().join(rel);
         let escaped = host_escape(rel);
         assert!(
@@ -606,6 +618,31 @@ impl Domain {
             .lock()
             .unwrap()
             .extend(names.iter().map(|s| s.to_string()));
+    }
+
+    /// Names in directory `rel` of the domain's tree, sorted (vm backend:
+    /// listed through the domain by `ls` under virtuos).
+    pub fn list_domain_dir(&self, rel: &str) -> Vec<String> {
+        let mut names: Vec<String> = if vm_backend() {
+            let r = self.run(&["ls", "-1A", &format!("{STORAGE}/{rel}")]);
+            if r.timed_out || r.code() != 0 {
+                panic!(
+                    "cannot list domain dir {rel} through the VM: {}\n{}\n{}",
+                    r.status_text(),
+                    show_run(&r),
+                    self.diagnostics()
+                );
+            }
+            r.stdout().lines().map(str::to_string).collect()
+        } else {
+            let dir = self.storage_dir().join(rel);
+            fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{}", dir.display(), self.diagnostics()))
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        names.sort();
+        names
     }
 
     /// Contents of a file in the domain's tree (vm backend: read through

@@ -17,15 +17,28 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use virtuos_e2e::{python, Domain};
+use virtuos_e2e::{python, vm_backend, Domain};
 
 const WORKLOAD: &str = include_str!("fault_progs/workload.py");
 /// The hang timeout the tests' daemons use.
 const HANG_MS: u64 = 1500;
 
+/// The hang timeout on the vm backend: heartbeats cross the VM boundary
+/// as bells, and a TCG guest on a loaded machine can be late by a second.
+const VM_HANG_MS: u64 = 5000;
+
+fn hang_ms() -> u64 {
+    if vm_backend() {
+        VM_HANG_MS
+    } else {
+        HANG_MS
+    }
+}
+
+/// A daemon with both domains (on either backend).
 fn start() -> Domain {
     let mut d = Domain::new_stopped();
-    d.up_with(&["--hang-timeout-ms", &HANG_MS.to_string()]);
+    d.up_with(&["--hang-timeout-ms", &hang_ms().to_string()]);
     let out = d.virtuos(&["status"], Duration::from_secs(20)).stdout();
     assert!(
         out.contains("domain storage: connected") && out.contains("domain network: connected"),
@@ -181,7 +194,7 @@ fn fault_case(domain: &str, how: &str) {
     assert!(first_ok.contains(&err), "call in flight got {err}: {ctx}");
     let detect = v["error_at"].as_f64().unwrap() - crashed_at;
     let bound = if how == "hang" {
-        HANG_MS as f64 / 1000.0 + 3.0
+        hang_ms() as f64 / 1000.0 + 3.0
     } else {
         3.0
     };
@@ -225,7 +238,10 @@ fn fault_case(domain: &str, how: &str) {
         "the bystander made no progress around the fault: {ctx}"
     );
     let gap = stamps.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    assert!(gap < 1.0, "the bystander stalled for {gap:.2} s: {ctx}");
+    // Under TCG the restarting VM boots on the same two host CPUs as the
+    // bystander's domain VM: it may slow down, it must not stop.
+    let max_gap = if vm_backend() { 3.0 } else { 1.0 };
+    assert!(gap < max_gap, "the bystander stalled for {gap:.2} s: {ctx}");
 
     // The daemon serves: the domain is back, a fresh program works.
     let st = d

@@ -297,20 +297,16 @@ echo exit $?"
         )
     );
     // Redis 7: a manifest and base/incremental files in appendonlydir.
-    let dir = d.storage_dir().join("redis/appendonlydir");
-    let files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{}", dir.display(), d.diagnostics()))
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let dir = "redis/appendonlydir";
+    let files = d.list_domain_dir(dir);
     assert!(
         files.iter().any(|f| f.ends_with(".manifest")),
-        "no AOF manifest in {}: {files:?}",
-        dir.display()
+        "no AOF manifest in the domain's {dir}: {files:?}"
     );
     let incr: Vec<u8> = files
         .iter()
         .filter(|f| f.ends_with(".incr.aof"))
-        .flat_map(|f| std::fs::read(dir.join(f)).unwrap())
+        .flat_map(|f| d.read_domain_file(&format!("{dir}/{f}")))
         .collect();
     assert!(
         String::from_utf8_lossy(&incr).contains("from virtuos"),

@@ -71,6 +71,13 @@ pub enum Device {
     /// `fsync` becomes an `fdatasync` of the image on the host).
     /// `cache=none` would need `O_DIRECT`, which tmpfs images refuse.
     VirtioBlk { id: String, image: PathBuf },
+    /// `virtio-net-pci` on QEMU's user networking (the guest is
+    /// 10.0.2.15/24, gateway 10.0.2.2), with TCP port forwards
+    /// `127.0.0.1:host -> guest` (`hostfwd`).
+    VirtioNetUser {
+        id: String,
+        forwards: Vec<(u16, u16)>,
+    },
 }
 
 /// Everything QEMU is started with.
@@ -240,6 +247,18 @@ impl VmConfig {
                     );
                     let dev = format!("virtserialport,bus=vser0.0,chardev={id},name={name}");
                     push(&["-chardev", &chardev, "-device", &dev]);
+                }
+                Device::VirtioNetUser { id, forwards } => {
+                    let mut netdev = format!("user,id={id}");
+                    for (host, guest) in forwards {
+                        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+                    }
+                    push(&[
+                        "-netdev",
+                        &netdev,
+                        "-device",
+                        &format!("virtio-net-pci,netdev={id}"),
+                    ]);
                 }
                 Device::VirtioBlk { id, image } => {
                     let drive = format!(
@@ -606,9 +625,18 @@ mod tests {
             socket: "/run/vm0/vs0.sock".into(),
             name: "virtuos.0".into(),
         });
+        c.devices.push(Device::VirtioNetUser {
+            id: "n0".into(),
+            forwards: vec![(8080, 80), (2222, 22)],
+        });
         let a = c.args();
         let p = pairs(&a);
         let has = |k: &str, v: &str| p.contains(&(k.to_string(), v.to_string()));
+        assert!(has(
+            "-netdev",
+            "user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:127.0.0.1:2222-:22"
+        ));
+        assert!(has("-device", "virtio-net-pci,netdev=n0"));
         assert!(has("-accel", "kvm"));
         assert!(has("-cpu", "host"));
         assert!(has("-smp", "2"));

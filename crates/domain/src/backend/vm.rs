@@ -30,6 +30,7 @@
 //! which `-no-reboot` turns into QEMU exiting).
 
 use super::Root;
+use crate::role::Role;
 use crate::sys::{self, Forked};
 use anyhow::{bail, Context, Result};
 use rustix::event::{poll, PollFd, PollFlags};
@@ -40,7 +41,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use virtuos_abi::control::{self, DomainCommand, DomainReply, SlotView};
+use virtuos_abi::control::{self, DomainCommand, DomainReply, Fault, SlotView};
 use virtuos_abi::slot::{Bell, BELL_SIZE};
 
 mod dax;
@@ -67,6 +68,8 @@ pub struct BootArgs<'a> {
     pub slots: usize,
     /// Name of the virtio-serial bell port (needed when `slots > 0`).
     pub bell_port: Option<&'a str>,
+    /// Storage: the disk at the mount; network: the NIC, an empty root.
+    pub role: Role,
 }
 
 /// What the forked domain server gets from PID 1.
@@ -130,9 +133,12 @@ pub fn boot(args: &BootArgs<'_>) -> Result<Booted> {
         },
     };
     say(&format!("virtuos-domain: {} region slots", slots.len()));
-    let root = match storage_root(args.disk, args.mount) {
-        Ok(r) => r,
-        Err(e) => fail(e, "cannot set up the storage domain"),
+    let root = match args.role {
+        Role::Storage => storage_root(args.disk, args.mount)
+            .unwrap_or_else(|e| fail(e, "cannot set up the storage domain")),
+        Role::Network => {
+            network_root().unwrap_or_else(|e| fail(e, "cannot set up the network domain"))
+        }
     };
     let (ours, theirs) = match socketpair(
         AddressFamily::UNIX,
@@ -225,6 +231,44 @@ fn wait_host(port: &File) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// QEMU user networking: the guest's address, netmask and gateway.
+const GUEST_ADDR: [u8; 4] = [10, 0, 2, 15];
+const GUEST_MASK: [u8; 4] = [255, 255, 255, 0];
+const GUEST_GW: [u8; 4] = [10, 0, 2, 2];
+/// The NIC (virtio-net, the only one).
+const GUEST_NIC: &str = "eth0";
+
+/// The network domain: loopback and the NIC up (the address QEMU's user
+/// networking expects; its port forwards reach it), and `/run/domain` an
+/// empty read-only tmpfs, as the process backend's network root.
+fn network_root() -> Result<Root> {
+    sys::link_up("lo").context("bringing lo up")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !Path::new("/sys/class/net").join(GUEST_NIC).exists() {
+        if Instant::now() > deadline {
+            bail!("no {GUEST_NIC} (virtio-net; is virtio_net loaded?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sys::set_ipv4(GUEST_NIC, GUEST_ADDR.into(), GUEST_MASK.into())
+        .with_context(|| format!("configuring {GUEST_NIC}"))?;
+    sys::link_up(GUEST_NIC).with_context(|| format!("bringing {GUEST_NIC} up"))?;
+    sys::add_default_route(GUEST_GW.into()).context("adding the default route")?;
+    let root = PathBuf::from(ROOT_DIR);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {ROOT_DIR}"))?;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        &root,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=16k"),
+    )
+    .with_context(|| format!("mounting an empty tmpfs on {ROOT_DIR}"))?;
+    tracing::info!(nic = GUEST_NIC, "network up");
+    Ok(Root::new(root, PathBuf::from("/")))
 }
 
 /// `/run/domain`: a tmpfs holding only the storage mount point, the disk
@@ -433,6 +477,11 @@ fn relay(port: File, server_sock: OwnedFd, server: u32, slots: &Slots) -> ! {
                         Some(Ok(fds)) => Ok(Some(fds)),
                         Some(Err(message)) => Err(message),
                     };
+                    if let DomainCommand::InjectFault { how: Fault::Panic } = cmd {
+                        // In a VM, a panic is the guest kernel's.
+                        send_port(&DomainReply::Ok);
+                        init::kernel_panic();
+                    }
                     match fds {
                         Err(message) => send_port(&DomainReply::Error { message }),
                         Ok(fds) => {
@@ -510,6 +559,7 @@ mod tests {
             mount: Path::new("/storage"),
             slots: 0,
             bell_port: None,
+            role: Role::Storage,
         }) else {
             panic!("boot succeeded outside a VM");
         };

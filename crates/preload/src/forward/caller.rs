@@ -332,6 +332,9 @@ impl Call {
     pub fn begin(target: impl Into<Target>) -> Result<Call, i64> {
         let Target { domain, epoch } = target.into();
         let k = slot_of(domain).ok_or_else(|| stale_errno(domain))?;
+        if epoch.is_some_and(|e| session::epoch_over(domain, e)) {
+            return Err(stale_errno(domain));
+        }
         let sess = session::get(domain)?;
         if epoch.is_some_and(|e| e != sess.epoch) {
             // The descriptor's domain failed and was replaced meanwhile.

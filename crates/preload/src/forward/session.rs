@@ -238,6 +238,26 @@ fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
     }
 }
 
+/// A call on a descriptor made in `epoch`: true if that epoch is over (its
+/// session failed). Retires a failed session on the spot, so the caller
+/// fails at once instead of waiting for a new session (a VM domain takes
+/// seconds to come back) only to learn the descriptor is stale.
+pub fn epoch_over(domain: u8, epoch: u16) -> bool {
+    if let Some(s) = current(domain) {
+        if s.epoch == epoch && !s.usable() {
+            let mask = super::host::block_signals();
+            {
+                let _g = LOCK.lock();
+                if current(domain).is_some_and(|s| !s.usable()) {
+                    retire(domain);
+                }
+            }
+            super::host::restore_signals(mask);
+        }
+    }
+    epoch != fdtable::epoch(domain)
+}
+
 /// The current session of `domain` failed: end its descriptors' epoch and
 /// drop it from the slot (leaked, see the module comment). Under LOCK.
 fn retire(domain: u8) {

@@ -285,15 +285,17 @@ impl Domain {
 
     fn start_inner(&self) -> anyhow::Result<()> {
         let mut vm_slots = None;
+        // The page the domain's heartbeat goes to: mapped by a process
+        // domain, bumped by the bell relay for a VM (`Bell::Heartbeat`).
+        let memfd = virtuos_abi::mapping::create_memfd(
+            &format!("virtuos-heartbeat-{}", self.spec.name),
+            virtuos_abi::STATE_SIZE,
+        )?;
+        let heartbeat = Arc::new(StatePage::map(&memfd, true)?);
+        heartbeat.get().init(1);
+        *lock(&self.heartbeat) = Some(Arc::clone(&heartbeat));
         let (proc_, link, ready_timeout, launched) = match self.spec.backend {
             Backend::Process => {
-                let memfd = virtuos_abi::mapping::create_memfd(
-                    &format!("virtuos-heartbeat-{}", self.spec.name),
-                    virtuos_abi::STATE_SIZE,
-                )?;
-                let page = StatePage::map(&memfd, true)?;
-                page.get().init(1);
-                *lock(&self.heartbeat) = Some(Arc::new(page));
                 let (child, sock) = process::spawn(&self.spec, memfd.as_fd())?;
                 self.pgid.store(child.id(), Ordering::Relaxed);
                 (Proc::Child(child), Link::Packet(sock), READY_TIMEOUT, None)
@@ -380,7 +382,7 @@ impl Domain {
             Err(e) => anyhow::bail!("bad Ready from domain: {e}{}", console()),
         }
         if let Some((pool, bell)) = vm_slots {
-            let relay = vm::bells::Relay::start(Arc::clone(&pool), bell)?;
+            let relay = vm::bells::Relay::start(Arc::clone(&pool), bell, heartbeat)?;
             *lock(&self.slots) = Some((pool, relay));
         }
         set_socket_timeout(link.fd(), Timeout::Recv, Some(COMMAND_TIMEOUT))?;

@@ -33,11 +33,23 @@ pub fn network_line(report: &StatusReport) -> Option<String> {
     let d = report.domains.iter().find(|d| d.name == NETWORK)?;
     Some(match d.state.as_str() {
         "connected" => {
-            let mut line = format!(
-                "network domain at {} (host side {})",
-                d.address.as_deref().unwrap_or("?"),
-                d.host_link.as_deref().unwrap_or("?")
-            );
+            let mut line = match (&d.host_link, &d.accel) {
+                (Some(link), _) => format!(
+                    "network domain at {} (host side {link})",
+                    d.address.as_deref().unwrap_or("?")
+                ),
+                (None, Some(accel)) => format!(
+                    "network domain VM (pid {}, {accel}, {} MiB) booted in {}, at {}",
+                    d.pid.map_or("-".into(), |p| p.to_string()),
+                    d.memory_mib.unwrap_or(0),
+                    d.boot_ms
+                        .map_or("?".into(), |ms| format!("{:.2} s", ms as f64 / 1000.0)),
+                    d.address.as_deref().unwrap_or("?")
+                ),
+                (None, None) => {
+                    format!("network domain at {}", d.address.as_deref().unwrap_or("?"))
+                }
+            };
             for f in &d.forwards {
                 line.push_str(&format!("; forward {f}"));
             }

@@ -258,18 +258,27 @@ pub fn run(settings: Settings) -> Result<()> {
             initrd: settings.vm_initrd.clone(),
             memory_mib: crate::backend::vm::MEMORY_MIB,
             slots: settings.vm_slots,
+            network: None,
         }),
     }];
-    // The network domain does not run on the vm backend yet (status says so).
-    if settings.network && !vm {
+    if settings.network {
         specs.push(DomainSpec {
             name: NETWORK.to_string(),
             backend: settings.backend,
             bin,
             data_dir: None,
             mount: settings.storage_mount.clone(),
-            net: Some(settings.network_subnet),
-            vm: None,
+            // A VM reaches the outside through QEMU's user networking.
+            net: (!vm).then_some(settings.network_subnet),
+            vm: vm.then(|| VmSpec {
+                run_dir: rt.dir.join("vm").join(NETWORK),
+                storage_image: settings.storage_image.clone(),
+                kernel: settings.vm_kernel.clone(),
+                initrd: settings.vm_initrd.clone(),
+                memory_mib: crate::backend::vm::NETWORK_MEMORY_MIB,
+                slots: settings.vm_slots,
+                network: Some(settings.forwards.clone()),
+            }),
         });
     }
     let data_shown = if vm {

@@ -302,18 +302,35 @@ impl Daemon {
                     data: spec
                         .data_dir
                         .as_ref()
-                        .or(spec.vm.as_ref().map(|v| &v.storage_image))
+                        .or(spec
+                            .vm
+                            .as_ref()
+                            .filter(|v| v.network.is_none())
+                            .map(|v| &v.storage_image))
                         .map(|d| d.display().to_string())
                         .unwrap_or_default(),
                     clients,
-                    address: spec.net.map(|n| n.domain_addr().to_string()),
+                    address: match (&spec.net, &spec.vm) {
+                        (Some(n), _) => Some(n.domain_addr().to_string()),
+                        (None, Some(v)) if v.network.is_some() => {
+                            Some("10.0.2.15 (QEMU user networking)".to_string())
+                        }
+                        _ => None,
+                    },
                     host_link: spec
                         .net
                         .map(|n| format!("{} {}/{}", n.host_if(), n.host_addr(), n.prefix)),
-                    forwards: if spec.net.is_some() {
-                        forwards.clone()
-                    } else {
-                        vec![]
+                    forwards: match &spec.vm {
+                        Some(v) => v
+                            .network
+                            .iter()
+                            .flatten()
+                            .map(|f| {
+                                format!("127.0.0.1:{} -> :{} (QEMU)", f.host_port, f.domain_port)
+                            })
+                            .collect(),
+                        None if spec.net.is_some() => forwards.clone(),
+                        None => vec![],
                     },
                     error: if phase == Phase::Connected {
                         None
@@ -349,19 +366,15 @@ impl Daemon {
         let s = &self.settings;
         let mut notes = Vec::new();
         if s.backend == crate::config::Backend::Vm {
-            if s.network {
-                notes.push(
-                    "the network domain is not started on the vm backend yet \
-                     (network off: sockets stay on the host)"
-                        .to_string(),
-                );
-            }
-            if let Some(pool) = self.domains.first().and_then(|d| d.domain.slot_pool()) {
-                let used = self.domains[0].clients().len();
-                notes.push(format!(
-                    "storage VM region slots: {used} of {} in use",
-                    pool.count()
-                ));
+            for d in self.domains.iter() {
+                if let Some(pool) = d.domain.slot_pool() {
+                    notes.push(format!(
+                        "{} VM region slots: {} of {} in use",
+                        d.domain.spec.name,
+                        d.clients().len(),
+                        pool.count()
+                    ));
+                }
             }
         }
         notes

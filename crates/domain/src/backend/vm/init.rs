@@ -114,6 +114,19 @@ pub fn install_panic_power_off() {
     }));
 }
 
+/// Fault injection (`virtuos domain crash storage --how panic`): crash the
+/// guest kernel (sysrq `c`). With `panic=-1` and `-no-reboot`, QEMU exits
+/// and the daemon sees the domain die. Nothing is synced first, on purpose.
+pub fn kernel_panic() -> ! {
+    say("virtuos-domain: fault injection: crashing the guest kernel");
+    std::thread::sleep(Duration::from_millis(50));
+    if let Err(e) = std::fs::write("/proc/sysrq-trigger", "c") {
+        say(&format!("virtuos-domain: sysrq-trigger: {e}"));
+    }
+    // Not reached unless sysrq is missing: die the other way.
+    power_off("fault injection (no sysrq)")
+}
+
 /// Sync, remount the storage read-only, power off. Never returns.
 pub fn power_off(why: &str) -> ! {
     say(&format!("virtuos-domain: powering off: {why}"));

@@ -24,6 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use virtuos_abi::region::StatePage;
 use virtuos_abi::slot::{Bell, BELL_SIZE};
 
 /// Longest `futex_waitv` sleep, so that a stopped relay ends soon.
@@ -37,13 +38,17 @@ pub struct Relay {
 
 impl Relay {
     /// Start relaying bells for `pool` over `stream`.
-    pub fn start(pool: Arc<SlotPool>, stream: UnixStream) -> io::Result<Relay> {
+    pub fn start(
+        pool: Arc<SlotPool>,
+        stream: UnixStream,
+        heartbeat: Arc<StatePage>,
+    ) -> io::Result<Relay> {
         let stop = Arc::new(AtomicBool::new(false));
         let (up, down) = (stream.try_clone()?, stream.try_clone()?);
         let p = Arc::clone(&pool);
         std::thread::Builder::new()
             .name("bells-up".into())
-            .spawn(move || relay_up(&p, up))?;
+            .spawn(move || relay_up(&p, up, &heartbeat))?;
         let s = Arc::clone(&stop);
         // Values as of now: a bell rung from here on is relayed.
         let seen: Vec<u32> = watched(&pool)
@@ -68,8 +73,8 @@ impl Drop for Relay {
     }
 }
 
-/// Guest -> host: futex wakes for completed calls.
-fn relay_up(pool: &SlotPool, mut stream: UnixStream) {
+/// Guest -> host: futex wakes for completed calls, heartbeats.
+fn relay_up(pool: &SlotPool, mut stream: UnixStream, heartbeat: &StatePage) {
     let mut buf = [0u8; 64 * BELL_SIZE];
     let mut have = 0;
     let mut bad = 0u64;
@@ -87,6 +92,10 @@ fn relay_up(pool: &SlotPool, mut stream: UnixStream) {
         for b in buf[..whole].chunks_exact(BELL_SIZE) {
             let entry = match Bell::decode([b[0], b[1], b[2], b[3]]) {
                 Some(Bell::Complete { slot, entry }) => pool.entry(slot as u32, entry),
+                Some(Bell::Heartbeat) => {
+                    heartbeat.get().heartbeat.fetch_add(1, Ordering::Release);
+                    continue;
+                }
                 _ => None,
             };
             match entry {
@@ -181,7 +190,9 @@ mod tests {
         pool.set_views(&views).unwrap();
         let lease = pool.lease(1).unwrap();
         let (ours, mut guest) = UnixStream::pair().unwrap();
-        let relay = Relay::start(Arc::clone(&pool), ours).unwrap();
+        let memfd = virtuos_abi::mapping::create_memfd("hb", virtuos_abi::STATE_SIZE).unwrap();
+        let heartbeat = Arc::new(StatePage::map(&memfd, true).unwrap());
+        let relay = Relay::start(Arc::clone(&pool), ours, Arc::clone(&heartbeat)).unwrap();
         guest
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
@@ -231,7 +242,16 @@ mod tests {
                 .encode(),
             )
             .unwrap();
+        guest.write_all(&Bell::Heartbeat.encode()).unwrap();
         let slept = waiter.join().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while heartbeat.get().heartbeat.load(Ordering::Acquire) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "heartbeat bell not counted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(
             slept < Duration::from_secs(5),
             "woken by the bell, not the timeout: {slept:?}"

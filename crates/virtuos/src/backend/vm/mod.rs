@@ -43,6 +43,8 @@ pub const BELL_PORT: &str = "virtuos.bell";
 pub const DEFAULT_SLOTS: usize = 16;
 /// Guest memory.
 pub const MEMORY_MIB: u64 = 512;
+/// Guest memory of the network domain (no page cache to speak of).
+pub const NETWORK_MEMORY_MIB: u64 = 256;
 /// Size of a new storage image (sparse).
 pub const IMAGE_SIZE: u64 = 1 << 30;
 /// A prebuilt static domain server (for an installed `virtuos`, where no
@@ -63,6 +65,10 @@ pub struct VmSpec {
     pub memory_mib: u64,
     /// Region slots (client processes served at once).
     pub slots: usize,
+    /// The network domain: a virtio-net NIC on QEMU's user networking with
+    /// these TCP port forwards (`127.0.0.1:host -> domain port`) instead of
+    /// the storage disk.
+    pub network: Option<Vec<crate::network::Forward>>,
 }
 
 /// Kernel and initramfs, ready to boot.
@@ -174,7 +180,7 @@ pub fn ensure_storage_image(path: &Path, size: u64) -> Result<bool> {
 
 /// The kernel command line after `console=ttyS0 panic=-1 quiet`: the log
 /// filter as an environment variable, then the domain's flags after `--`.
-pub fn guest_append(mount: &str, slots: usize) -> Vec<String> {
+pub fn guest_append(mount: &str, slots: usize, network: bool) -> Vec<String> {
     let log = std::env::var("VIRTUOS_DOMAIN_LOG").unwrap_or_else(|_| "info".into());
     let mut a = Vec::new();
     // Bare KEY=value (no dot) parameters become init's environment.
@@ -195,6 +201,9 @@ pub fn guest_append(mount: &str, slots: usize) -> Vec<String> {
         ]
         .map(String::from),
     );
+    if network {
+        a.extend(["--role".to_string(), "network".to_string()]);
+    }
     if slots > 0 {
         a.extend(["--slots".to_string(), slots.to_string()]);
         a.extend(["--bell-port".to_string(), BELL_PORT.to_string()]);
@@ -222,7 +231,7 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
         },
         _ => prepare()?,
     };
-    if ensure_storage_image(&v.storage_image, IMAGE_SIZE)? {
+    if v.network.is_none() && ensure_storage_image(&v.storage_image, IMAGE_SIZE)? {
         tracing::info!(image = %v.storage_image.display(), "created the storage image");
     }
     let choice = accel::select()?;
@@ -246,10 +255,19 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
             size: virtuos_abi::slot::SLOT_FILE_SIZE as u64,
         }));
     }
-    cfg.devices.push(Device::VirtioBlk {
-        id: "storage".into(),
-        image: v.storage_image.clone(),
-    });
+    match &v.network {
+        None => cfg.devices.push(Device::VirtioBlk {
+            id: "storage".into(),
+            image: v.storage_image.clone(),
+        }),
+        Some(forwards) => cfg.devices.push(Device::VirtioNetUser {
+            id: "net".into(),
+            forwards: forwards
+                .iter()
+                .map(|f| (f.host_port, f.domain_port))
+                .collect(),
+        }),
+    }
     cfg.devices.push(Device::SerialPort {
         id: "ctl".into(),
         socket: control.clone(),
@@ -260,7 +278,7 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
         socket: bell.clone(),
         name: BELL_PORT.into(),
     });
-    cfg.append = guest_append(&spec.mount, pool.count());
+    cfg.append = guest_append(&spec.mount, pool.count(), v.network.is_some());
     let started = Instant::now();
     let mut vm = Vm::start_with(cfg, crate::sys::vm_child_setup)?;
     tracing::info!(
@@ -311,7 +329,7 @@ mod tests {
 
     #[test]
     fn guest_flags_follow_the_double_dash() {
-        let a = guest_append("/data", 3);
+        let a = guest_append("/data", 3, false);
         let dash = a.iter().position(|x| x == "--").unwrap();
         assert!(a[..dash]
             .iter()
