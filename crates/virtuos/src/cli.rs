@@ -17,7 +17,7 @@ Files:
                            network (bool), network_subnet, forward (list),
                            storage_image (vm backend)
   <data>/storage.img       the vm backend's storage disk (ext4)
-  <runtime>/vm/storage/    the storage VM's console.log, QMP and control sockets
+  <runtime>/vm/<domain>/   a domain VM's console.log, QMP, control and bell sockets
 
 Environment:
   VIRTUOS_RUNTIME_DIR  runtime directory
@@ -60,10 +60,10 @@ pub struct Cli {
 /// Options that choose how the storage domain runs.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DomainArgs {
-    /// How the storage domain runs: `process` (a host process in its own
-    /// mount namespace) or `vm` (PID 1 of a QEMU VM booting Debian's cloud
-    /// kernel, its files on an ext4 disk image; clients are not served
-    /// yet and the network domain is not started)
+    /// How the domains run: `process` (host processes in their own
+    /// namespaces) or `vm` (each PID 1 of a QEMU VM booting Debian's cloud
+    /// kernel; the storage domain's files on an ext4 disk image, the
+    /// network domain on QEMU's user networking)
     /// [default: config file, else process]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
@@ -102,7 +102,7 @@ pub struct DomainArgs {
     #[arg(long, value_name = "FILE")]
     pub storage_image: Option<PathBuf>,
 
-    /// vm backend: region slots, i.e. client processes the storage VM
+    /// vm backend: region slots, i.e. client processes each domain VM
     /// serves at once (each fork takes one) [default: 16, at most 63]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=63))]
     pub vm_slots: Option<u16>,

@@ -90,17 +90,33 @@ fn vm_storage_domain_boots_connects_and_powers_off() {
     let text = std::fs::read_to_string(&console).unwrap();
     assert!(text.contains("VIRTUOS-DOMAIN READY"), "{text}");
 
-    // Clients are refused, clearly, by the domain itself.
+    // A client gets a region slot: one memfd holding its region and state
+    // page at the offsets the guest reported, initialised.
     let (reply, fds) = env.request(&ClientRequest::Register {
         domain: STORAGE.into(),
     });
-    match reply {
-        DaemonReply::Error { message } => {
-            assert!(message.contains("not supported yet"), "{message}")
-        }
-        other => panic!("Register on the vm backend: {other:?}"),
-    }
-    assert!(fds.is_empty());
+    let DaemonReply::Registered {
+        region_offset,
+        state_offset,
+        ..
+    } = reply
+    else {
+        panic!("Register on the vm backend: {reply:?}")
+    };
+    assert_eq!(fds.len(), 2);
+    assert!(region_offset > 0 && region_offset % 4096 == 0, "{region_offset}");
+    assert_eq!(
+        state_offset,
+        region_offset + virtuos_abi::slot::STATE_IN_SLOT as u64
+    );
+    let region = virtuos_abi::ClientRegion::map_at(&fds[0], region_offset).unwrap();
+    region.validate().unwrap();
+    let state = virtuos_abi::region::StatePage::map_at(&fds[1], state_offset, false).unwrap();
+    assert!(state.get().is_valid());
+    assert!(
+        rustix::fs::ftruncate(&fds[0], 0).is_err(),
+        "a client must not be able to resize its slot"
+    );
     assert_eq!(env.storage()["state"], "connected", "still serving");
 
     // down: Shutdown, the guest powers off, QEMU exits.

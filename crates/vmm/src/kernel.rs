@@ -58,11 +58,38 @@ pub fn fetch_default() -> Result<Kernel> {
     fetch(&crate::cache::cache_dir())
 }
 
-/// Resolve, download (unless cached) and extract the cloud kernel.
+/// Where the last resolution is noted (`package version`).
+const RESOLVED: &str = "resolved";
+/// How long a resolution stays good.
+const RESOLVE_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Resolve (at most once a day), download (unless cached) and extract the
+/// cloud kernel.
 pub fn fetch(cache: &Path) -> Result<Kernel> {
     let kernels = cache.join("kernel");
+    // apt-cache takes seconds: within a day of the last resolution, the
+    // kernel it chose is still the current one.
+    let note = kernels.join(RESOLVED);
+    let fresh = std::fs::metadata(&note)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RESOLVE_TTL);
+    if fresh {
+        let text = std::fs::read_to_string(&note).unwrap_or_default();
+        if let Some((package, version)) = text.trim().split_once(' ') {
+            let dir = kernels.join(format!("{package}_{version}"));
+            if dir.join(COMPLETE).exists() {
+                return locate(&dir, package, version);
+            }
+        }
+    }
     let (package, version) = match resolve() {
-        Ok(pv) => pv,
+        Ok(pv) => {
+            let _ = std::fs::create_dir_all(&kernels);
+            let _ = std::fs::write(&note, format!("{} {}\n", pv.0, pv.1));
+            pv
+        }
         Err(e) => {
             // Offline with an empty apt list: use what the cache has.
             if let Some(k) = newest_cached(&kernels)? {

@@ -21,6 +21,7 @@
 //! - The guest gets its flags on the kernel command line after `--`.
 
 pub mod bells;
+mod holders;
 pub mod slots;
 
 use super::DomainSpec;
@@ -281,6 +282,7 @@ pub fn launch(spec: &DomainSpec, v: &VmSpec) -> Result<Launched> {
     cfg.append = guest_append(&spec.mount, pool.count(), v.network.is_some());
     let started = Instant::now();
     let mut vm = Vm::start_with(cfg, crate::sys::vm_child_setup)?;
+    pool.add_keeper(vm.pid());
     tracing::info!(
         domain = %spec.name,
         pid = vm.pid(),

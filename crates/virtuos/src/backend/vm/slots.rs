@@ -2,10 +2,13 @@
 //! sealed memfds that QEMU shows the guest as NVDIMMs, handed out one per
 //! client process.
 //!
-//! A client gets the memfd of its own slot only. Before a slot is handed
-//! out again its used range is punched out (zeroed) and re-initialised, so
-//! nothing of the previous client's calls is left in it. The pool lives as
-//! long as the VM: a restarted VM gets a fresh one.
+//! A client gets the memfd of its own slot only. A slot given back is
+//! handed out again only once no process but the daemon and QEMU holds it
+//! (`holders`: a forked child may still map its parent's slot), and then
+//! with its used range punched out (zeroed) and re-initialised, so nothing
+//! of the previous client's calls is left in it and nobody else can read
+//! the next one's. The pool lives as long as the VM: a restarted VM gets
+//! a fresh one.
 
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::FallocateFlags;
@@ -18,6 +21,10 @@ use virtuos_abi::mapping::{create_sized_memfd, Mapping};
 use virtuos_abi::region::{RegionHeader, StatePage};
 use virtuos_abi::slot::{self, SLOT_FILE_SIZE, SLOT_USED, STATE_IN_SLOT, TAG_OFFSET};
 use virtuos_abi::{ClientRegion, RequestEntry, ENTRIES_OFFSET, ENTRY_SIZE, NUM_ENTRIES};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Not yet reported by the guest.
 const NO_OFFSET: u64 = u64::MAX;
@@ -33,6 +40,10 @@ struct Slot {
 pub struct SlotPool {
     slots: Vec<Slot>,
     free: Mutex<Vec<u32>>,
+    /// Given back, not yet checked for other holders.
+    returned: Mutex<Vec<u32>>,
+    /// Processes allowed to hold every slot: the daemon, QEMU.
+    keepers: Mutex<Vec<u32>>,
 }
 
 /// One slot given to one client; back to the pool on drop.
@@ -67,12 +78,42 @@ impl SlotPool {
         Ok(SlotPool {
             slots,
             free: Mutex::new((0..count as u32).rev().collect()),
+            returned: Mutex::new(Vec::new()),
+            keepers: Mutex::new(vec![std::process::id()]),
         })
     }
 
     /// Slots in the pool.
     pub fn count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// QEMU (`pid`) maps every slot: not a stranger holding one.
+    pub fn add_keeper(&self, pid: u32) {
+        lock(&self.keepers).push(pid);
+    }
+
+    /// Move returned slots that nobody else holds back to the free list.
+    fn sweep(&self) {
+        let returned: Vec<u32> = std::mem::take(&mut *lock(&self.returned));
+        if returned.is_empty() {
+            return;
+        }
+        let ino = |i: u32| {
+            rustix::fs::fstat(&self.slots[i as usize].fd)
+                .map(|st| st.st_ino)
+                .unwrap_or(0)
+        };
+        let wanted = returned.iter().map(|&i| ino(i)).collect();
+        let keepers = lock(&self.keepers).clone();
+        let held = super::holders::held_by_others(&wanted, &keepers);
+        let (busy, clean): (Vec<u32>, Vec<u32>) =
+            returned.into_iter().partition(|&i| held.contains(&ino(i)));
+        if !busy.is_empty() {
+            tracing::info!(slots = ?busy, "region slots still held by another process: not reused yet");
+        }
+        lock(&self.free).extend(clean);
+        lock(&self.returned).extend(busy);
     }
 
     /// The path QEMU opens for slot `i`: our own descriptor through /proc
@@ -116,20 +157,20 @@ impl SlotPool {
 
     /// A zeroed, initialised slot for a new client.
     pub fn lease(self: &Arc<Self>, cpus: u32) -> io::Result<Lease> {
-        let index = self
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .ok_or_else(|| {
-                io::Error::other(format!(
-                    "all {} region slots of the VM domain are in use (start it with more: \
-                     virtuos up --backend vm --vm-slots N)",
-                    self.count()
-                ))
-            })?;
+        let mut index = lock(&self.free).pop();
+        if index.is_none() {
+            self.sweep();
+            index = lock(&self.free).pop();
+        }
+        let index = index.ok_or_else(|| {
+            io::Error::other(format!(
+                "all {} region slots of the VM domain are in use (start it with more: \
+                 virtuos up --backend vm --vm-slots N)",
+                self.count()
+            ))
+        })?;
         let put_back = |e: io::Error| {
-            self.release(index);
+            lock(&self.free).push(index);
             e
         };
         let offset = self
@@ -157,10 +198,7 @@ impl SlotPool {
     }
 
     fn release(&self, index: u32) {
-        self.free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(index);
+        lock(&self.returned).push(index);
     }
 
     /// The region header of slot `i` in the daemon's view, once reported.
@@ -247,11 +285,32 @@ mod tests {
         let index = a.index();
         drop(a);
         let c = pool.lease(2).unwrap();
-        assert_eq!(c.index(), index);
+        assert_eq!(c.index(), index, "the returned slot, swept");
         let region = ClientRegion::map_at(c.fd(), c.region_offset()).unwrap();
         assert_eq!(region.header().doorbell.load(Ordering::SeqCst), 0);
         assert!(pool.header(index).is_some());
         assert!(pool.entry(index, NUM_ENTRIES as u16).is_none());
+    }
+
+    #[test]
+    fn a_slot_someone_else_still_holds_is_not_leased_again() {
+        let pool = reported(1, 8192);
+        let a = pool.lease(1).unwrap();
+        // A process that kept the slot's descriptor (a forked child would
+        // keep its parent's mapping the same way).
+        let kept = rustix::io::fcntl_dupfd_cloexec(a.fd(), 100).unwrap();
+        rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::empty()).unwrap();
+        let mut holder = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        drop(kept);
+        drop(a);
+        let Err(e) = pool.lease(1) else {
+            panic!("leased a slot another process still holds")
+        };
+        assert!(e.to_string().contains("in use"), "{e}");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let b = pool.lease(1).expect("free once the holder is gone");
+        assert_eq!(b.index(), 0);
     }
 
     #[test]
