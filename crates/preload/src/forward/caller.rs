@@ -517,6 +517,15 @@ impl Call {
         }
     }
 
+    /// Announce that we are about to sleep on the started call some other
+    /// way than `poll_wait` (`wake`): the word and the value to wait on,
+    /// or None once the call has completed.
+    pub fn sleep_word(&self) -> Option<(&'static AtomicU32, u32)> {
+        let entry = self.sess.region.entry(self.entry)?;
+        let v = entry.mark_sleeping()?;
+        Some((&entry.state, v))
+    }
+
     /// Ask the domain to interrupt the started call (it answers EINTR, or
     /// its result if it had finished).
     pub fn interrupt(&self) {

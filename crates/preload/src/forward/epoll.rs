@@ -18,9 +18,12 @@
 //! of the host instance (`ppoll` on the epoll fd: it consumes nothing),
 //! then the remote `OP_EPOLL_WAIT` is submitted with the whole timeout and
 //! the caller sleeps on its entry (woken by the domain). If the set may
-//! hold local members, the sleep is cut in slices of `SLICE` between which
-//! the host instance is probed again; when it is ready the remote wait is
-//! interrupted (`request_interrupt`) and its answer — EINTR, or events it
+//! hold local members, the sleep is `wake::wait`: one wait for the entry's
+//! completion and for the host instance to become readable (a one-shot
+//! io_uring poll of the epoll fd, which consumes nothing); without io_uring
+//! futex waits, the sleep is cut in slices of `SLICE` between which the
+//! host instance is probed again. When the host side is ready the remote
+//! wait is interrupted (`request_interrupt`) and its answer — EINTR, or events it
 //! had already taken, which are kept — is merged with the host's events
 //! (fetched with `epoll_wait(.., 0)` into the rest of the program's
 //! buffer, so nothing consumed is ever dropped). A signal of the program
@@ -42,6 +45,7 @@
 use super::caller::{sleep_with_mask, Call, Started};
 use super::fdtable::{self, Entry, DOMAIN_NETWORK};
 use super::sync::SpinLock;
+use super::wake::{self, Woken};
 use super::{caller, host, usermem, Action};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +57,8 @@ use virtuos_abi::DOMAIN_FD_LIMIT;
 pub const MAX_SETS: usize = 32;
 /// Forwarded members per set.
 pub const MAX_MEMBERS: usize = 2048;
-/// Longest sleep on the remote wait between probes of the host instance.
+/// Longest sleep on the remote wait between probes of the host instance
+/// (sliced waits, without `wake`).
 const SLICE: Duration = Duration::from_millis(5);
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
@@ -844,13 +849,27 @@ fn wait_mixed(
             return e;
         }
         let mut signalled = false;
+        let mut timed_out = false;
         let mut spin = super::state::config().spin;
         let slice = if local_maybe {
             SLICE
         } else {
             Duration::from_millis(100)
         };
-        if !local_ready {
+        let mut sliced = !local_maybe || !wake::maybe_available();
+        if !local_ready && !sliced {
+            // One wait for the remote call and the host instance.
+            let host = core::iter::once((epfd, libc::POLLIN as u32));
+            match wake::wait(&call, host, deadline, mask) {
+                // (`wait` asked the domain to stop the call.)
+                Some(Woken::Remote | Woken::Gone) => {}
+                Some(Woken::Local) => local_ready = true,
+                Some(Woken::Signal) => signalled = true,
+                Some(Woken::Timeout) => timed_out = true,
+                None => sliced = true,
+            }
+        }
+        if !local_ready && sliced {
             loop {
                 match call.poll_wait(spin, slice, &mut sleep) {
                     Started::Done => break,
@@ -900,7 +919,7 @@ fn wait_mixed(
         if signalled {
             return EINTR;
         }
-        if r == EINTR && !local_ready {
+        if r == EINTR && !local_ready && !timed_out {
             // Interrupted in the domain without our asking: as a signal.
             return EINTR;
         }

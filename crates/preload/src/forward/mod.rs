@@ -11,7 +11,8 @@
 //! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
 //! (splitting, vectored, cross-domain copies), `net` (sockets of the
 //! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
-//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `unsupported`, `exec`.
+//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `wake` (one wait
+//! for a remote call and host descriptors), `unsupported`, `exec`.
 //!
 //! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
@@ -44,6 +45,7 @@ pub mod state;
 pub mod sync;
 pub mod unsupported;
 pub mod usermem;
+pub mod wake;
 
 use virtuos_abi::ops::VIRTUAL_BASE;
 
@@ -162,6 +164,7 @@ pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
 pub fn after_fork_child(ticket: ForkTicket) {
     let net = fdtable::slot_of(fdtable::DOMAIN_NETWORK).and_then(|k| ticket.tokens.get(k).copied());
     epoll::after_fork_child(matches!(net, Some(Some(_))));
+    wake::reset_after_fork();
     session::after_fork_child(ticket.tokens);
 }
 
@@ -194,6 +197,7 @@ pub fn after_exec_failed(result: i64) {
 
 /// The calling thread is about to exit (SYS_exit).
 pub fn on_thread_exit() {
+    wake::on_thread_exit();
     caller::on_thread_exit();
 }
 

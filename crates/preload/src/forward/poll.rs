@@ -9,23 +9,29 @@
 //! one is waited for by polling the network domain (`OP_POLL`, the
 //! sockets' remote numbers in the chunk). A set of only network sockets
 //! (and storage files) is one remote poll with the program's timeout. A
-//! set that also holds local descriptors alternates: a zero-timeout pass
-//! over both first, then remote and local polls of at most `SLICE_MS`
-//! each until something is ready or the timeout passes. Correct but not
-//! optimal (up to SLICE_MS of extra latency for a local event, a few
-//! wakeups per 10 ms while waiting); the full cross-domain wait with
-//! cancellation comes later. A signal does not interrupt these waits
-//! (they run inside the SIGSYS handler): it is delivered when the wait
-//! ends.
+//! set that also holds local descriptors gets a zero-timeout pass over
+//! both first; then the remote poll is started with the whole timeout and
+//! `wake::wait` sleeps once for its completion, the local descriptors
+//! (one-shot io_uring polls), the deadline or a signal (ppoll's and
+//! pselect6's masks installed by the kernel). Unless the remote poll
+//! completed it is interrupted and finished (its answer: EINTR, or what it
+//! found), then a zero-timeout local pass collects the kernel's exact
+//! answer for the local part; nothing ready (another thread took it) means
+//! waiting again. A signal ends the wait with EINTR unless something is
+//! ready. Where io_uring futex waits are missing (Linux < 6.7, io_uring
+//! disabled) the old sliced wait remains: remote and local polls of at
+//! most `SLICE_MS` each until something is ready or the timeout passes.
 
 use super::caller::Call;
 use super::fdtable::{DOMAIN_NETWORK, DOMAIN_STORAGE};
 use super::usermem::ChunkRef;
+use super::wake::{self, Woken};
 use super::{fdtable, host, usermem, Action};
 use std::time::{Duration, Instant};
 use virtuos_abi::ops::OP_POLL;
 
-/// Longest single wait in one domain while a mixed set is waited for.
+/// Longest single wait in one domain while a mixed set is waited for in
+/// slices (without `wake`).
 const SLICE_MS: u64 = 5;
 
 /// Sets larger than this with forwarded members are not emulated (EINVAL).
@@ -332,12 +338,14 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
     // Network entries into the chunk (in set order), storage readiness,
     // and whether anything is left for the host.
     let (mut n_net, mut storage_ready, mut any_local) = (0usize, 0i64, false);
+    let mut n_local = 0usize;
     for i in 0..nfds {
         let Some((fd, ev, _)) = read_pollfd(fds, i) else {
             return -(libc::EFAULT as i64);
         };
         if !is_fwd(i) {
             any_local |= fd >= 0;
+            n_local += (fd >= 0) as usize;
             continue;
         }
         match fdtable::get(fd as u64) {
@@ -374,23 +382,71 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
     let deadline = Deadline::after(timeout);
     let zero_ts = [0i64, 0i64];
     let mut slice_ts = [0i64, 0i64];
+    let sigmask_ptr = if nr as i64 == libc::SYS_ppoll {
+        args[3]
+    } else {
+        0
+    };
+    let sigmask = (sigmask_ptr != 0)
+        .then(|| usermem::read_u64(sigmask_ptr))
+        .flatten();
+    // A real wait for both sides (`wake`) unless the kernel cannot.
+    let mut sliced = !any_local || n_local > wake::MAX_LOCAL || !wake::maybe_available();
     let mut local_r = 0i64;
     let mut first = true;
     let result = loop {
         let now_only = first || storage_ready > 0;
-        let net_t = if now_only {
-            Some(0)
-        } else if any_local {
-            Some(deadline.slice_ms())
+        first = false;
+        let mut waited = false;
+        let mut signalled = false;
+        let net_r = if !now_only && !sliced {
+            let t = deadline
+                .left_ms()
+                .map_or(-1i64, |t| t.min(i32::MAX as u64) as i64);
+            if let Err(e) = call.start(
+                OP_POLL,
+                [n_net as u64, t as i32 as u32 as u64, 0, 0, 0, 0],
+                n_net > 0,
+            ) {
+                break e;
+            }
+            let locals = (0..nfds)
+                .filter(|&i| !is_fwd(i))
+                .filter_map(|i| read_pollfd(fds, i))
+                .filter(|&(fd, _, _)| fd >= 0)
+                .map(|(fd, ev, _)| (fd, ev as u16 as u32));
+            let woken = wake::wait(&call, locals, deadline.0, sigmask);
+            if woken.is_none() {
+                call.interrupt();
+            }
+            let r = match call.finish() {
+                Ok((r, _)) => r,
+                Err(e) => break e,
+            };
+            sliced = woken.is_none();
+            signalled = woken == Some(Woken::Signal);
+            waited = true;
+            // Interrupted by us: no remote events (revents untouched).
+            if r == -(libc::EINTR as i64) {
+                0
+            } else {
+                r
+            }
         } else {
-            deadline.left_ms()
+            let net_t = if now_only {
+                Some(0)
+            } else if any_local {
+                Some(deadline.slice_ms())
+            } else {
+                deadline.left_ms()
+            };
+            remote_poll(&mut call, n_net, net_t)
         };
-        let net_r = remote_poll(&mut call, n_net, net_t);
         if net_r < 0 {
             break net_r;
         }
         if any_local {
-            let t_ms = if now_only || net_r > 0 {
+            let t_ms = if now_only || net_r > 0 || waited {
                 0
             } else {
                 deadline.slice_ms()
@@ -401,14 +457,9 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
                 slice_ts[1] = (t_ms * 1_000_000) as i64;
                 &slice_ts
             };
-            let sigmask = if nr as i64 == libc::SYS_ppoll {
-                args[3]
-            } else {
-                0
-            };
             local_r = host::reissue(
                 libc::SYS_ppoll as u64,
-                [fds, nfds as u64, ts.as_ptr() as u64, sigmask, 8, 0],
+                [fds, nfds as u64, ts.as_ptr() as u64, sigmask_ptr, 8, 0],
             );
             if local_r < 0 {
                 break local_r;
@@ -417,7 +468,9 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
         if net_r > 0 || local_r > 0 || storage_ready > 0 || deadline.expired() {
             break 0;
         }
-        first = false;
+        if signalled {
+            break -(libc::EINTR as i64);
+        }
     };
     // Restore the numbers and fill in the forwarded entries' revents.
     let mut count = if result < 0 { 0 } else { local_r };
@@ -550,16 +603,78 @@ fn select_net(
     let mut ran_local = false;
     let mut first = true;
     let mut net_r;
+    // pselect6's mask: args[5] -> { const sigset_t *ss; size_t len }.
+    let sigmask = (nr as i64 == libc::SYS_pselect6 && args[5] != 0)
+        .then(|| usermem::read_u64(args[5]))
+        .flatten()
+        .filter(|&p| p != 0)
+        .and_then(usermem::read_u64);
+    let n_local: usize = (0..words)
+        .map(|w| {
+            ((orig[0][w] | orig[1][w] | orig[2][w]) & !fwd[w] & valid(w)).count_ones() as usize
+        })
+        .sum();
+    let mut sliced = !any_local || n_local > wake::MAX_LOCAL || !wake::maybe_available();
     loop {
         let now_only = first || storage_ready;
-        let net_t = if now_only {
-            Some(0)
-        } else if any_local {
-            Some(deadline.slice_ms())
+        first = false;
+        let mut waited = false;
+        let mut signalled = false;
+        net_r = if !now_only && !sliced {
+            let t = deadline
+                .left_ms()
+                .map_or(-1i64, |t| t.min(i32::MAX as u64) as i64);
+            if let Err(e) = call.start(
+                OP_POLL,
+                [n_net as u64, t as i32 as u32 as u64, 0, 0, 0, 0],
+                n_net > 0,
+            ) {
+                return e;
+            }
+            let locals = (0..nfds).filter_map(|fd| {
+                let (w, bit) = (fd / 64, 1u64 << (fd % 64));
+                if fwd[w] & bit != 0 {
+                    return None;
+                }
+                let mut ev = 0u32;
+                if orig[0][w] & bit != 0 {
+                    ev |= libc::POLLIN as u32;
+                }
+                if orig[1][w] & bit != 0 {
+                    ev |= libc::POLLOUT as u32;
+                }
+                if orig[2][w] & bit != 0 {
+                    ev |= libc::POLLPRI as u32;
+                }
+                (ev != 0).then_some((fd as i32, ev))
+            });
+            let woken = wake::wait(&call, locals, deadline.0, sigmask);
+            if woken.is_none() {
+                call.interrupt();
+            }
+            let r = match call.finish() {
+                Ok((r, _)) => r,
+                Err(e) => return e,
+            };
+            sliced = woken.is_none();
+            signalled = woken == Some(Woken::Signal);
+            waited = true;
+            // Interrupted by us: no remote events (revents untouched).
+            if r == -(libc::EINTR as i64) {
+                0
+            } else {
+                r
+            }
         } else {
-            deadline.left_ms()
+            let net_t = if now_only {
+                Some(0)
+            } else if any_local {
+                Some(deadline.slice_ms())
+            } else {
+                deadline.left_ms()
+            };
+            remote_poll(&mut call, n_net, net_t)
         };
-        net_r = remote_poll(&mut call, n_net, net_t);
         if net_r < 0 {
             return net_r;
         }
@@ -571,7 +686,7 @@ fn select_net(
                     write_word(set, w, keep);
                 }
             }
-            let t_ms = if now_only || net_r > 0 {
+            let t_ms = if now_only || net_r > 0 || waited {
                 0
             } else {
                 deadline.slice_ms()
@@ -595,7 +710,16 @@ fn select_net(
         if net_r > 0 || local_r > 0 || storage_ready || deadline.expired() {
             break;
         }
-        first = false;
+        if signalled {
+            // EINTR leaves the program's sets as it passed them.
+            for (k, &set) in sets.iter().enumerate() {
+                for w in 0..words {
+                    let beyond = read_word(set, w) & !valid(w);
+                    write_word(set, w, orig[k][w] | beyond);
+                }
+            }
+            return -(libc::EINTR as i64);
+        }
     }
     // Merge: the kernel's answer for local descriptors, the storage
     // files (always ready), the sockets' revents.

@@ -75,6 +75,23 @@ pub fn with_program_signals<R>(mask: Option<u64>, f: impl FnOnce() -> R) -> (R, 
     (r, slot.interrupts.get() != before)
 }
 
+/// [`with_program_signals`] for a wait that installs its signal mask
+/// itself, atomically, as ppoll does (`io_uring_enter` with a mask): `f`
+/// gets the mask to install (None: leave the current one). Returns `f`'s
+/// result and whether a program handler without SA_RESTART ran meanwhile.
+pub fn with_program_signals_atomic<R>(
+    mask: Option<u64>,
+    f: impl FnOnce(Option<u64>) -> R,
+) -> (R, bool) {
+    let slot = state::current_slot();
+    let before = slot.interrupts.get();
+    let install = mask
+        .map(crate::sys::kernel::sanitize)
+        .or(slot.program_mask.get());
+    let r = f(install);
+    (r, slot.interrupts.get() != before)
+}
+
 pub fn local_mode() -> LocalMode {
     match MODE.load(Ordering::Relaxed) {
         1 => LocalMode::AllNative,

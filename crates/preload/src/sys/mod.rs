@@ -8,3 +8,4 @@
 
 pub mod kernel;
 pub mod raw;
+pub mod uring;
