@@ -561,10 +561,12 @@ fn fork_section(s: &mut String, f: &ForkResults, slots: u16, label: &str) {
          the child claims it (`ClaimFork` to the daemon, which hands it its own regions and \
          sends `AttachForked` to the domain) from the library's `pthread_atfork` child \
          handler before `fork()` returns in the child. After each batch the worker waits, \
-         untimed, until the daemon has dropped every child (`RemoveClient`; on the vm \
-         backend the child's region slot goes back to the pool): the cleanup columns. Both \
-         daemons run with `--no-network`; the VM has {slots} region slots. vm figures: \
-         {label}.\n",
+         untimed, until `Status` from the daemon lists none of the children (the cleanup \
+         columns: the daemon drops an exited child from its table when its pidfd fires, \
+         then sends `RemoveClient`; on the vm backend the child's region slot goes back to \
+         the pool once the domain has answered, so this is when the daemon noticed the exits, \
+         not when every slot was free again). Both daemons run with `--no-network`; the VM \
+         has {slots} region slots. vm figures: {label}.\n",
         f.reps, f.rounds
     );
     let _ = writeln!(
@@ -720,7 +722,53 @@ fn vm_notes(v: &VmResults, notes: &mut Vec<String>) {
             ));
         }
     }
+    if let Some(l) = &v.launch {
+        // Wall time of `up` beyond the daemon's own boot figure: what the
+        // CLI does before the daemon starts QEMU.
+        let gaps: Vec<String> = l
+            .points
+            .iter()
+            .filter_map(|p| {
+                let up = p.up_ms.median()?;
+                let boot = p.boot_ms.as_ref()?.median;
+                Some(format!(
+                    "{} slots: boot_ms {}, `up` {} more",
+                    p.slots?,
+                    fmt_ms(boot),
+                    fmt_ms(up - boot)
+                ))
+            })
+            .collect();
+        if !gaps.is_empty() {
+            notes.push(format!(
+                "vm launch ({label}), medians: {}. The difference is spent before QEMU \
+                 starts: on every `up` the CLI resolves the kernel package with `apt-cache \
+                 depends` and `apt-cache show` (about 1-3 s on this loaded machine, even with \
+                 the kernel cached) and re-hashes the initramfs inputs (the static
+                 domain server and the modules) to find the cached image.",
+                gaps.join("; ")
+            ));
+        }
+    }
     if let Some(f) = &v.fork {
+        let per_child = |pick: fn(&crate::results::ForkPoint) -> &Forwarded| {
+            let v: Vec<f64> = f
+                .points
+                .iter()
+                .filter_map(|p| Some(pick(p).median()? / f64::from(p.n)))
+                .collect();
+            let lo = v.iter().copied().reduce(f64::min)?;
+            let hi = v.iter().copied().reduce(f64::max)?;
+            Some(format!("{} .. {}", fmt_ns(lo), fmt_ns(hi)))
+        };
+        if let (Some(pc), Some(vc)) = (per_child(|p| &p.process), per_child(|p| &p.vm)) {
+            notes.push(format!(
+                "fork: cost per child across N: process backend {pc}, vm backend ({label}) \
+                 {vc}; a batch grows linearly with N on both, i.e. the children's shadow \
+                 forks and claims do not overlap (one domain, one vCPU on the vm backend, \
+                 registrations serialised in the daemon)."
+            ));
+        }
         let r = |pick: fn(&crate::results::ForkPoint) -> &Forwarded| -> Vec<String> {
             f.points
                 .iter()
@@ -772,6 +820,22 @@ fn vm_notes(v: &VmResults, notes: &mut Vec<String>) {
                 fmt_ns(fc.native.median),
                 r.join(", ")
             ));
+        }
+        for p in &fc.forwarded {
+            let Some(x) = &p.forwarded.summary else {
+                continue;
+            };
+            if x.p10 * 5.0 < x.median || x.p90 > x.median * 5.0 {
+                notes.push(format!(
+                    "vm fcntl spin {} ({label}) is bimodal: p10 {} (the guest answered within \
+                     the caller's spin) vs median {} and p90 {} (the caller slept and was \
+                     woken by a bell through the daemon).",
+                    p.spin,
+                    fmt_ns(x.p10),
+                    fmt_ns(x.median),
+                    fmt_ns(x.p90)
+                ));
+            }
         }
     }
 }
@@ -1420,6 +1484,16 @@ mod tests {
             "{notes}"
         );
         assert!(notes.contains("vm with 40 slots 6.00 s"), "{notes}");
+        assert!(
+            notes.contains("40 slots: boot_ms 4.00 s, `up` 2.00 s more"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(
+                "process backend 400.0 µs .. 500.0 µs, vm backend (TCG) 5.00 ms .. 5.00 ms"
+            ),
+            "{notes}"
+        );
         let back: Results = serde_json::from_str(&to_json(&r)).unwrap();
         assert_eq!(back, r);
         // KVM results are not labelled TCG.
