@@ -69,6 +69,18 @@ enum Cmd {
         #[arg(long, default_value = "bench")]
         out: std::path::PathBuf,
     },
+    /// VM backend (TCG here) vs native: launch to ready, process creation
+    /// (also on the process backend), fcntl latency, write throughput.
+    /// Merges into --out/results.json and re-renders RESULTS.md and plots.
+    Vm {
+        #[command(flatten)]
+        opts: drivers::vm::Opts,
+        #[command(flatten)]
+        common: Common,
+        /// Output directory (its results.json is updated, other sections kept).
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+    },
     /// Everything; writes RESULTS.md, results.json and plots to --out.
     All {
         #[command(flatten)]
@@ -139,6 +151,16 @@ enum Worker {
         #[arg(long, default_value_t = 3)]
         reps: u32,
     },
+    /// ns per batch of --n forks whose children `_exit` at once (parent
+    /// holds --path open, so under virtuos every child inherits a shadow).
+    Fork {
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        n: u32,
+        #[arg(long, default_value_t = 10)]
+        reps: u32,
+    },
     /// The other end of tcp-lat / tcp-stream (started by them).
     TcpPeer {
         #[arg(long)]
@@ -191,6 +213,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Worker::TcpStream { total, chunk, reps } => {
                     workers::tcp_stream::run(&workers::tcp_stream::Params { total, chunk, reps })?
                 }
+                Worker::Fork { path, n, reps } => {
+                    workers::fork::run(&workers::fork::Params { path, n, reps })?
+                }
                 // Prints nothing: the measuring worker owns stdout.
                 Worker::TcpPeer { connect, mode } => return workers::tcp_peer::run(connect, &mode),
             };
@@ -212,6 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             write_json(json.as_deref(), &r)
         }
         Cmd::Net { opts, common, out } => drivers::net::run(&opts, &common, &out),
+        Cmd::Vm { opts, common, out } => drivers::vm::run(&opts, &common, &out),
         Cmd::All { opts, common } => {
             drivers::all::run(&opts, &common)?;
             Ok(())
@@ -248,5 +274,51 @@ mod tests {
         assert_eq!(opts.lat.lat_iters, 7);
         assert_eq!(common.rounds, 2);
         assert!(opts.flags().starts_with("--net lat --lat-iters 7 "));
+    }
+
+    #[test]
+    fn vm_command_line_parses_and_reproduces() {
+        let cli = Cli::try_parse_from([
+            "virtuos-bench",
+            "vm",
+            "--vm",
+            "fork,write",
+            "--vm-slots",
+            "40",
+            "--fork-sizes",
+            "1,8",
+            "--chunks",
+            "4k,1M",
+            "--rounds",
+            "2",
+        ])
+        .unwrap();
+        let Cmd::Vm { opts, common, out } = cli.cmd else {
+            panic!("not vm");
+        };
+        use drivers::vm::Bench;
+        assert_eq!(opts.vm, [Bench::Fork, Bench::Write]);
+        assert_eq!(opts.vm_slots, 40);
+        assert_eq!(opts.fork.fork_sizes, [1, 8]);
+        assert_eq!(opts.chunks, [4096, 1 << 20]);
+        assert_eq!(opts.launch_slots, [16, 40], "default");
+        assert_eq!(common.rounds, 2);
+        let cmd = opts.command(&common, &out);
+        assert!(
+            cmd.starts_with("target/release/virtuos-bench vm --vm fork,write --vm-slots 40 "),
+            "{cmd}"
+        );
+        assert!(cmd.contains(" --fork-sizes 1,8 "), "{cmd}");
+        assert!(cmd.contains(" --chunks 4096,1048576 "), "{cmd}");
+        assert!(cmd.ends_with(" --rounds 2 --out bench"), "{cmd}");
+        // The reproduce command parses back to the same options.
+        let argv: Vec<&str> = cmd.split(' ').skip(1).collect();
+        let again = Cli::try_parse_from(std::iter::once("virtuos-bench").chain(argv)).unwrap();
+        let Cmd::Vm { opts: o2, .. } = again.cmd else {
+            panic!("not vm");
+        };
+        assert_eq!(o2.command(&common, &out), cmd);
+        // Slots beyond the VM's 63 are refused.
+        assert!(Cli::try_parse_from(["virtuos-bench", "vm", "--vm-slots", "64"]).is_err());
     }
 }

@@ -545,3 +545,137 @@ fn draw_write<DB: DrawingBackend>(
     }
     Ok(())
 }
+
+/// Write `<stem>.svg` and `<stem>.png` of the process-creation figure
+/// (the paper's Figure 5): time per batch vs N, native, process and vm.
+pub fn fork_figure(
+    dir: &Path,
+    stem: &str,
+    f: &crate::results::ForkResults,
+    vm_label: &str,
+) -> anyhow::Result<()> {
+    let text = font().is_some();
+    let size = (900, 600);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_fork(&root, f, vm_label, text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+    }
+    let root = BitMapBackend::new(&png, size).into_drawing_area();
+    draw_fork(&root, f, vm_label, text).map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    root.present()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    Ok(())
+}
+
+const VM: RGBColor = RGBColor(30, 80, 200);
+
+fn draw_fork<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    f: &crate::results::ForkResults,
+    vm_label: &str,
+    text: bool,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let log2 = |n: u32| f64::from(n.max(1)).log2();
+    type Pick = fn(&crate::results::ForkPoint) -> Option<&Summary>;
+    let vm_name = format!("virtuos, vm backend ({vm_label})");
+    let series: [(&str, Pick, RGBColor, f64); 3] = [
+        ("native", |p| Some(&p.native), NATIVE, -0.04),
+        (
+            "virtuos, process backend",
+            |p| p.process.summary.as_ref(),
+            FWD,
+            0.0,
+        ),
+        (vm_name.as_str(), |p| p.vm.summary.as_ref(), VM, 0.04),
+    ];
+    let all = f
+        .points
+        .iter()
+        .flat_map(|p| series.iter().filter_map(move |s| (s.1)(p)))
+        .flat_map(|s| [s.p10, s.p90, s.median]);
+    let y = log_range(all);
+    let y = y.start..(y.end * 3.0);
+    let (xlo, xhi) = f
+        .points
+        .iter()
+        .map(|p| log2(p.n))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    let (xlo, xhi) = if xlo.is_finite() {
+        (xlo, xhi)
+    } else {
+        (0.0, 5.0)
+    };
+    let x = (xlo - 0.3)..(xhi + 0.3);
+    let mut b = ChartBuilder::on(root);
+    b.margin(20);
+    if text {
+        b.caption(
+            "process creation: N forks that exit at once, time per batch (median)",
+            ("sans-serif", 22),
+        )
+        .x_label_area_size(50)
+        .y_label_area_size(110);
+    }
+    let mut chart = b.build_cartesian_2d(x.clone(), y.log_scale())?;
+    let label_n = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 {
+            (1u64 << i as u32).to_string()
+        } else {
+            String::new()
+        }
+    };
+    let mut mesh = chart.configure_mesh();
+    mesh.max_light_lines(1);
+    if text {
+        mesh.x_desc("N (children per batch)")
+            .y_desc("time per batch (log); bars: p10..p90")
+            .x_labels((xhi - xlo) as usize + 2)
+            .y_labels(8)
+            .x_label_formatter(&label_n)
+            .y_label_formatter(&|v| fmt_ns(*v))
+            .label_style(("sans-serif", 15));
+    } else {
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw()?;
+    for (name, pick, color, dx) in series {
+        let pts: Vec<(f64, &Summary)> = f
+            .points
+            .iter()
+            .filter_map(|p| Some((log2(p.n) + dx, pick(p)?)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let line: Vec<(f64, f64)> = pts.iter().map(|(x, s)| (*x, s.median)).collect();
+        let s = chart.draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))?;
+        if text {
+            s.label(name).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        }
+        chart.draw_series(line.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        chart.draw_series(pts.iter().map(|(x, s)| {
+            ErrorBar::new_vertical(*x, s.p10, s.median, s.p90, color.stroke_width(1), 6)
+        }))?;
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()?;
+    }
+    Ok(())
+}

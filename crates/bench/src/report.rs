@@ -3,8 +3,8 @@
 //! observations a reader would otherwise have to work out from the tables.
 
 use crate::results::{
-    FcntlResults, HttpResults, NetResults, QueuePingResults, Results, StreamResults, TcpLatResults,
-    WriteResults,
+    FcntlResults, ForkResults, Forwarded, HttpResults, LaunchResults, NetResults, QueuePingResults,
+    Results, StreamResults, TcpLatResults, VmResults, WriteResults,
 };
 use crate::stats::{fmt_bytes, fmt_ns, fmt_ratio, ratio};
 use std::fmt::Write as _;
@@ -14,6 +14,7 @@ pub const FCNTL_PLOT: &str = "fcntl_spin";
 pub const WRITE_PLOT: &str = "write_throughput";
 pub const TCP_LAT_PLOT: &str = "tcp_latency";
 pub const STREAM_PLOT: &str = "tcp_stream_throughput";
+pub const FORK_PLOT: &str = "fork_batch";
 
 pub fn to_json(r: &Results) -> String {
     serde_json::to_string_pretty(r).expect("results serialise") + "\n"
@@ -67,6 +68,9 @@ pub fn render_markdown(r: &Results) -> String {
     }
     if let Some(n) = &r.net {
         net_section(&mut s, n);
+    }
+    if let Some(v) = &r.vm {
+        vm_section(&mut s, v);
     }
     if !r.notes.is_empty() {
         let _ = writeln!(s, "## Notes\n");
@@ -426,6 +430,416 @@ fn http_section(s: &mut String, h: &HttpResults) {
     );
 }
 
+/// Milliseconds as seconds: `3.52 s`.
+fn fmt_ms(ms: f64) -> String {
+    format!("{:.2} s", ms / 1e3)
+}
+
+fn vm_section(s: &mut String, v: &VmResults) {
+    let tcg = v.accel != "kvm";
+    let label = if tcg { "TCG" } else { "KVM" };
+    let _ = writeln!(s, "## VM backend ({label})\n");
+    let _ = writeln!(
+        s,
+        "The storage domain as PID 1 of a QEMU VM (`virtuos up --backend vm`): Debian's cloud \
+         kernel, the domain's files on an ext4 image, each client process's request region and \
+         state page in a region slot (a sealed memfd shown to the guest as an NVDIMM, mapped \
+         through device DAX), wake-ups as 4-byte bells on a virtio-serial port. Accelerator: \
+         **{}** ({}), 1 vCPU online (`maxcpus=2`).{} Measured {} at revision {} (load average \
+         {} at start, {} at end), in one run, separately from the sections above; native runs \
+         interleave with the forwarded ones. Reproduce (from the repository root):\n",
+        if v.accel.is_empty() {
+            "unknown"
+        } else {
+            &v.accel
+        },
+        v.qemu,
+        if tcg {
+            " **Every VM figure here is QEMU TCG (binary translation, no usable KVM on \
+             this machine): information only, not what a VM domain costs under KVM.**"
+        } else {
+            ""
+        },
+        v.date,
+        v.revision,
+        v.load_start,
+        v.load_end
+    );
+    let _ = writeln!(
+        s,
+        "```sh\ncargo build --release -p virtuos-bench -p virtuos -p virtuos-domain -p \
+         virtuos-preload\n{}\n```\n",
+        v.command
+    );
+    if let Some(l) = &v.launch {
+        launch_section(s, l, label);
+    }
+    if let Some(f) = &v.fork {
+        fork_section(s, f, v.slots, label);
+    }
+    if let Some(f) = &v.fcntl {
+        vm_fcntl_section(s, f, v.slots, label);
+    }
+    if let Some(w) = &v.write {
+        vm_write_section(s, w, v.slots, label);
+    }
+}
+
+fn launch_section(s: &mut String, l: &LaunchResults, label: &str) {
+    let _ = writeln!(s, "### Launch to ready\n");
+    let _ = writeln!(
+        s,
+        "`virtuos up --no-network --backend B` until it returns (the storage domain connected \
+         and serving), then `virtuos down`; {} measured boots per configuration, interleaved, \
+         after one untimed warm-up boot each. A configuration keeps its data directory across \
+         its boots (the storage image or tree exists, as on a second `up`); the kernel, \
+         initramfs and static domain server come from the cache. `up` includes starting the \
+         daemon and, on the vm backend, checking the cached image, QEMU's start, firmware, \
+         the guest kernel's boot, loading modules and setting up the DAX slots; `boot_ms` is \
+         the daemon's own figure (QEMU start to the domain's Ready, `virtuos status --json`). \
+         vm figures: {label}.\n",
+        l.boots
+    );
+    let _ = writeln!(
+        s,
+        "| backend | `--vm-slots` | `virtuos up` (median) | p10 .. p90 | min .. max | boot_ms (median) | boot_ms min .. max |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for p in &l.points {
+        let slots = p.slots.map_or("-".into(), |x| x.to_string());
+        let boot = p.boot_ms.as_ref().map_or(("-".into(), "-".into()), |b| {
+            (
+                fmt_ms(b.median),
+                format!("{} .. {}", fmt_ms(b.min), fmt_ms(b.max)),
+            )
+        });
+        match &p.up_ms.summary {
+            Some(x) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {slots} | {} | {} .. {} | {} .. {} | {} | {} |",
+                    p.backend,
+                    fmt_ms(x.median),
+                    fmt_ms(x.p10),
+                    fmt_ms(x.p90),
+                    fmt_ms(x.min),
+                    fmt_ms(x.max),
+                    boot.0,
+                    boot.1
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {} | {slots} | not measured | | | | |", p.backend);
+            }
+        }
+    }
+    s.push('\n');
+    errors(
+        s,
+        l.points.iter().map(|p| {
+            (
+                match p.slots {
+                    Some(x) => format!("{} {x} slots", p.backend),
+                    None => p.backend.clone(),
+                },
+                &p.up_ms.error,
+            )
+        }),
+    );
+}
+
+fn fork_section(s: &mut String, f: &ForkResults, slots: u16, label: &str) {
+    let _ = writeln!(s, "### Process creation (Figure 5)\n");
+    let _ = writeln!(
+        s,
+        "`worker fork`: a process holding an open file (under virtuos: on `/storage`, so it is \
+         a client of the storage domain with a descriptor there) forks N children with glibc's \
+         `fork()`; each calls `_exit(0)` at once; the parent waits for all of them; one sample \
+         = one batch, {} batches per configuration in each of {} interleaved rounds, after one \
+         untimed warm-up batch. Under virtuos every fork is the real path: the preload library \
+         has the domain fork the caller's shadow (`OP_FORK_PREPARE`, a forwarded call), and \
+         the child claims it (`ClaimFork` to the daemon, which hands it its own regions and \
+         sends `AttachForked` to the domain) from the library's `pthread_atfork` child \
+         handler before `fork()` returns in the child. After each batch the worker waits, \
+         untimed, until `Status` from the daemon lists none of the children (the cleanup \
+         columns: the daemon drops an exited child from its table when its pidfd fires, \
+         then sends `RemoveClient`; on the vm backend the child's region slot goes back to \
+         the pool once the domain has answered, so this is when the daemon noticed the exits, \
+         not when every slot was free again). Both daemons run with `--no-network`; the VM \
+         has {slots} region slots. vm figures: {label}.\n",
+        f.reps, f.rounds
+    );
+    let _ = writeln!(
+        s,
+        "| N | native per batch | process backend | / native | vm backend | / native | per child: native / process / vm | cleanup: process / vm |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for p in &f.points {
+        let cell = |x: &Forwarded| match x.median() {
+            Some(m) => (fmt_ns(m), fmt_ratio(ratio(m, p.native.median))),
+            None => ("not measured".into(), "n/a".into()),
+        };
+        let (pm, pr) = cell(&p.process);
+        let (vm, vr) = cell(&p.vm);
+        let per = |m: Option<f64>| m.map_or("-".into(), |m| fmt_ns(m / f64::from(p.n)));
+        let clean =
+            |c: &Option<crate::stats::Summary>| c.as_ref().map_or("-".into(), |c| fmt_ns(c.median));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {pm} | {pr} | {vm} | {vr} | {} / {} / {} | {} / {} |",
+            p.n,
+            fmt_ns(p.native.median),
+            per(Some(p.native.median)),
+            per(p.process.median()),
+            per(p.vm.median()),
+            clean(&p.process_cleanup),
+            clean(&p.vm_cleanup)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n![process creation: time per batch vs N]({FORK_PLOT}.svg)\n"
+    );
+    errors(
+        s,
+        f.points
+            .iter()
+            .map(|p| (format!("process N={}", p.n), &p.process.error))
+            .chain(
+                f.points
+                    .iter()
+                    .map(|p| (format!("vm N={}", p.n), &p.vm.error)),
+            ),
+    );
+}
+
+fn vm_fcntl_section(s: &mut String, f: &FcntlResults, slots: u16, label: &str) {
+    let _ = writeln!(s, "### fcntl(F_GETFL) latency on the VM backend\n");
+    let _ = writeln!(
+        s,
+        "As in the fcntl section above, forwarded to the storage VM ({slots} slots): {} calls \
+         per repetition, {} repetitions per configuration in each of {} interleaved rounds; \
+         native on tmpfs in the same rounds. With spin 0 the caller sleeps at once, so every \
+         completion comes back as an up bell (`Complete`, relayed by the daemon to the \
+         caller's futex), plus a down bell whenever the guest's workers were asleep; \
+         {label}.\n",
+        f.iters, f.reps, f.rounds
+    );
+    let _ = writeln!(
+        s,
+        "native: **{}**/call (p10 {}, p90 {})\n",
+        fmt_ns(f.native.median),
+        fmt_ns(f.native.p10),
+        fmt_ns(f.native.p90)
+    );
+    let _ = writeln!(s, "| spin | vm ns/call | p10 .. p90 | vm / native |");
+    let _ = writeln!(s, "|---:|---:|---:|---:|");
+    for p in &f.forwarded {
+        match &p.forwarded.summary {
+            Some(x) => {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} .. {} | {} |",
+                    p.spin,
+                    fmt_ns(x.median),
+                    fmt_ns(x.p10),
+                    fmt_ns(x.p90),
+                    fmt_ratio(ratio(x.median, f.native.median))
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {} | not measured | | |", p.spin);
+            }
+        }
+    }
+    s.push('\n');
+    errors(
+        s,
+        f.forwarded
+            .iter()
+            .map(|p| (p.spin.to_string(), &p.forwarded.error)),
+    );
+}
+
+fn vm_write_section(s: &mut String, w: &WriteResults, slots: u16, label: &str) {
+    let _ = writeln!(s, "### Write throughput on the VM backend\n");
+    let _ = writeln!(
+        s,
+        "As in the write section above, forwarded to the storage VM ({slots} slots; the file \
+         on the guest's ext4 image, no fsync): {} per repetition, {} repetitions per \
+         configuration in each of {} rounds, native tmpfs alternating per size; default spin \
+         threshold; {label}. MB/s = 10^6 bytes/s.\n",
+        fmt_bytes(w.total),
+        w.reps,
+        w.rounds
+    );
+    let _ = writeln!(s, "| buffer | native MB/s | vm MB/s | vm / native |");
+    let _ = writeln!(s, "|---:|---:|---:|---:|");
+    for p in &w.points {
+        let fwd = p.forwarded.median();
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {} |",
+            fmt_bytes(p.chunk),
+            p.native.median,
+            fwd.map_or("not measured".into(), |m| if m < 10.0 {
+                format!("{m:.2}")
+            } else {
+                format!("{m:.1}")
+            }),
+            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
+        );
+    }
+    s.push('\n');
+    errors(
+        s,
+        w.points
+            .iter()
+            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
+    );
+}
+
+/// Observations about the VM benchmarks.
+fn vm_notes(v: &VmResults, notes: &mut Vec<String>) {
+    let label = if v.accel == "kvm" { "KVM" } else { "TCG" };
+    if let Some(l) = &v.launch {
+        let r: Vec<String> = l
+            .points
+            .iter()
+            .filter_map(|p| {
+                let m = p.up_ms.median()?;
+                Some(match p.slots {
+                    Some(x) => format!("vm with {x} slots {}", fmt_ms(m)),
+                    None => format!("{} {}", p.backend, fmt_ms(m)),
+                })
+            })
+            .collect();
+        if !r.is_empty() {
+            notes.push(format!(
+                "vm launch ({label}): `virtuos up` to a serving storage domain, median of {}: {}.",
+                l.boots,
+                r.join(", ")
+            ));
+        }
+    }
+    if let Some(l) = &v.launch {
+        // Wall time of `up` beyond the daemon's own boot figure: what the
+        // CLI does before the daemon starts QEMU.
+        let gaps: Vec<String> = l
+            .points
+            .iter()
+            .filter_map(|p| {
+                let up = p.up_ms.median()?;
+                let boot = p.boot_ms.as_ref()?.median;
+                Some(format!(
+                    "{} slots: boot_ms {}, `up` {} more",
+                    p.slots?,
+                    fmt_ms(boot),
+                    fmt_ms(up - boot)
+                ))
+            })
+            .collect();
+        if !gaps.is_empty() {
+            notes.push(format!(
+                "vm launch ({label}), medians: {}. The difference is spent before QEMU \
+                 starts: on every `up` the CLI resolves the kernel package with `apt-cache \
+                 depends` and `apt-cache show` (about 1-3 s on this loaded machine, even with \
+                 the kernel cached) and re-hashes the initramfs inputs (the static
+                 domain server and the modules) to find the cached image.",
+                gaps.join("; ")
+            ));
+        }
+    }
+    if let Some(f) = &v.fork {
+        let per_child = |pick: fn(&crate::results::ForkPoint) -> &Forwarded| {
+            let v: Vec<f64> = f
+                .points
+                .iter()
+                .filter_map(|p| Some(pick(p).median()? / f64::from(p.n)))
+                .collect();
+            let lo = v.iter().copied().reduce(f64::min)?;
+            let hi = v.iter().copied().reduce(f64::max)?;
+            Some(format!("{} .. {}", fmt_ns(lo), fmt_ns(hi)))
+        };
+        if let (Some(pc), Some(vc)) = (per_child(|p| &p.process), per_child(|p| &p.vm)) {
+            notes.push(format!(
+                "fork: cost per child across N: process backend {pc}, vm backend ({label}) \
+                 {vc}; a batch grows linearly with N on both, i.e. the children's shadow \
+                 forks and claims do not overlap (one domain, one vCPU on the vm backend, \
+                 registrations serialised in the daemon)."
+            ));
+        }
+        let r = |pick: fn(&crate::results::ForkPoint) -> &Forwarded| -> Vec<String> {
+            f.points
+                .iter()
+                .filter_map(|p| {
+                    let m = pick(p).median()?;
+                    Some(format!(
+                        "N={} {}",
+                        p.n,
+                        fmt_ratio(ratio(m, p.native.median))
+                    ))
+                })
+                .collect()
+        };
+        let pr = r(|p| &p.process);
+        let vr = r(|p| &p.vm);
+        if !pr.is_empty() || !vr.is_empty() {
+            notes.push(format!(
+                "fork: batch time / native: process backend {}; vm backend ({label}) {}.",
+                if pr.is_empty() {
+                    "n/a".into()
+                } else {
+                    pr.join(", ")
+                },
+                if vr.is_empty() {
+                    "n/a".into()
+                } else {
+                    vr.join(", ")
+                }
+            ));
+        }
+    }
+    if let Some(fc) = &v.fcntl {
+        let r: Vec<String> = fc
+            .forwarded
+            .iter()
+            .filter_map(|p| {
+                let m = p.forwarded.median()?;
+                Some(format!(
+                    "spin {} {} ({})",
+                    p.spin,
+                    fmt_ns(m),
+                    fmt_ratio(ratio(m, fc.native.median))
+                ))
+            })
+            .collect();
+        if !r.is_empty() {
+            notes.push(format!(
+                "vm fcntl ({label}): native {} per call; forwarded to the VM {}.",
+                fmt_ns(fc.native.median),
+                r.join(", ")
+            ));
+        }
+        for p in &fc.forwarded {
+            let Some(x) = &p.forwarded.summary else {
+                continue;
+            };
+            if x.p10 * 5.0 < x.median || x.p90 > x.median * 5.0 {
+                notes.push(format!(
+                    "vm fcntl spin {} ({label}) is bimodal: p10 {} (the guest answered within \
+                     the caller's spin) vs median {} and p90 {} (the caller slept and was \
+                     woken by a bell through the daemon).",
+                    p.spin,
+                    fmt_ns(x.p10),
+                    fmt_ns(x.median),
+                    fmt_ns(x.p90)
+                ));
+            }
+        }
+    }
+}
+
 /// Observations about the network benchmarks.
 fn net_notes(n: &NetResults, notes: &mut Vec<String>) {
     if let Some(l) = &n.tcp_lat {
@@ -587,6 +1001,9 @@ pub fn derive_notes(r: &Results) -> Vec<String> {
     if let Some(n) = &r.net {
         net_notes(n, &mut notes);
     }
+    if let Some(v) = &r.vm {
+        vm_notes(v, &mut notes);
+    }
     let noisy = noisy_configs(r);
     if !noisy.is_empty() {
         const SHOWN: usize = 10;
@@ -709,6 +1126,26 @@ fn noisy_configs(r: &Results) -> Vec<String> {
             }
         }
     }
+    if let Some(vm) = &r.vm {
+        if let Some(f) = &vm.fork {
+            for p in &f.points {
+                check(format!("fork N={} native", p.n), Some(&p.native));
+                check(
+                    format!("fork N={} process", p.n),
+                    p.process.summary.as_ref(),
+                );
+                check(format!("fork N={} vm", p.n), p.vm.summary.as_ref());
+            }
+        }
+        if let Some(f) = &vm.fcntl {
+            for p in &f.forwarded {
+                check(
+                    format!("vm fcntl spin {}", p.spin),
+                    p.forwarded.summary.as_ref(),
+                );
+            }
+        }
+    }
     v
 }
 
@@ -788,6 +1225,7 @@ mod tests {
                 error: None,
             }),
             net: None,
+            vm: None,
             notes: vec!["a note".into()],
         }
     }
@@ -934,6 +1372,135 @@ mod tests {
         v.as_object_mut().unwrap().remove("net");
         let r: Results = serde_json::from_value(v).unwrap();
         assert!(r.net.is_none());
+    }
+
+    fn vm() -> VmResults {
+        VmResults {
+            date: "2025-01-02T03:04:05Z".into(),
+            command: "target/release/virtuos-bench vm --rounds 2".into(),
+            revision: "abc123".into(),
+            load_start: "0.1 0.2 0.3".into(),
+            load_end: "0.4 0.5 0.6".into(),
+            accel: "tcg".into(),
+            qemu: "QEMU emulator version 7.2.0".into(),
+            slots: 40,
+            launch: Some(LaunchResults {
+                boots: 3,
+                points: vec![
+                    LaunchPoint {
+                        backend: "process".into(),
+                        slots: None,
+                        up_ms: Forwarded::ok(s(&[120.0, 100.0, 140.0])),
+                        boot_ms: None,
+                    },
+                    LaunchPoint {
+                        backend: "vm".into(),
+                        slots: Some(40),
+                        up_ms: Forwarded::ok(s(&[5000.0, 6000.0, 7000.0])),
+                        boot_ms: Some(s(&[3500.0, 4000.0, 4500.0])),
+                    },
+                    LaunchPoint {
+                        backend: "vm".into(),
+                        slots: Some(16),
+                        up_ms: Forwarded::failed("qemu died"),
+                        boot_ms: None,
+                    },
+                ],
+            }),
+            fork: Some(ForkResults {
+                reps: 4,
+                rounds: 2,
+                points: vec![
+                    ForkPoint {
+                        n: 1,
+                        native: s(&[100_000.0]),
+                        process: Forwarded::ok(s(&[400_000.0])),
+                        vm: Forwarded::ok(s(&[5_000_000.0])),
+                        process_cleanup: Some(s(&[1_000_000.0])),
+                        vm_cleanup: Some(s(&[20_000_000.0])),
+                    },
+                    ForkPoint {
+                        n: 32,
+                        native: s(&[3_200_000.0]),
+                        process: Forwarded::ok(s(&[16_000_000.0])),
+                        vm: Forwarded::failed("out of slots"),
+                        process_cleanup: None,
+                        vm_cleanup: None,
+                    },
+                ],
+            }),
+            fcntl: Some(FcntlResults {
+                iters: 500,
+                reps: 2,
+                rounds: 2,
+                native: s(&[150.0]),
+                floor: Some(s(&[50.0])),
+                forwarded: vec![SpinPoint {
+                    spin: 0,
+                    forwarded: Forwarded::ok(s(&[150_000.0])),
+                }],
+            }),
+            write: Some(WriteResults {
+                total: 2 << 20,
+                reps: 2,
+                rounds: 2,
+                points: vec![WritePoint {
+                    chunk: 32,
+                    native: s(&[60.0]),
+                    forwarded: Forwarded::ok(s(&[0.6])),
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn vm_section_renders_tcg_label_fork_ratios_and_launch() {
+        let mut r = fixed();
+        r.vm = Some(vm());
+        let md = render_markdown(&r);
+        for want in [
+            "## VM backend (TCG)",
+            "**Every VM figure here is QEMU TCG",
+            "target/release/virtuos-bench vm --rounds 2",
+            "load average 0.1 0.2 0.3 at start, 0.4 0.5 0.6 at end",
+            "| process | - | 0.12 s | 0.10 s .. 0.14 s | 0.10 s .. 0.14 s | - | - |",
+            "| vm | 40 | 6.00 s | 5.20 s .. 6.80 s | 5.00 s .. 7.00 s | 4.00 s | 3.50 s .. 4.50 s |",
+            "| vm | 16 | not measured |",
+            "Not measured (vm 16 slots): qemu died",
+            "| 1 | 100.0 µs | 400.0 µs | 4.00x | 5.00 ms | 50.0x | 100.0 µs / 400.0 µs / 5.00 ms | 1.00 ms / 20.00 ms |",
+            "| 32 | 3.20 ms | 16.00 ms | 5.00x | not measured | n/a | 100.0 µs / 500.0 µs / - | - / - |",
+            "Not measured (vm N=32): out of slots",
+            "fork_batch.svg",
+            "| 0 | 150.0 µs | 150.0 µs .. 150.0 µs | 1000x |",
+            "| 32 B | 60.0 | 0.60 | 0.01x |",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in:\n{md}");
+        }
+        // The VM section comes after the sections of `all`.
+        assert!(md.find("## VM backend").unwrap() > md.find("## Write throughput").unwrap());
+        let notes = derive_notes(&r).join("\n");
+        assert!(
+            notes.contains("fork: batch time / native: process backend N=1 4.00x, N=32 5.00x; vm backend (TCG) N=1 50.0x."),
+            "{notes}"
+        );
+        assert!(notes.contains("vm with 40 slots 6.00 s"), "{notes}");
+        assert!(
+            notes.contains("40 slots: boot_ms 4.00 s, `up` 2.00 s more"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(
+                "process backend 400.0 µs .. 500.0 µs, vm backend (TCG) 5.00 ms .. 5.00 ms"
+            ),
+            "{notes}"
+        );
+        let back: Results = serde_json::from_str(&to_json(&r)).unwrap();
+        assert_eq!(back, r);
+        // KVM results are not labelled TCG.
+        r.vm.as_mut().unwrap().accel = "kvm".into();
+        let md = render_markdown(&r);
+        assert!(md.contains("## VM backend (KVM)"), "{md}");
+        assert!(!md.contains("Every VM figure here is QEMU TCG"), "{md}");
     }
 
     #[test]

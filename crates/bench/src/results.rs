@@ -14,6 +14,9 @@ pub struct Results {
     /// The network domain benchmarks (`virtuos-bench net`, also part of `all`).
     #[serde(default)]
     pub net: Option<NetResults>,
+    /// The VM backend against native and the process backend (`virtuos-bench vm`).
+    #[serde(default)]
+    pub vm: Option<VmResults>,
     /// Free-form observations added by the drivers (and the report).
     pub notes: Vec<String>,
 }
@@ -201,6 +204,81 @@ pub struct HttpResults {
     pub points: Vec<HttpPoint>,
     /// Set when nothing could be measured (nginx missing, ...).
     pub error: Option<String>,
+}
+
+/// The VM backend (storage domain as PID 1 of a QEMU VM) measured in one
+/// run of `virtuos-bench vm`, with its own date and reproduce command.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VmResults {
+    /// UTC, ISO 8601.
+    pub date: String,
+    /// The `virtuos-bench vm ...` command that reproduces this section.
+    pub command: String,
+    pub revision: String,
+    pub load_start: String,
+    pub load_end: String,
+    /// `tcg` or `kvm`, as `virtuos status --json` reported it.
+    pub accel: String,
+    /// `qemu-system-x86_64 --version`, first line.
+    pub qemu: String,
+    /// Region slots of the VM that served fork, fcntl and write.
+    pub slots: u16,
+    pub launch: Option<LaunchResults>,
+    pub fork: Option<ForkResults>,
+    /// fcntl(F_GETFL): native vs forwarded to the storage VM.
+    pub fcntl: Option<FcntlResults>,
+    /// Write throughput: native vs forwarded to the storage VM.
+    pub write: Option<WriteResults>,
+}
+
+/// `virtuos up` to a domain ready to serve, per backend (and slot count).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LaunchResults {
+    /// Measured boots per configuration (after one untimed warm-up each).
+    pub boots: u32,
+    pub points: Vec<LaunchPoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LaunchPoint {
+    /// `process` or `vm`.
+    pub backend: String,
+    /// `--vm-slots` (vm only).
+    pub slots: Option<u16>,
+    /// Milliseconds from starting `virtuos up` to its return (the storage
+    /// domain connected).
+    pub up_ms: Forwarded,
+    /// The daemon's own measure (`boot_ms` in `virtuos status --json`:
+    /// QEMU start to the domain's Ready), vm only.
+    pub boot_ms: Option<Summary>,
+}
+
+/// Process creation (the paper's Figure 5): a registered client with an
+/// open storage file forks N children that `_exit` at once, then waits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ForkResults {
+    /// Timed batches per configuration and round.
+    pub reps: u32,
+    pub rounds: u32,
+    pub points: Vec<ForkPoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ForkPoint {
+    /// Children per batch.
+    pub n: u32,
+    /// ns per batch (fork all, wait for all), native.
+    pub native: Summary,
+    /// ns per batch under virtuos, process backend.
+    pub process: Forwarded,
+    /// ns per batch under virtuos, vm backend.
+    pub vm: Forwarded,
+    /// ns from the end of a batch until the daemon had dropped every child
+    /// (untimed in the batch): process backend, vm backend.
+    #[serde(default)]
+    pub process_cleanup: Option<Summary>,
+    #[serde(default)]
+    pub vm_cleanup: Option<Summary>,
 }
 
 fn one() -> u32 {

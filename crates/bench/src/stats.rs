@@ -73,6 +73,8 @@ pub fn fmt_ratio(r: Option<f64>) -> String {
         None => "n/a".into(),
         Some(r) if r.abs() >= 100.0 => format!("{r:.0}x"),
         Some(r) if r.abs() >= 10.0 => format!("{r:.1}x"),
+        // Tiny ratios (a TCG guest against native) keep two significant digits.
+        Some(r) if r != 0.0 && r.abs() < 0.01 => format!("{r:.4}x"),
         Some(r) => format!("{r:.2}x"),
     }
 }
@@ -153,6 +155,8 @@ mod tests {
         assert_eq!(fmt_ratio(ratio(7.0, 10.0)), "0.70x");
         assert_eq!(fmt_ratio(ratio(142.0, 10.0)), "14.2x");
         assert_eq!(fmt_ratio(ratio(1300.0, 10.0)), "130x");
+        assert_eq!(fmt_ratio(ratio(0.27, 100.0)), "0.0027x");
+        assert_eq!(fmt_ratio(Some(0.0)), "0.00x");
         assert_eq!(fmt_ratio(ratio(1.0, 0.0)), "n/a");
         assert_eq!(fmt_ratio(None), "n/a");
     }

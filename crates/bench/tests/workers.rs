@@ -328,3 +328,116 @@ fn native_only_net_merges_into_results_json() {
     }
     std::fs::remove_dir_all(d).unwrap();
 }
+
+#[test]
+fn fork_worker_times_batches() {
+    let d = tmpdir("fork");
+    let path = d.join("f");
+    let v = worker(&[
+        "fork",
+        "--path",
+        path.to_str().unwrap(),
+        "--n",
+        "4",
+        "--reps",
+        "3",
+    ]);
+    assert_eq!(v["bench"], "fork");
+    assert_eq!(v["unit"], "ns/batch");
+    assert_eq!(v["info"]["n"], 4);
+    assert!(
+        v["info"]["cleanup_ns"].is_null(),
+        "no daemon, no cleanup wait"
+    );
+    let s = samples(&v, 3);
+    // Four forks and waits take more than a microsecond and (natively)
+    // far less than ten seconds.
+    assert!(s.iter().all(|&ns| ns > 1e3 && ns < 1e10), "{s:?}");
+    assert!(path.exists(), "the worker holds its file open");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn native_only_vm_merges_fork_into_results_json() {
+    let d = tmpdir("vm");
+    // An earlier results.json whose sections must survive.
+    let out = bench()
+        .args(["net", "--native-only", "--net", "lat"])
+        .args([
+            "--lat-iters",
+            "100",
+            "--lat-reps",
+            "2",
+            "--rounds",
+            "1",
+            "--out",
+        ])
+        .arg(&d)
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bench()
+        .args(["vm", "--native-only", "--vm", "fork,fcntl"])
+        .args(["--fork-sizes", "1,3", "--fork-reps", "2"])
+        .args([
+            "--fcntl-iters",
+            "100",
+            "--fcntl-reps",
+            "2",
+            "--floor-iters",
+            "100",
+        ])
+        .args(["--rounds", "1", "--out"])
+        .arg(&d)
+        .arg("--tmp")
+        .arg(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("results.json")).unwrap()).unwrap();
+    assert!(
+        js["net"]["tcp_lat"]["native"]["median"].as_f64().unwrap() > 0.0,
+        "kept"
+    );
+    let vm = &js["vm"];
+    assert!(vm["command"]
+        .as_str()
+        .unwrap()
+        .starts_with("target/release/virtuos-bench vm --vm fork,fcntl "));
+    assert!(vm["launch"].is_null(), "launch needs the stack");
+    assert!(vm["write"].is_null(), "not selected");
+    let pts = vm["fork"]["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 2);
+    assert_eq!(pts[1]["n"], 3);
+    assert!(pts[1]["native"]["median"].as_f64().unwrap() > 0.0);
+    assert!(pts[0]["vm"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("--native-only"));
+    let md = std::fs::read_to_string(d.join("RESULTS.md")).unwrap();
+    for want in [
+        "## Network domain vs native",
+        "## VM backend (TCG)",
+        "### Process creation (Figure 5)",
+        "| 3 | ",
+        "### fcntl(F_GETFL) latency on the VM backend",
+    ] {
+        assert!(md.contains(want), "missing {want:?}:\n{md}");
+    }
+    for f in ["fork_batch.svg", "fork_batch.png"] {
+        let len = std::fs::metadata(d.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}

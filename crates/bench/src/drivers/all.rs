@@ -1,7 +1,7 @@
 //! `all`: every benchmark, then RESULTS.md, results.json and the plots.
 
 use super::{fcntl, fs_type, net, queue_ping, write, Common};
-use crate::report::{self, FCNTL_PLOT, STREAM_PLOT, TCP_LAT_PLOT, WRITE_PLOT};
+use crate::report::{self, FCNTL_PLOT, FORK_PLOT, STREAM_PLOT, TCP_LAT_PLOT, WRITE_PLOT};
 use crate::results::{Meta, Results};
 use crate::stats::parse_size;
 use anyhow::Context;
@@ -142,6 +142,9 @@ pub fn finish(out: &Path, r: &mut Results) -> anyhow::Result<()> {
     if r.net.is_some() {
         r.notes.push(NET_METHOD.into());
     }
+    if r.vm.is_some() {
+        r.notes.push(VM_METHOD.into());
+    }
     let plots = draw_plots(out, r);
     r.notes.push(plots);
     write_outputs(out, r)
@@ -189,6 +192,12 @@ fn draw_plots(out: &Path, r: &Results) -> String {
             }
         }
     }
+    if let Some(f) = r.vm.as_ref().and_then(|v| Some((v, v.fork.as_ref()?))) {
+        let label = if f.0.accel == "kvm" { "KVM" } else { "TCG" };
+        if let Err(e) = crate::plot::fork_figure(out, FORK_PLOT, f.1, label) {
+            failed.push(format!("{e:#}"));
+        }
+    }
     if failed.is_empty() {
         how
     } else {
@@ -203,6 +212,13 @@ const NET_METHOD: &str = "Network: native and virtuos runs of one benchmark alte
      while forwarded calls suffer most from other load: callers, the domain's workers \
      (which spin on the submit list) and the other programs compete for two CPUs, and an \
      unbounded spin keeps a CPU busy for every blocked caller.";
+
+const VM_METHOD: &str = "VM backend: without usable KVM (see crates/vmm/TRANSPORT.md) QEMU translates the guest under TCG, so every guest instruction, the domain \
+     server's included, runs several times slower than natively, and the guest's one vCPU \
+     competes with the clients and the other sessions for the machine's 2 CPUs. The VM \
+     figures say what works and how the costs rank; they are not a VM domain's cost under \
+     KVM. Each process creation on the vm backend forks a shadow inside the guest and \
+     crosses the daemon twice (`ClaimFork`, `RemoveClient`).";
 
 fn method_notes() -> Vec<String> {
     vec![

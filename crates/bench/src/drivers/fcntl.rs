@@ -29,15 +29,6 @@ pub struct Opts {
 
 pub fn run(o: &Opts, common: &Common) -> anyhow::Result<FcntlResults> {
     common.check_binaries()?;
-    let tmp = TempDir::new(&common.tmp, "native")?;
-    let native_path = tmp.path().join("bench-fcntl");
-    let native_path = native_path.to_str().context("non-UTF-8 temp path")?;
-    let worker = |path: &str| {
-        args([
-            &"fcntl", &"--path", &path, &"--iters", &o.iters, &"--reps", &o.reps,
-        ])
-    };
-    let floor_worker = args([&"pingpong", &"--iters", &o.floor_iters, &"--reps", &o.reps]);
     let stack = if common.native_only {
         Err("not measured (--native-only)".to_string())
     } else {
@@ -47,6 +38,25 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<FcntlResults> {
             msg
         })
     };
+    run_on(o, common, stack.as_ref().map_err(Clone::clone))
+}
+
+/// Measure against `stack` (a running daemon of any backend), or native
+/// only with the reason why not.
+pub fn run_on(
+    o: &Opts,
+    common: &Common,
+    stack: Result<&Stack, String>,
+) -> anyhow::Result<FcntlResults> {
+    let tmp = TempDir::new(&common.tmp, "native")?;
+    let native_path = tmp.path().join("bench-fcntl");
+    let native_path = native_path.to_str().context("non-UTF-8 temp path")?;
+    let worker = |path: &str| {
+        args([
+            &"fcntl", &"--path", &path, &"--iters", &o.iters, &"--reps", &o.reps,
+        ])
+    };
+    let floor_worker = args([&"pingpong", &"--iters", &o.floor_iters, &"--reps", &o.reps]);
     let mut native = Pool::default();
     let mut floor = Pool::default();
     let mut fwd: Vec<Pool> = o.spin.iter().map(|_| Pool::default()).collect();

@@ -4,13 +4,16 @@
 
 pub mod all;
 pub mod fcntl;
+pub mod fork;
 pub mod http;
+pub mod launch;
 pub mod loadgen;
 pub mod net;
 pub mod nginx;
 pub mod queue_ping;
 pub mod tcp_lat;
 pub mod tcp_stream;
+pub mod vm;
 pub mod write;
 
 use crate::workers::WorkerOutput;
@@ -109,6 +112,15 @@ pub fn snapshot(common: &Common) -> anyhow::Result<&'static Snapshot> {
     }))
 }
 
+/// Copy `from` into the snapshot directory as `name` (kept until `cleanup`).
+pub fn snapshot_file(common: &Common, from: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let s = snapshot(common)?;
+    let to = s.dir.join(name);
+    std::fs::copy(from, &to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(to)
+}
+
 /// Remove the snapshot directory (end of a driver run).
 pub fn cleanup() {
     if let Some(s) = SNAPSHOT.get() {
@@ -186,8 +198,37 @@ impl Drop for TempDir {
 pub struct Stack {
     virtuos: PathBuf,
     tmp: TempDir,
+    /// The data directory when it is not ours (`StackOpts::data_dir`).
+    data: Option<PathBuf>,
+    env: Vec<(String, String)>,
     timeout: Duration,
     up: bool,
+    /// How long `virtuos up` took (it returns once the storage domain serves).
+    pub up_elapsed: Duration,
+}
+
+/// How to start a [`Stack`].
+#[derive(Clone, Debug)]
+pub struct StackOpts {
+    /// Arguments of `virtuos up` (e.g. `--backend vm`, `--forward 18080:8080`).
+    pub up_args: Vec<String>,
+    /// Extra environment of every `virtuos` command of the stack.
+    pub env: Vec<(String, String)>,
+    /// Kill `virtuos up` after this long.
+    pub up_timeout: Duration,
+    /// Use this data directory (kept) instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for StackOpts {
+    fn default() -> StackOpts {
+        StackOpts {
+            up_args: Vec::new(),
+            env: Vec::new(),
+            up_timeout: Duration::from_secs(60),
+            data_dir: None,
+        }
+    }
 }
 
 impl Stack {
@@ -197,6 +238,16 @@ impl Stack {
 
     /// `virtuos up UP_ARGS` (e.g. `--forward 18080:8080`).
     pub fn start_with(common: &Common, up_args: &[String]) -> anyhow::Result<Stack> {
+        Stack::start_opts(
+            common,
+            &StackOpts {
+                up_args: up_args.to_vec(),
+                ..StackOpts::default()
+            },
+        )
+    }
+
+    pub fn start_opts(common: &Common, o: &StackOpts) -> anyhow::Result<Stack> {
         let virtuos = snapshot(common)?
             .virtuos
             .clone()
@@ -208,16 +259,24 @@ impl Stack {
         let mut stack = Stack {
             virtuos,
             tmp,
+            data: o.data_dir.clone(),
+            env: o.env.clone(),
             timeout: common.timeout(),
             up: false,
+            up_elapsed: Duration::ZERO,
         };
         let mut up = stack.command(["up"]);
-        up.args(up_args);
-        let out = run_with_timeout(up, Duration::from_secs(60), "virtuos up")?;
+        up.args(&o.up_args);
+        let t = Instant::now();
+        let out = run_with_timeout(up, o.up_timeout, "virtuos up");
+        stack.up_elapsed = t.elapsed();
+        // Even a failed or killed `up` may have left a daemon (and a VM):
+        // `down` on drop.
+        stack.up = true;
+        let out = out?;
         if !out.status_ok {
             bail!("`virtuos up` failed: {}", out.stderr_tail());
         }
-        stack.up = true;
         let sock = stack.socket();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() {
@@ -237,7 +296,9 @@ impl Stack {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.tmp.path().join("data"))
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -257,6 +318,9 @@ impl Stack {
             .env_remove("VIRTUOS_SPIN")
             .env_remove("VIRTUOS_PRELOAD")
             .env_remove("VIRTUOS_DOMAIN_BIN");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 
@@ -273,6 +337,38 @@ impl Stack {
         }
         let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
         parse_worker(run_with_timeout(c, self.timeout, &what)?, &what)
+    }
+
+    /// As `run_worker`, and fail when the preload library (in the worker
+    /// or a child of it) reported that it lost or could not reach its
+    /// domain: a fork whose claim failed still exits 0.
+    pub fn run_worker_strict(
+        &self,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<WorkerOutput> {
+        let mut c = self.command(["run", "--"]);
+        c.arg(bench_exe()?).arg("worker").args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
+        let f = run_with_timeout(c, self.timeout, &what)?;
+        if let Some(line) = f.stderr.lines().find(|l| is_session_failure(l)) {
+            bail!("{what}: the preload library reported: {line}");
+        }
+        parse_worker(f, &what)
+    }
+
+    /// `virtuos status --json`.
+    pub fn status_json(&self) -> anyhow::Result<serde_json::Value> {
+        let out = run_with_timeout(
+            self.command(["status", "--json"]),
+            Duration::from_secs(20),
+            "virtuos status --json",
+        )?;
+        serde_json::from_str(&out.stdout)
+            .with_context(|| format!("parse `virtuos status --json`: {}", out.stdout))
     }
 
     /// `virtuos run -- ARGV` with this stack's environment, not started
@@ -349,6 +445,12 @@ pub fn run_native(args: &[String], timeout: Duration) -> anyhow::Result<WorkerOu
     c.arg("worker").args(args).env_remove("LD_PRELOAD");
     let what = format!("virtuos-bench worker {}", args.join(" "));
     parse_worker(run_with_timeout(c, timeout, &what)?, &what)
+}
+
+/// A line the preload library prints when a process has no working session.
+pub fn is_session_failure(line: &str) -> bool {
+    line.starts_with("virtuos: ")
+        && (line.contains("cannot reach the virtuos daemon") || line.contains("lost its"))
 }
 
 pub struct Finished {

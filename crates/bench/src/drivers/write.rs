@@ -25,6 +25,25 @@ pub struct Opts {
 
 pub fn run(o: &Opts, common: &Common) -> anyhow::Result<WriteResults> {
     common.check_binaries()?;
+    let stack = if common.native_only {
+        Err("not measured (--native-only)".to_string())
+    } else {
+        Stack::start(common).map_err(|e| {
+            let msg = format!("{e:#}");
+            eprintln!("write: forwarded runs skipped: {msg}");
+            msg
+        })
+    };
+    run_on(o, common, stack.as_ref().map_err(Clone::clone))
+}
+
+/// Measure against `stack` (a running daemon of any backend), or native
+/// only with the reason why not.
+pub fn run_on(
+    o: &Opts,
+    common: &Common,
+    stack: Result<&Stack, String>,
+) -> anyhow::Result<WriteResults> {
     let tmp = TempDir::new(&common.tmp, "native")?;
     let native_path = tmp.path().join("bench-write");
     let native_path = native_path
@@ -36,15 +55,6 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<WriteResults> {
             &"write", &"--path", &path, &"--total", &o.total, &"--chunk", &chunk, &"--reps",
             &o.reps,
         ])
-    };
-    let stack = if common.native_only {
-        Err("not measured (--native-only)".to_string())
-    } else {
-        Stack::start(common).map_err(|e| {
-            let msg = format!("{e:#}");
-            eprintln!("write: forwarded runs skipped: {msg}");
-            msg
-        })
     };
     let mut native: Vec<Pool> = o.chunks.iter().map(|_| Pool::default()).collect();
     let mut fwd: Vec<Pool> = o.chunks.iter().map(|_| Pool::default()).collect();

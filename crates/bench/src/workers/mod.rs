@@ -7,6 +7,7 @@
 //! interception exactly as an unmodified program's do.
 
 pub mod fcntl;
+pub mod fork;
 pub mod pingpong;
 pub mod tcp;
 pub mod tcp_lat;
