@@ -591,7 +591,11 @@ impl Domain {
             assert!(
                 r.code() == 0 && escaped.is_none(),
                 "{rel} should exist in the domain ({}) and not on the host's /storage ({}):\n{}",
-                if r.code() == 0 { "it does" } else { "it does NOT" },
+                if r.code() == 0 {
+                    "it does"
+                } else {
+                    "it does NOT"
+                },
                 escaped.as_deref().unwrap_or("it is not"),
                 self.diagnostics()
             );

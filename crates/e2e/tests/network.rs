@@ -20,6 +20,10 @@
 //!   127.0.0.1 does not: inside the domain it is the domain's own loopback;
 //! - a UDP exchange with a native peer on the host's end of the link.
 //!
+//! On the vm backend the same tests go through QEMU's user networking: the
+//! domain reaches the host's loopback as 10.0.2.2, the host reaches the
+//! domain's server through a `--forward` (see `Link`).
+//!
 //! Mixed waits (a pipe and a socket of the network domain in one set):
 //! poll and select keep exact timeouts, wake on either side and on a
 //! signal; a local wake is prompt (`virtuos-mixwake`, no time slices).
@@ -28,7 +32,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use virtuos_e2e::{python, Domain, Run};
+use virtuos_e2e::{python, vm_backend, Domain, Run};
 
 fn show(r: &Run, d: &Domain) -> String {
     format!(
@@ -244,9 +248,35 @@ fn a_server_under_virtuos_is_not_in_the_hosts_stack() {
     });
 }
 
-/// The two ends of the daemon's link: (the domain's address, the host's
-/// address), from `virtuos status --json`.
-fn link(d: &Domain) -> (Ipv4Addr, Ipv4Addr) {
+/// How the host and the network domain reach each other.
+///
+/// Process backend, over the veth link (from `virtuos status --json`:
+/// `address` is the domain's end, `host_link` the host's): each side sees
+/// the other's link address. vm backend, through QEMU's user networking:
+/// the domain reaches the host's loopback as 10.0.2.2 (and the host sees
+/// those connections come from 127.0.0.1); the host reaches a server in
+/// the domain only through a port forward (`--forward`), which the domain
+/// sees come from 10.0.2.2.
+struct Link {
+    /// Where the domain connects to reach the host.
+    host_from_domain: Ipv4Addr,
+    /// The address the host sees the domain's connections come from.
+    domain_seen_by_host: Ipv4Addr,
+    /// The address the domain sees the host's connections come from.
+    host_seen_by_domain: Ipv4Addr,
+}
+
+/// QEMU user networking: the host's loopback as the guest sees it.
+const SLIRP_HOST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
+fn link(d: &Domain) -> Link {
+    if vm_backend() {
+        return Link {
+            host_from_domain: SLIRP_HOST,
+            domain_seen_by_host: Ipv4Addr::LOCALHOST,
+            host_seen_by_domain: SLIRP_HOST,
+        };
+    }
     let r = d.virtuos(&["status", "--json"], Duration::from_secs(20));
     let out = r.stdout();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
@@ -271,7 +301,19 @@ fn link(d: &Domain) -> (Ipv4Addr, Ipv4Addr) {
         .and_then(|a| a.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no host-side address in status (host_link):\n{out}"));
-    (domain, host)
+    Link {
+        host_from_domain: host,
+        domain_seen_by_host: domain,
+        host_seen_by_domain: host,
+    }
+}
+
+/// A free TCP port on the host's loopback (for a port forward).
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// Wait (bounded) for a file a script under virtuos writes atomically.
@@ -290,7 +332,7 @@ const NATIVE_CLIENT_SERVER: &str = r#"
 import os, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 0))
+s.bind(("0.0.0.0", int(sys.argv[2])))
 s.listen(4)
 s.settimeout(60)
 with open(sys.argv[1] + ".tmp", "w") as f:
@@ -311,20 +353,36 @@ print("served", n, "bytes to", peer[0])
 
 #[test]
 fn native_client_reaches_a_tcp_server_under_virtuos_through_the_link() {
-    let d = start(4);
+    // vm backend: through a port forward to a fixed port in the domain.
+    const DOMAIN_PORT: u16 = 8004;
+    let host_port = free_port();
+    let d = if vm_backend() {
+        let mut d = Domain::new_stopped();
+        d.up_with(&["--forward", &format!("{host_port}:{DOMAIN_PORT}")]);
+        d
+    } else {
+        start(4)
+    };
     if !network_domain(&d) {
         return;
     }
-    let (domain_ip, host_ip) = link(&d);
+    let l = link(&d);
+    let listen_port = if vm_backend() { DOMAIN_PORT } else { 0 };
     std::fs::write(d.tmp.join("server.py"), NATIVE_CLIENT_SERVER).unwrap();
     let port_file = d.tmp.join("port");
     let size = 1 << 20;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     std::thread::scope(|s| {
-        let server = s.spawn(|| d.run_virtuos("$PY server.py $TMP/port"));
+        let server = s.spawn(|| d.run_virtuos(&format!("$PY server.py $TMP/port {listen_port}")));
         let port = wait_file(&port_file, Duration::from_secs(60));
+        let domain_ip = if vm_backend() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            l.domain_seen_by_host
+        };
         let client = port.as_deref().map(|p| -> std::io::Result<Vec<u8>> {
             let port: u16 = p.parse().expect("a port number");
+            let port = if vm_backend() { host_port } else { port };
             let addr = SocketAddr::from((domain_ip, port));
             let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
             c.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -361,10 +419,11 @@ fn native_client_reaches_a_tcp_server_under_virtuos_through_the_link() {
             got.len(),
             show(&r, &d)
         );
+        let host_ip = l.host_seen_by_domain;
         assert_eq!(
             (r.code(), r.stdout().trim()),
             (0, format!("served {size} bytes to {host_ip}").as_str()),
-            "the server under virtuos saw another peer (expected the host's end {host_ip}):\n{}",
+            "the server under virtuos saw another peer (expected {host_ip}):\n{}",
             show(&r, &d)
         );
     });
@@ -396,7 +455,8 @@ fn client_under_virtuos_reaches_a_native_tcp_server_on_the_hosts_end() {
     if !network_domain(&d) {
         return;
     }
-    let (domain_ip, host_ip) = link(&d);
+    let l = link(&d);
+    let (domain_ip, host_ip) = (l.domain_seen_by_host, l.host_from_domain);
     // On every host address: 127.0.0.1 of the domain must still not be
     // the host's.
     let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind a native listener");
@@ -469,8 +529,16 @@ fn udp_exchange_with_a_native_peer_on_the_hosts_end() {
     if !network_domain(&d) {
         return;
     }
-    let (domain_ip, host_ip) = link(&d);
-    let u = UdpSocket::bind((host_ip, 0)).expect("bind a native UDP socket on the host's end");
+    let l = link(&d);
+    let (domain_ip, host_ip) = (l.domain_seen_by_host, l.host_from_domain);
+    // vm backend: QEMU delivers the domain's datagrams to 10.0.2.2 on the
+    // host's loopback.
+    let bind_ip = if vm_backend() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host_ip
+    };
+    let u = UdpSocket::bind((bind_ip, 0)).expect("bind a native UDP socket on the host's end");
     u.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let port = u.local_addr().unwrap().port();
     std::thread::scope(|s| {

@@ -104,7 +104,10 @@ fn vm_storage_domain_boots_connects_and_powers_off() {
         panic!("Register on the vm backend: {reply:?}")
     };
     assert_eq!(fds.len(), 2);
-    assert!(region_offset > 0 && region_offset % 4096 == 0, "{region_offset}");
+    assert!(
+        region_offset > 0 && region_offset % 4096 == 0,
+        "{region_offset}"
+    );
     assert_eq!(
         state_offset,
         region_offset + virtuos_abi::slot::STATE_IN_SLOT as u64

@@ -60,6 +60,13 @@ fn write_revents(base: u64, i: usize, rev: i16) {
 }
 
 /// poll (`nr` = SYS_poll) and ppoll.
+/// A socket of the network domain's current session. One whose session
+/// failed is stale (ready, with an error), found out here without waiting
+/// for a restarted domain (a VM takes seconds).
+fn live_socket(e: fdtable::Entry) -> bool {
+    e.is_network() && !super::session::epoch_over(DOMAIN_NETWORK, e.epoch)
+}
+
 pub fn poll(nr: u64, args: [u64; 6]) -> Action {
     if fdtable::count() == 0 {
         return Action::Local;
@@ -91,7 +98,7 @@ pub fn poll(nr: u64, args: [u64; 6]) -> Action {
         for i in 0..nfds {
             if mask[i / 64] & (1 << (i % 64)) != 0 {
                 if let Some((fd, _, _)) = read_pollfd(fds, i) {
-                    any_net |= fdtable::get(fd as u64).is_some_and(|e| e.is_network());
+                    any_net |= fdtable::get(fd as u64).is_some_and(live_socket);
                 }
             }
         }
@@ -169,7 +176,7 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
         let mut any_net = false;
         for fd in 0..nfds {
             if fwd[fd / 64] & (1 << (fd % 64)) != 0
-                && fdtable::get(fd as u64).is_some_and(|e| e.is_network())
+                && fdtable::get(fd as u64).is_some_and(live_socket)
             {
                 let w = fd / 64;
                 let bit = 1u64 << (fd % 64);

@@ -79,7 +79,10 @@ mod tests {
         // A child that inherits it (as a forked client would).
         let raw = rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), 100).unwrap();
         rustix::io::fcntl_setfd(&raw, rustix::io::FdFlags::empty()).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         drop(raw);
         assert_eq!(held_by_others(&wanted, &[me]), wanted, "the child holds it");
         child.kill().unwrap();

@@ -300,7 +300,10 @@ mod tests {
         // keep its parent's mapping the same way).
         let kept = rustix::io::fcntl_dupfd_cloexec(a.fd(), 100).unwrap();
         rustix::io::fcntl_setfd(&kept, rustix::io::FdFlags::empty()).unwrap();
-        let mut holder = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         drop(kept);
         drop(a);
         let Err(e) = pool.lease(1) else {
