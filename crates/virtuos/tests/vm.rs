@@ -48,8 +48,12 @@ fn vm_storage_domain_boots_connects_and_powers_off() {
 
     let status = env.status();
     let domains = status["domains"].as_array().unwrap();
-    assert_eq!(domains.len(), 1, "only storage on the vm backend: {status}");
+    assert_eq!(domains.len(), 2, "storage and network VMs: {status}");
     let storage = &domains[0];
+    let network = &domains[1];
+    assert_eq!(network["name"], "network", "{network}");
+    assert_eq!(network["state"], "connected", "{network}");
+    assert_eq!(network["backend"], "vm", "{network}");
     assert_eq!(storage["name"], STORAGE);
     assert_eq!(storage["state"], "connected", "{storage}");
     assert_eq!(storage["backend"], "vm", "{storage}");
