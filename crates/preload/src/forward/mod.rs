@@ -11,7 +11,8 @@
 //! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
 //! (splitting, vectored, cross-domain copies), `net` (sockets of the
 //! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
-//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `unsupported`, `exec`.
+//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `unsupported`, `exec`,
+//! `reopen` (storage files re-opened after a restart of the domain).
 //!
 //! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
@@ -38,6 +39,7 @@ pub mod mmap;
 pub mod net;
 pub mod poll;
 pub mod procfs;
+pub mod reopen;
 pub mod route;
 pub mod session;
 pub mod state;
