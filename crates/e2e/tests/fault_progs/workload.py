@@ -1,7 +1,8 @@
 """Workloads of the fault tests (crates/e2e/tests/faults.rs) and of the
 Figure 13 timeline (bench/faults/fig13.sh). Run under `virtuos run`.
 
-  workload.py victim-storage OUT      write until an error, then recover
+  workload.py victim-storage OUT [STOP]  write until an error (or STOP exists:
+                                      the file was re-opened), then recover
   workload.py victim-network OUT      echo over TCP until an error, then recover
   workload.py bystander-storage OUT STOP   write+fsync until STOP exists
   workload.py bystander-network OUT STOP   TCP echo until STOP exists
@@ -50,7 +51,7 @@ def echo_once(c, a, n=4096):
         got += len(d)
 
 
-def victim(kind, out):
+def victim(kind, out, stop=None):
     doc = {"kind": kind, "ops_before": 0}
     try:
         if kind == "storage":
@@ -67,7 +68,7 @@ def victim(kind, out):
     doc["ready"] = time.time()
     dump(out + ".ready", {"ready": True})
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline and not (stop and os.path.exists(stop)):
         t = time.time()
         try:
             op()
@@ -320,7 +321,7 @@ def reopen_refused(out, go):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     if mode.startswith("victim-"):
-        victim(mode.split("-", 1)[1], out)
+        victim(mode.split("-", 1)[1], out, sys.argv[3] if len(sys.argv) > 3 else None)
     elif mode.startswith("bystander-"):
         bystander(mode.split("-", 1)[1], out, sys.argv[3])
     elif mode == "writer":
