@@ -229,12 +229,16 @@ pub fn moved(fd: u64, n: i64, write: bool) {
         r[OFFSET].store(OFF_END, Ordering::Relaxed);
         return;
     }
-    let _ = r[OFFSET].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
-        Some(match o {
-            OFF_END | OFF_UNKNOWN => OFF_UNKNOWN,
-            o => o.saturating_add(n as u64).min(OFF_UNKNOWN - 1),
-        })
-    });
+    let o = r[OFFSET].load(Ordering::Relaxed);
+    if o >= OFF_UNKNOWN {
+        // (A read after an append: where it read from is not known.)
+        r[OFFSET].store(OFF_UNKNOWN, Ordering::Relaxed);
+    } else if o.saturating_add(n as u64) >= OFF_UNKNOWN {
+        r[OFFSET].store(OFF_UNKNOWN, Ordering::Relaxed);
+    } else {
+        // (Atomic: threads may move one descriptor's offset concurrently.)
+        r[OFFSET].fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// lseek on `fd` returned `pos`.
