@@ -18,6 +18,23 @@ pub const OP_FORK_ABORT: u16 = 0x8002;
 /// the chunk (what `/proc/self/fd/N` links to in the domain). Result: length.
 pub const OP_FD_PATH: u16 = 0x8003;
 
+/// Whether `op` opens a file (open, creat, openat, openat2): on success the
+/// domain answers the new descriptor and, as extra, the file's identity
+/// (`file_identity`), which a client can compare when it re-opens the same
+/// path after a restart of the domain.
+pub fn is_open(op: u16) -> bool {
+    matches!(
+        op as i64,
+        libc::SYS_open | libc::SYS_creat | libc::SYS_openat | libc::SYS_openat2
+    )
+}
+
+/// The identity of a file as the domain reports it for opens: st_ino mixed
+/// with st_dev, never 0 (0 = unknown).
+pub fn file_identity(dev: u64, ino: u64) -> u64 {
+    (ino ^ dev.rotate_left(40)).max(1)
+}
+
 pub fn is_virtual(op: u16) -> bool {
     op >= VIRTUAL_BASE
 }

@@ -107,6 +107,22 @@ pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// The identity of the file open at `fd` in this process: st_ino mixed
+/// with st_dev (never 0; 0 when `fd` is not open). What a client compares
+/// when it re-opens a path after a restart (`virtuos_abi::ops::file_identity`).
+pub fn file_identity(fd: RawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat writes at most one `struct stat` into `st`, which is
+    // valid for that size; a closed `fd` only makes it fail.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    // SAFETY: zero-initialised and, on success, filled by the kernel.
+    let st = unsafe { st.assume_init() };
+    virtuos_abi::ops::file_identity(st.st_dev, st.st_ino)
+}
+
 /// Ignore signal `sig` in this process.
 pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_IGN installs no handler code.

@@ -45,7 +45,8 @@ pub trait Host {
 
 /// Execute `req` (already claimed) for the client owning `region`. Returns
 /// the result to publish (>= 0, or a negative errno) and the extra word
-/// (`OP_RECVMSG`'s lengths and flags; 0 otherwise).
+/// (`OP_RECVMSG`'s lengths and flags; for a successful open, the opened
+/// file's identity, `ops::file_identity`; 0 otherwise).
 pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u64) {
     if !host.role().serves(req.op) {
         return (neg(libc::ENOSYS), 0);
@@ -53,7 +54,13 @@ pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u
     if ops::is_virtual(req.op) {
         virtual_ops::execute(region, host, req)
     } else {
-        (generic::execute(region, host.fd_limit(), req), 0)
+        let r = generic::execute(region, host.fd_limit(), req);
+        let extra = if r >= 0 && ops::is_open(req.op) {
+            crate::sys::file_identity(r as i32)
+        } else {
+            0
+        };
+        (r, extra)
     }
 }
 

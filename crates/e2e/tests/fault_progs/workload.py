@@ -1,13 +1,20 @@
 """Workloads of the fault tests (crates/e2e/tests/faults.rs) and of the
 Figure 13 timeline (bench/faults/fig13.sh). Run under `virtuos run`.
 
-  workload.py victim-storage OUT      write until an error, then recover
+  workload.py victim-storage OUT [STOP]  write until an error (or STOP exists:
+                                      the file was re-opened), then recover
   workload.py victim-network OUT      echo over TCP until an error, then recover
   workload.py bystander-storage OUT STOP   write+fsync until STOP exists
   workload.py bystander-network OUT STOP   TCP echo until STOP exists
   workload.py writer OUT STOP         dd-like 64 KiB writes, bytes per 100 ms
   workload.py server OUT STOP         TCP server+client streaming, bytes per
                                       100 ms, re-creating its sockets on errors
+  workload.py reopen-write OUT GO     write+fsync, wait for GO (the test kills
+                                      the storage domain meanwhile), go on
+                                      writing on the same descriptor
+  workload.py reopen-read OUT GO      read a file partly, wait for GO, read on
+  workload.py reopen-refused OUT GO   descriptors that must not be re-opened
+                                      (removed, replaced, locked): EIO after GO
 
 OUT gets one JSON document when the workload ends.
 """
@@ -44,7 +51,7 @@ def echo_once(c, a, n=4096):
         got += len(d)
 
 
-def victim(kind, out):
+def victim(kind, out, stop=None):
     doc = {"kind": kind, "ops_before": 0}
     try:
         if kind == "storage":
@@ -61,7 +68,7 @@ def victim(kind, out):
     doc["ready"] = time.time()
     dump(out + ".ready", {"ready": True})
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline and not (stop and os.path.exists(stop)):
         t = time.time()
         try:
             op()
@@ -196,15 +203,136 @@ def server(out, stop):
     dump(out, {"t0": t0, "buckets": buckets(log, t0), "errors": errors, "restarts": restarts})
 
 
+def wait_for(go, limit=60):
+    deadline = time.time() + limit
+    while not os.path.exists(go):
+        if time.time() > deadline:
+            raise SystemExit("no GO file")
+        time.sleep(0.02)
+
+
+def errname(e):
+    return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def reopen_write(out, go):
+    """Blocks A (block 1 overwritten with a, via lseek), fsync'd before the
+    crash; blocks B written on the same descriptor after the restart."""
+    doc = {"errors": []}
+    fd = os.open(ROOT + "/reopen.dat", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for _ in range(4):
+        os.write(fd, b"A" * 4096)
+    os.lseek(fd, 4096, os.SEEK_SET)
+    os.write(fd, b"a" * 4096)
+    doc["pos_before"] = os.lseek(fd, 0, os.SEEK_END)
+    os.fsync(fd)
+    dump(out + ".ready", {"ready": True})
+    wait_for(go)
+    t = time.time()
+    try:
+        for _ in range(4):
+            os.write(fd, b"B" * 4096)
+        doc["first_call_ms"] = (time.time() - t) * 1000
+        doc["pos_after"] = os.lseek(fd, 0, os.SEEK_CUR)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError as e:
+        doc["errors"].append(errname(e))
+    dump(out, doc)
+
+
+def reopen_read(out, go):
+    """A file read sequentially (odd sizes) across the restart: the bytes
+    read are the file, in order."""
+    data = bytes((i * 7 + i // 251) % 256 for i in range(200000))
+    w = os.open(ROOT + "/seq.dat", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(w, data)
+    os.fsync(w)
+    os.close(w)
+    doc = {"errors": []}
+    fd = os.open(ROOT + "/seq.dat", os.O_RDONLY)
+    got = os.read(fd, 12345) + os.read(fd, 54321)
+    doc["before"] = len(got)
+    dump(out + ".ready", {"ready": True})
+    wait_for(go)
+    try:
+        while True:
+            b = os.read(fd, 10007)
+            if not b:
+                break
+            got += b
+        os.close(fd)
+    except OSError as e:
+        doc["errors"].append(errname(e))
+    doc["total"] = len(got)
+    doc["same"] = got == data
+    if not doc["same"]:
+        doc["first_diff"] = next((i for i in range(min(len(got), len(data))) if got[i] != data[i]), None)
+    dump(out, doc)
+
+
+def reopen_refused(out, go):
+    """Removed, replaced and locked files are not re-opened: EIO, and the
+    new file at the replaced path is neither read nor written."""
+    import fcntl
+    doc = {}
+    gone = os.open(ROOT + "/gone.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(gone, b"g" * 100)
+    os.fsync(gone)
+    os.unlink(ROOT + "/gone.dat")
+    old = os.open(ROOT + "/replaced.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(old, b"old" * 100)
+    os.fsync(old)
+    os.lseek(old, 0, os.SEEK_SET)
+    os.unlink(ROOT + "/replaced.dat")
+    new = os.open(ROOT + "/replaced.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(new, b"NEW" * 100)
+    os.fsync(new)
+    os.close(new)
+    locked = os.open(ROOT + "/locked.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    fcntl.flock(locked, fcntl.LOCK_EX)
+    os.write(locked, b"l" * 100)
+    os.fsync(locked)
+    plain = os.open(ROOT + "/plain.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(plain, b"p" * 100)
+    os.fsync(plain)
+    dump(out + ".ready", {"ready": True})
+    wait_for(go)
+    for name, op in (
+        ("gone", lambda: os.write(gone, b"x")),
+        ("replaced", lambda: os.read(old, 10)),
+        ("replaced_write", lambda: os.write(old, b"X" * 10)),
+        ("locked", lambda: os.write(locked, b"x")),
+        ("plain", lambda: os.write(plain, b"q" * 10)),
+    ):
+        try:
+            r = op()
+            doc[name] = "ok" if not isinstance(r, bytes) else "read %r" % r[:10]
+        except OSError as e:
+            doc[name] = errname(e)
+    for f in (gone, old, locked, plain):
+        try:
+            os.close(f)
+        except OSError as e:
+            doc.setdefault("close_errors", []).append(errname(e))
+    dump(out, doc)
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     if mode.startswith("victim-"):
-        victim(mode.split("-", 1)[1], out)
+        victim(mode.split("-", 1)[1], out, sys.argv[3] if len(sys.argv) > 3 else None)
     elif mode.startswith("bystander-"):
         bystander(mode.split("-", 1)[1], out, sys.argv[3])
     elif mode == "writer":
         writer(out, sys.argv[3])
     elif mode == "server":
         server(out, sys.argv[3])
+    elif mode == "reopen-write":
+        reopen_write(out, sys.argv[3])
+    elif mode == "reopen-read":
+        reopen_read(out, sys.argv[3])
+    elif mode == "reopen-refused":
+        reopen_refused(out, sys.argv[3])
     else:
         sys.exit("unknown mode " + mode)

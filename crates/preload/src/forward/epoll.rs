@@ -512,7 +512,7 @@ pub fn ctl(args: [u64; 6]) -> Action {
     if fdtable::count() > 0 && fdtable::is_forwarded(epfd) {
         return Action::Done(EINVAL);
     }
-    match fdtable::get(fd) {
+    match fdtable::peek(fd) {
         Some(e) if !e.is_network() => Action::Done(-(libc::EPERM as i64)),
         Some(e) => Action::Done(ctl_remote(epfd as u32 as i32, op, fd as u32 as i32, e, evp)),
         None => {

@@ -4,7 +4,7 @@
 
 use super::caller::{self, Call};
 use super::generic::{bind, forward, remote_close};
-use super::{epoll, fdtable, host, log, Action};
+use super::{epoll, fdtable, host, log, reopen, Action};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 
@@ -61,7 +61,11 @@ fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
         remote_close(&mut call, rnew as u64);
         return n;
     }
-    bind(&mut call, n, rnew as u32, cmd == libc::F_DUPFD_CLOEXEC)
+    let r = bind(&mut call, n, rnew as u32, cmd == libc::F_DUPFD_CLOEXEC);
+    if r >= 0 {
+        reopen::on_dup(fd, r as u64);
+    }
+    r
 }
 
 pub fn dup(fd: u64) -> Action {
@@ -75,7 +79,8 @@ pub fn dup(fd: u64) -> Action {
 pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
     let (old, new) = (args[0], args[1]);
     let old_e = fdtable::get(old);
-    let new_e = fdtable::get(new);
+    // (Replaced: never re-opened for that.)
+    let new_e = fdtable::peek(new);
     if old_e.is_none() && new_e.is_none() {
         return Action::Local;
     }
@@ -144,6 +149,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
             return Action::Done(e);
         }
     }
+    reopen::on_dup(old, new);
     Action::Done(new as u32 as i64)
 }
 
@@ -177,7 +183,19 @@ pub fn fcntl(args: [u64; 6]) -> Action {
                 ];
                 let mut a = args;
                 a[0] = e.remote as u64;
-                Action::Done(forward(libc::SYS_fcntl as u64, &a, &sh, e.domain))
+                let r = forward(libc::SYS_fcntl as u64, &a, &sh, e);
+                if r >= 0 {
+                    match cmd {
+                        libc::F_SETFL => reopen::set_fl(fd, args[2]),
+                        libc::F_SETLK
+                        | libc::F_SETLKW
+                        | libc::F_OFD_SETLK
+                        | libc::F_OFD_SETLKW
+                        | libc::F_SETLEASE => reopen::locked(fd),
+                        _ => {}
+                    }
+                }
+                Action::Done(r)
             }
             None => {
                 log::unsupported(
@@ -220,7 +238,7 @@ pub fn ioctl(args: [u64; 6]) -> Action {
             ];
             let mut a = args;
             a[0] = e.remote as u64;
-            Action::Done(forward(libc::SYS_ioctl as u64, &a, &sh, e.domain))
+            Action::Done(forward(libc::SYS_ioctl as u64, &a, &sh, e))
         }
         None => Action::Done(-(libc::ENOTTY as i64)),
     }

@@ -141,7 +141,70 @@ impl Entry {
     }
 }
 
-static TABLE: AtomicPtr<AtomicU64> = AtomicPtr::new(core::ptr::null_mut());
+/// A lazily mapped, zero-filled array of `len` atomics in a private
+/// anonymous mapping (`MAP_NORESERVE`: only touched pages cost memory; fork
+/// copies it with the rest of our memory), published once, never unmapped.
+/// The descriptor table, and `reopen`'s records.
+pub struct LazyWords {
+    ptr: AtomicPtr<AtomicU64>,
+    len: usize,
+}
+
+impl LazyWords {
+    pub const fn new(len: usize) -> LazyWords {
+        LazyWords {
+            ptr: AtomicPtr::new(core::ptr::null_mut()),
+            len,
+        }
+    }
+
+    /// The words, if mapped.
+    #[inline]
+    pub fn get(&self) -> Option<&'static [AtomicU64]> {
+        let p = self.ptr.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `get_or_map`: a private anonymous mapping of
+        // `len` zero-initialised u64s (valid AtomicU64s), never unmapped.
+        Some(unsafe { core::slice::from_raw_parts(p, self.len) })
+    }
+
+    /// The words, mapping them first if needed.
+    pub fn get_or_map(&self) -> Result<&'static [AtomicU64], i64> {
+        if let Some(t) = self.get() {
+            return Ok(t);
+        }
+        let bytes = self.len * 8;
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address; it
+        // aliases nothing.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                bytes,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::NORESERVE,
+            )
+        }
+        .map_err(|e| -(e.raw_os_error() as i64))?;
+        if self
+            .ptr
+            .compare_exchange(
+                core::ptr::null_mut(),
+                p.cast(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: we lost the race; our mapping was never published.
+            let _ = unsafe { rustix::mm::munmap(p, bytes) };
+        }
+        self.get().ok_or(-(libc::EIO as i64))
+    }
+}
+
+static TABLE: LazyWords = LazyWords::new(CAPACITY);
 /// Number of forwarded entries.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Number of forwarded entries per domain slot.
@@ -159,45 +222,13 @@ fn count_add(domain: u8, delta: isize) {
 /// One past the highest index ever set (bounds scans).
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 
+#[inline]
 fn table() -> Option<&'static [AtomicU64]> {
-    let p = TABLE.load(Ordering::Acquire);
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: `p` came from `map_table`: a private anonymous mapping of
-    // CAPACITY zero-initialised u64s (valid AtomicU64s), never unmapped.
-    Some(unsafe { core::slice::from_raw_parts(p, CAPACITY) })
+    TABLE.get()
 }
 
 fn map_table() -> Result<&'static [AtomicU64], i64> {
-    if let Some(t) = table() {
-        return Ok(t);
-    }
-    let len = CAPACITY * 8;
-    // SAFETY: a fresh anonymous mapping at a kernel-chosen address; it
-    // aliases nothing.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(
-            core::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::PRIVATE | MapFlags::NORESERVE,
-        )
-    }
-    .map_err(|e| -(e.raw_os_error() as i64))?;
-    match TABLE.compare_exchange(
-        core::ptr::null_mut(),
-        p.cast(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => {}
-        Err(_) => {
-            // SAFETY: we lost the race; our mapping was never published.
-            let _ = unsafe { rustix::mm::munmap(p, len) };
-        }
-    }
-    table().ok_or(-(libc::EIO as i64))
+    TABLE.get_or_map()
 }
 
 fn index(fd: u64) -> Option<usize> {
@@ -206,15 +237,56 @@ fn index(fd: u64) -> Option<usize> {
 }
 
 /// The entry of user descriptor `fd` (the kernel reads fd arguments as
-/// `unsigned int`: we use the low 32 bits too).
+/// `unsigned int`: we use the low 32 bits too), for a call that will use
+/// it: a storage file whose domain failed is re-opened first when it can
+/// be (`reopen`), otherwise it is presented stale.
 #[inline]
 pub fn get(fd: u64) -> Option<Entry> {
+    let t = table()?;
+    let slot = t.get(index(fd)?)?;
+    let raw = slot.load(Ordering::Acquire);
+    let e = Entry::decode(raw)?;
+    if e.home() == DOMAIN_STORAGE && (e.is_stale() || super::session::storage_failed()) {
+        return Some(super::reopen::revive(fd, slot, raw, e));
+    }
+    Some(e)
+}
+
+/// The entry of `fd` as stored (stale if its epoch ended), never re-opened:
+/// for calls that only ask whether `fd` is forwarded or drop the entry.
+#[inline]
+pub fn peek(fd: u64) -> Option<Entry> {
     let t = table()?;
     Entry::decode(t.get(index(fd)?)?.load(Ordering::Acquire))
 }
 
 pub fn is_forwarded(fd: u64) -> bool {
-    get(fd).is_some()
+    peek(fd).is_some()
+}
+
+/// The stored word of `fd` (0: none): what `reopen` keys its records by.
+pub fn raw(fd: u64) -> u64 {
+    table()
+        .and_then(|t| t.get(index(fd)?))
+        .map_or(0, |s| s.load(Ordering::Acquire))
+}
+
+/// The stored word an entry is kept as, without its close-on-exec bit
+/// (which `set_cloexec` changes in place).
+pub fn key_of(raw: u64) -> u64 {
+    raw & !CLOEXEC
+}
+
+/// The stored word `e` is kept as.
+pub fn encode(e: Entry) -> u64 {
+    e.encode()
+}
+
+/// Replace the stored word `old` of `slot` by `new` (same domain, so the
+/// counts stay); false if `slot` changed meanwhile.
+pub fn replace(slot: &AtomicU64, old: u64, new: Entry) -> bool {
+    slot.compare_exchange(old, new.encode(), Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// Set the entry of `fd`; returns the previous one. EMFILE when `fd` is
@@ -223,6 +295,7 @@ pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
     let i = index(fd).ok_or(-(libc::EMFILE as i64))?;
     let t = map_table()?;
     let old = t[i].swap(e.encode(), Ordering::AcqRel);
+    super::reopen::forget(fd);
     match Entry::decode_raw(old) {
         None => {
             COUNT.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +311,7 @@ pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
 pub fn take(fd: u64) -> Option<Entry> {
     let t = table()?;
     let old = t.get(index(fd)?)?.swap(0, Ordering::AcqRel);
+    super::reopen::forget(fd);
     if let Some(p) = Entry::decode_raw(old) {
         COUNT.fetch_sub(1, Ordering::Relaxed);
         count_add(p.domain, -1);
@@ -294,8 +368,9 @@ pub fn for_each_in(first: u64, last: u64, mut f: impl FnMut(u32, Entry)) {
 /// Forget every entry (a new image whose record was rejected, tests).
 pub fn clear_all() {
     if let Some(t) = table() {
-        for s in t.iter().take(HIGH.load(Ordering::Relaxed)) {
+        for (i, s) in t.iter().take(HIGH.load(Ordering::Relaxed)).enumerate() {
             s.store(0, Ordering::Relaxed);
+            super::reopen::forget(i as u64);
         }
     }
     COUNT.store(0, Ordering::Relaxed);

@@ -203,9 +203,27 @@ pub fn shaped(nr: u64, args: [u64; 6], sh: Shape) -> Action {
         if !slots.fds().iter().any(|&i| fdtable::is_forwarded(args[i])) {
             return Action::Local;
         }
-        return run(nr, &sh, decide(nr, &args, slots.fds(), &[], &mut []));
+        let a = run(nr, &sh, decide(nr, &args, slots.fds(), &[], &mut []));
+        if let Action::Done(r) = a {
+            track(nr, &args, r);
+        }
+        return a;
     }
     path_call(nr, &args, &sh, slots.fds(), slots.paths())
+}
+
+/// What a forwarded descriptor call did to the state `reopen` keeps.
+#[inline]
+fn track(nr: u64, args: &[u64; 6], r: i64) {
+    if r < 0 {
+        return;
+    }
+    match nr as i64 {
+        libc::SYS_lseek => super::reopen::seeked(args[0], r),
+        libc::SYS_getdents | libc::SYS_getdents64 => super::reopen::listed(args[0]),
+        libc::SYS_flock if args[1] as i32 & libc::LOCK_UN == 0 => super::reopen::locked(args[0]),
+        _ => {}
+    }
 }
 
 #[inline(never)]
@@ -219,6 +237,11 @@ fn path_call(
     if paths.len() == 1 {
         let mut s = [PathScratch::new()];
         let d = decide(nr, args, fds, paths, &mut s);
+        if is_open(nr) {
+            if let Decision::Remote(a, t) = d {
+                return Action::Done(forward_open(nr, args, &a, sh, t, &s[0]));
+            }
+        }
         run(nr, sh, d)
     } else {
         let mut s = [PathScratch::new(), PathScratch::new()];
@@ -262,17 +285,76 @@ pub fn forward(nr: u64, a: &[u64; 6], sh: &Shape, target: impl Into<Target>) -> 
             if r < 0 {
                 return r;
             }
-            let cloexec = match nr as i64 {
-                libc::SYS_open => a[1] as i32 & libc::O_CLOEXEC != 0,
-                libc::SYS_openat => a[2] as i32 & libc::O_CLOEXEC != 0,
-                libc::SYS_openat2 => {
-                    usermem::read_u64(a[2]).unwrap_or(0) as i32 & libc::O_CLOEXEC != 0
-                }
-                _ => false,
-            };
-            install(&mut call, r, cloexec)
+            install(&mut call, r, open_cloexec(nr, a))
         }
         _ => r,
+    }
+}
+
+fn is_open(nr: u64) -> bool {
+    matches!(
+        nr as i64,
+        libc::SYS_open | libc::SYS_creat | libc::SYS_openat | libc::SYS_openat2
+    )
+}
+
+/// A forwarded open (`a`: translated arguments of the user's `args`): also
+/// records what `reopen` needs to open the file again after a restart.
+fn forward_open(
+    nr: u64,
+    args: &[u64; 6],
+    a: &[u64; 6],
+    sh: &Shape,
+    t: Target,
+    s: &PathScratch,
+) -> i64 {
+    if t.domain & fdtable::STALE != 0 {
+        return super::caller::stale_errno(t.domain);
+    }
+    let mut call = match Call::begin(t) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let (r, ident) = marshal::call_shaped_extra(&mut call, nr as u16, sh, a);
+    if r < 0 {
+        return r;
+    }
+    let fd = install(&mut call, r, open_cloexec(nr, a));
+    if fd >= 0 && super::reopen::enabled() {
+        record_open(fd, nr, args, s, ident);
+    }
+    fd
+}
+
+/// The absolute path an open resolved to (joined with its directory's
+/// recorded path when relative to a descriptor), for `reopen`.
+fn record_open(fd: i64, nr: u64, args: &[u64; 6], s: &PathScratch, ident: u64) {
+    let Some((p, dirfd)) = s.resolved() else {
+        return;
+    };
+    let mut buf = [0u8; PATH_MAX];
+    let path = match dirfd {
+        None => p,
+        Some(d) => {
+            let mut dir = [0u8; PATH_MAX];
+            let Some(n) = super::reopen::path_of(d, &mut dir) else {
+                return;
+            };
+            match route::join_normalize(&dir[..n], p, &mut buf) {
+                Some(m) => &buf[..m],
+                None => return,
+            }
+        }
+    };
+    super::reopen::on_open(fd, nr, args, path, ident);
+}
+
+fn open_cloexec(nr: u64, a: &[u64; 6]) -> bool {
+    match nr as i64 {
+        libc::SYS_open => a[1] as i32 & libc::O_CLOEXEC != 0,
+        libc::SYS_openat => a[2] as i32 & libc::O_CLOEXEC != 0,
+        libc::SYS_openat2 => usermem::read_u64(a[2]).unwrap_or(0) as i32 & libc::O_CLOEXEC != 0,
+        _ => false,
     }
 }
 

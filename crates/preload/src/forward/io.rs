@@ -9,7 +9,7 @@
 
 use super::caller::Call;
 use super::fdtable::{self, Entry};
-use super::{generic, marshal, usermem, Action};
+use super::{generic, marshal, reopen, usermem, Action};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;
 
@@ -19,6 +19,18 @@ const IOV_MAX: u64 = 1024;
 
 /// read / write / pread64 / pwrite64 on forwarded `e`.
 pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
+    let a = rw_inner(nr, args, e);
+    if let Action::Done(r) = a {
+        match nr as i64 {
+            libc::SYS_read if !e.is_network() => reopen::moved(args[0], r, false),
+            libc::SYS_write if !e.is_network() => reopen::moved(args[0], r, true),
+            _ => {}
+        }
+    }
+    a
+}
+
+fn rw_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let Some(sh) = shape(nr as u16) else {
         return Action::Done(EIO);
     };
@@ -155,6 +167,25 @@ pub(super) fn iov_total(iov: u64, count: usize) -> Result<u64, i64> {
 
 /// readv / writev / preadv / pwritev / preadv2 / pwritev2.
 pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
+    let a = vectored_inner(nr, args, e);
+    let write = matches!(
+        nr as i64,
+        libc::SYS_writev | libc::SYS_pwritev | libc::SYS_pwritev2
+    );
+    let at_offset = match nr as i64 {
+        libc::SYS_readv | libc::SYS_writev => true,
+        libc::SYS_preadv2 | libc::SYS_pwritev2 => args[3] as i64 == -1,
+        _ => false,
+    };
+    if let Action::Done(r) = a {
+        if at_offset && !e.is_network() {
+            reopen::moved(args[0], r, write);
+        }
+    }
+    a
+}
+
+fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let (iov, cnt) = (args[1], args[2]);
     let write = matches!(
         nr as i64,
@@ -280,11 +311,29 @@ enum Side {
 
 /// copy_file_range / sendfile / splice.
 pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
-    // (in fd, in offset ptr, out fd, out offset ptr, length)
-    let (fd_in, off_in, fd_out, off_out, len) = match nr as i64 {
+    let a = transfer_inner(nr, args);
+    if let Action::Done(r) = a {
+        let (fd_in, off_in, fd_out, off_out, _) = transfer_args(nr, &args);
+        if off_in == 0 {
+            reopen::moved(fd_in, r, false);
+        }
+        if off_out == 0 {
+            reopen::moved(fd_out, r, true);
+        }
+    }
+    a
+}
+
+/// (in fd, in offset ptr, out fd, out offset ptr, length)
+fn transfer_args(nr: u64, args: &[u64; 6]) -> (u64, u64, u64, u64, u64) {
+    match nr as i64 {
         libc::SYS_sendfile => (args[1], args[2], args[0], 0, args[3]),
         _ => (args[0], args[1], args[2], args[3], args[4]),
-    };
+    }
+}
+
+fn transfer_inner(nr: u64, args: [u64; 6]) -> Action {
+    let (fd_in, off_in, fd_out, off_out, len) = transfer_args(nr, &args);
     let (ein, eout) = (fdtable::get(fd_in), fdtable::get(fd_out));
     match (ein, eout) {
         (None, None) => return Action::Local,

@@ -197,18 +197,26 @@ pub fn copy_out(
 /// Marshal, call and unmarshal: `args` holds user pointers and already
 /// translated descriptors.
 pub fn call_shaped(call: &mut Call, nr: u16, shape: &Shape, args: &[u64; 6]) -> i64 {
+    call_shaped_extra(call, nr, shape, args).0
+}
+
+/// `call_shaped`, also returning the domain's extra word (0 on errors).
+pub fn call_shaped_extra(call: &mut Call, nr: u16, shape: &Shape, args: &[u64; 6]) -> (i64, u64) {
     let Some(chunk) = call.chunk() else {
-        return EIO;
+        return (EIO, 0);
     };
     let l = match plan(shape, args, &mut |p| usermem::strlen_user(p, MAX_STRING)) {
         Ok(l) => l,
-        Err(e) => return e,
+        Err(e) => return (e, 0),
     };
     if let Err(e) = copy_in(shape, args, &l, &chunk) {
-        return e;
+        return (e, 0);
     }
-    let r = call.result(nr, l.remote, l.uses_chunk());
-    copy_out(shape, args, &l, &chunk, r)
+    let (r, extra) = match call.invoke(nr, l.remote, l.uses_chunk()) {
+        Ok(x) => x,
+        Err(e) => (e, 0),
+    };
+    (copy_out(shape, args, &l, &chunk, r), extra)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! (splitting, vectored, cross-domain copies), `net` (sockets of the
 //! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
 //! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `wake` (one wait
-//! for a remote call and host descriptors), `unsupported`, `exec`.
+//! for a remote call and host descriptors), `unsupported`, `exec`,
+//! `reopen` (storage files re-opened after a restart of the domain).
 //!
 //! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
@@ -39,6 +40,7 @@ pub mod mmap;
 pub mod net;
 pub mod poll;
 pub mod procfs;
+pub mod reopen;
 pub mod route;
 pub mod session;
 pub mod state;

@@ -96,19 +96,40 @@ pub enum PathRoute {
 pub struct PathScratch {
     buf: [u8; 2 * PATH_MAX + 8],
     len: usize,
+    /// Where `classify` left the path a forwarded call resolves to
+    /// (start, length in `buf`; length 0: unknown), and the user dirfd it
+    /// is relative to (`NO_DIRFD`: it is absolute).
+    resolved: (usize, usize),
+    rel_dirfd: u64,
 }
+
+const NO_DIRFD: u64 = u64::MAX;
 
 impl PathScratch {
     pub const fn new() -> PathScratch {
         PathScratch {
             buf: [0; 2 * PATH_MAX + 8],
             len: 0,
+            resolved: (0, 0),
+            rel_dirfd: NO_DIRFD,
         }
     }
 
     /// The rewritten absolute path, NUL-terminated (after `Rewrite`).
     pub fn rewritten(&self) -> &[u8] {
         &self.buf[..self.len + 1]
+    }
+
+    /// After a `Remote*` route: the path the call resolves to, lexically,
+    /// and the user descriptor of the directory it is relative to (None:
+    /// absolute). None when unknown (`/proc/self/fd/N`, NULL paths).
+    pub fn resolved(&self) -> Option<(&[u8], Option<u64>)> {
+        let (start, len) = self.resolved;
+        if len == 0 {
+            return None;
+        }
+        let p = self.buf.get(start..start + len)?;
+        Some((p, (self.rel_dirfd != NO_DIRFD).then_some(self.rel_dirfd)))
     }
 }
 
@@ -134,6 +155,8 @@ pub fn classify(
     s: &mut PathScratch,
 ) -> Result<PathRoute, i64> {
     let remote_dirfd = |d: Option<u64>| d.and_then(fdtable::get);
+    s.resolved = (0, 0);
+    s.rel_dirfd = NO_DIRFD;
     if ptr == 0 {
         // NULL path (utimensat): the call acts on dirfd itself.
         return Ok(match remote_dirfd(dirfd) {
@@ -169,6 +192,7 @@ pub fn classify(
     if hi.first() == Some(&b'/') {
         let m = normalize_in_place(hi, n);
         return Ok(if is_under(&hi[..m], mount) {
+            s.resolved = (PATH_MAX + 4, m);
             PathRoute::Remote {
                 dirfd: AT_FDCWD_ARG,
             }
@@ -178,9 +202,13 @@ pub fn classify(
     }
     if let Some(d) = dirfd.filter(|&d| !is_at_fdcwd(d)) {
         return Ok(match fdtable::get(d) {
-            Some(e) => PathRoute::Remote {
-                dirfd: e.remote as u64,
-            },
+            Some(e) => {
+                s.resolved = (PATH_MAX + 4, n);
+                s.rel_dirfd = d;
+                PathRoute::Remote {
+                    dirfd: e.remote as u64,
+                }
+            }
             None => local_base_route(Some(d as i32), n, mount, s),
         });
     }
@@ -203,6 +231,7 @@ pub fn classify(
     s.buf[clen] = b'/';
     let m = normalize_in_place(&mut s.buf, total);
     if is_under(&s.buf[..m], mount) {
+        s.resolved = (0, m);
         Ok(PathRoute::Remote {
             dirfd: AT_FDCWD_ARG,
         })
@@ -255,6 +284,7 @@ fn local_base_route(dirfd: Option<i32>, n: usize, mount: &[u8], s: &mut PathScra
     if is_under(&s.buf[..m], mount) {
         s.buf[m] = 0;
         s.len = m;
+        s.resolved = (0, m);
         PathRoute::RemoteRewritten
     } else {
         PathRoute::Local

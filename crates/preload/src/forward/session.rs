@@ -154,6 +154,14 @@ pub fn set_orphaned(domain: u8) {
     fdtable::end_epoch(domain);
 }
 
+/// Whether the storage session this process uses has failed (its state
+/// page says so, or we read garbage through it): its descriptors are about
+/// to go stale (`fdtable::get`, `reopen`). False while there is none.
+#[inline]
+pub fn storage_failed() -> bool {
+    current(DOMAIN_STORAGE).is_some_and(|s| !s.usable())
+}
+
 /// The session of `domain`, registering (or claiming a fork) on first use.
 /// May allocate on the slow path (never while libc holds malloc locks: no
 /// forwarded call is made from inside malloc).

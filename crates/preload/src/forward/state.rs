@@ -54,6 +54,9 @@ pub struct Config {
     pub socket: FixedStr<512>,
     /// Spin polls before sleeping (`$VIRTUOS_SPIN`).
     pub spin: u32,
+    /// Re-open storage files after a restart of the storage domain
+    /// (`$VIRTUOS_REOPEN`, default on; `0`/`off`/`no`/`false` turn it off).
+    pub reopen: bool,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             mount: FixedStr::new(DEFAULT_MOUNT.as_bytes()).unwrap_or(FixedStr::empty()),
             socket: FixedStr::new(b"/run/virtuos/virtuosd.sock").unwrap_or(FixedStr::empty()),
             spin: DEFAULT_SPIN,
+            reopen: true,
         }
     }
 
@@ -96,6 +100,12 @@ impl Config {
             .and_then(|s| s.trim().parse::<u32>().ok())
         {
             c.spin = spin;
+        }
+        if let Some(v) = std::env::var_os("VIRTUOS_REOPEN") {
+            c.reopen = !matches!(
+                v.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref(),
+                Some("0" | "off" | "no" | "false")
+            );
         }
         c
     }
