@@ -656,6 +656,11 @@ fn a_local_descriptor_wakes_a_mixed_wait_promptly() {
         return;
     }
     let bench = env!("CARGO_BIN_EXE_virtuos-mixwake");
+    // vm backend: the acknowledged cancellation of the remote wait crosses
+    // the VM boundary twice (interrupt bell down, completion bell up), 1-2
+    // ms under TCG; the limit still catches a wake that waits for a
+    // timeout or a time slice to end.
+    let limit_us = if vm_backend() { 10_000.0 } else { 1000.0 };
     for mode in ["poll", "select", "epoll"] {
         // The best of three runs: these machines are shared, and a loaded
         // one delays any wake; slices could not get below ~1 ms.
@@ -675,14 +680,14 @@ fn a_local_descriptor_wakes_a_mixed_wait_promptly() {
             );
             seen += &r.stdout();
             best = best.min(median.unwrap());
-            if best < 1000.0 {
+            if best < limit_us {
                 break;
             }
         }
         eprint!("{seen}");
         assert!(
-            best < 1000.0,
-            "{mode}: a local wake of a mixed wait took a median of {best} us at best (limit 1000):\n{seen}{}",
+            best < limit_us,
+            "{mode}: a local wake of a mixed wait took a median of {best} us at best (limit {limit_us}):\n{seen}{}",
             d.diagnostics()
         );
     }
