@@ -253,6 +253,9 @@ impl Server {
                 std::process::abort();
             }
             Fault::Corrupt => {
+                // Answer first: a client may read garbage (and the daemon
+                // fail the domain) before a later answer would get out.
+                self.reply(DomainReply::Ok)?;
                 for (id, p) in &self.clients {
                     if let Err(e) = control::send(p.sock.as_fd(), &MainMsg::Corrupt, &[]) {
                         tracing::warn!(client = id, "cannot tell the shadow to corrupt: {e}");
@@ -262,7 +265,6 @@ impl Server {
                     shadows = self.clients.len(),
                     "fault injection: shadows complete requests with garbage"
                 );
-                self.reply(DomainReply::Ok)?;
             }
             Fault::Kill | Fault::Hang => self.reply(DomainReply::Error {
                 message: format!("{} is injected by the daemon (signals)", how.as_str()),

@@ -344,7 +344,12 @@ fn bystander_and_daemon_served(
 
 #[test]
 fn storage_kill() {
-    fault_case("storage", "kill", true);
+    // vm backend: the victim's unsynced writes die with the guest's page
+    // cache, so its file is shorter than its offset and re-opening is
+    // refused (EIO): the matrix checks the errors there; re-opening of
+    // fsync'd files on a VM is checked by the storage_files_are_reopened_*
+    // tests.
+    fault_case("storage", "kill", !vm_backend());
 }
 #[test]
 fn storage_panic() {
@@ -352,7 +357,12 @@ fn storage_panic() {
 }
 #[test]
 fn storage_hang() {
-    fault_case("storage", "hang", true);
+    // vm backend: the victim's unsynced writes die with the guest's page
+    // cache, so its file is shorter than its offset and re-opening is
+    // refused (EIO): the matrix checks the errors there; re-opening of
+    // fsync'd files on a VM is checked by the storage_files_are_reopened_*
+    // tests.
+    fault_case("storage", "hang", !vm_backend());
 }
 #[test]
 fn storage_corrupt() {

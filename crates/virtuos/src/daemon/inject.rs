@@ -35,6 +35,11 @@ impl Daemon {
                 match s.domain.command(&DomainCommand::InjectFault { how }, &[]) {
                     Ok(DomainReply::Ok) => Ok(()),
                     Ok(other) => Err(format!("the domain answered {other:?}")),
+                    // The fault took effect before its answer got here: a
+                    // client already read garbage and the domain is being
+                    // failed for it (a VM's answer crosses a slow serial
+                    // port). Give that failure a moment to be recorded.
+                    Err(_) if failed_meanwhile(&s.recovery, epoch) => Ok(()),
                     Err(e) => {
                         self.domain_lost(i, &e, epoch);
                         Err(e.to_string())
@@ -72,4 +77,14 @@ impl Daemon {
         }
         plain(DaemonReply::Ok)
     }
+}
+
+/// Whether the domain failed (its epoch moved on) since `epoch`, waiting
+/// up to a second for a failure under way to be recorded.
+fn failed_meanwhile(r: &super::recovery::Recovery, epoch: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while r.epoch() == epoch && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    r.epoch() != epoch
 }
