@@ -134,6 +134,29 @@ pub fn run(o: &Opts, common: &Common) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// Merge one section (`set` puts it in) into `out/results.json`, created
+/// with this run's environment if missing (the other sections are kept),
+/// and render the report.
+pub fn merge_section(
+    out: &Path,
+    common: &Common,
+    command: String,
+    set: impl FnOnce(&mut Results),
+) -> anyhow::Result<()> {
+    let js = out.join("results.json");
+    let mut results: Results = match std::fs::read_to_string(&js) {
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("parse {}", js.display()))?
+        }
+        Err(_) => Results {
+            meta: environment(command, common),
+            ..Results::default()
+        },
+    };
+    set(&mut results);
+    finish(out, &mut results)
+}
+
 /// Derive the notes, draw the plots and write RESULTS.md and results.json.
 pub fn finish(out: &Path, r: &mut Results) -> anyhow::Result<()> {
     // Every note is generated: derive them again from the data.

@@ -4,7 +4,7 @@
 //! plots are rendered again. `all` runs the same measurements.
 
 use super::{http, tcp_lat, tcp_stream, Common};
-use crate::results::{NetResults, Results};
+use crate::results::NetResults;
 use anyhow::Context;
 use std::path::Path;
 
@@ -118,16 +118,6 @@ pub fn run(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let net = measure(o, common, out)?;
-    let js = out.join("results.json");
-    let mut results: Results = match std::fs::read_to_string(&js) {
-        Ok(text) => {
-            serde_json::from_str(&text).with_context(|| format!("parse {}", js.display()))?
-        }
-        Err(_) => Results {
-            meta: super::all::environment(net.command.clone(), common),
-            ..Results::default()
-        },
-    };
-    results.net = Some(net);
-    super::all::finish(out, &mut results)
+    let command = net.command.clone();
+    super::all::merge_section(out, common, command, |r| r.net = Some(net))
 }

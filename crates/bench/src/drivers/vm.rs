@@ -8,7 +8,7 @@
 
 use super::launch::{self, Config};
 use super::{fcntl, fork, write, Common, Stack};
-use crate::results::{Results, VmResults};
+use crate::results::VmResults;
 use crate::stats::parse_size;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -276,16 +276,6 @@ pub fn run(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let vm = measure(o, common, out)?;
-    let js = out.join("results.json");
-    let mut results: Results = match std::fs::read_to_string(&js) {
-        Ok(text) => {
-            serde_json::from_str(&text).with_context(|| format!("parse {}", js.display()))?
-        }
-        Err(_) => Results {
-            meta: super::all::environment(vm.command.clone(), common),
-            ..Results::default()
-        },
-    };
-    results.vm = Some(vm);
-    super::all::finish(out, &mut results)
+    let command = vm.command.clone();
+    super::all::merge_section(out, common, command, |r| r.vm = Some(vm))
 }

@@ -332,10 +332,15 @@ impl Call {
     pub fn begin(target: impl Into<Target>) -> Result<Call, i64> {
         let Target { domain, epoch } = target.into();
         let k = slot_of(domain).ok_or_else(|| stale_errno(domain))?;
-        if epoch.is_some_and(|e| session::epoch_over(domain, e)) {
-            return Err(stale_errno(domain));
-        }
-        let sess = session::get(domain)?;
+        let sess = match session::current(domain) {
+            Some(s) if s.usable() => s,
+            // Slow path only: a descriptor of a failed session fails now
+            // rather than after waiting for the restarted domain.
+            _ if epoch.is_some_and(|e| session::epoch_over(domain, e)) => {
+                return Err(stale_errno(domain))
+            }
+            _ => session::get(domain)?,
+        };
         if epoch.is_some_and(|e| e != sess.epoch) {
             // The descriptor's domain failed and was replaced meanwhile.
             return Err(stale_errno(domain));

@@ -241,6 +241,25 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
 }
 
 /// A timeout as "milliseconds left", None = infinite.
+/// One wait for a started remote poll and the host descriptors `locals`
+/// (`wake::wait`); the remote call is interrupted unless it answered, then
+/// finished. Returns its result (0 when we interrupted it: no remote
+/// events) and how the wait ended (None: `wake` was unavailable, so the
+/// caller falls back to time slices).
+fn wait_remote_and_local(
+    call: &mut Call,
+    locals: impl Iterator<Item = (i32, u32)>,
+    deadline: &Deadline,
+    sigmask: Option<u64>,
+) -> Result<(i64, Option<Woken>), i64> {
+    let woken = wake::wait(call, locals, deadline.0, sigmask);
+    if woken.is_none() {
+        call.interrupt();
+    }
+    let (r, _) = call.finish()?;
+    Ok((if r == -(libc::EINTR as i64) { 0 } else { r }, woken))
+}
+
 struct Deadline(Option<Instant>);
 
 impl Deadline {
@@ -422,23 +441,14 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
                 .filter_map(|i| read_pollfd(fds, i))
                 .filter(|&(fd, _, _)| fd >= 0)
                 .map(|(fd, ev, _)| (fd, ev as u16 as u32));
-            let woken = wake::wait(&call, locals, deadline.0, sigmask);
-            if woken.is_none() {
-                call.interrupt();
-            }
-            let r = match call.finish() {
-                Ok((r, _)) => r,
+            let (r, woken) = match wait_remote_and_local(&mut call, locals, &deadline, sigmask) {
+                Ok(x) => x,
                 Err(e) => break e,
             };
             sliced = woken.is_none();
             signalled = woken == Some(Woken::Signal);
             waited = true;
-            // Interrupted by us: no remote events (revents untouched).
-            if r == -(libc::EINTR as i64) {
-                0
-            } else {
-                r
-            }
+            r
         } else {
             let net_t = if now_only {
                 Some(0)
@@ -655,23 +665,14 @@ fn select_net(
                 }
                 (ev != 0).then_some((fd as i32, ev))
             });
-            let woken = wake::wait(&call, locals, deadline.0, sigmask);
-            if woken.is_none() {
-                call.interrupt();
-            }
-            let r = match call.finish() {
-                Ok((r, _)) => r,
+            let (r, woken) = match wait_remote_and_local(&mut call, locals, &deadline, sigmask) {
+                Ok(x) => x,
                 Err(e) => return e,
             };
             sliced = woken.is_none();
             signalled = woken == Some(Woken::Signal);
             waited = true;
-            // Interrupted by us: no remote events (revents untouched).
-            if r == -(libc::EINTR as i64) {
-                0
-            } else {
-                r
-            }
+            r
         } else {
             let net_t = if now_only {
                 Some(0)
