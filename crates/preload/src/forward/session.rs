@@ -313,6 +313,61 @@ fn report(domain: u8, msg: &str) {
     );
 }
 
+/// This thread's credentials changed (a set*id, setgroups, setfs*id or
+/// capset call returned): have the daemon read them from the kernel and
+/// give them to our shadows, before the program goes on. Nothing to do
+/// before the first registration (it reads them) or in a forked child
+/// that has not claimed its shadow yet (the claim reads them). Never
+/// allocates: glibc makes every thread run set*id from a signal handler
+/// (SIGSETXID), which may interrupt malloc.
+pub fn sync_credentials() {
+    let _g = LOCK.lock();
+    if !DOMAINS.iter().any(|&d| current(d).is_some() && pending(d).is_none()) {
+        return;
+    }
+    if let Err(e) = sync_credentials_locked() {
+        log::emit(format_args!(
+            "the daemon could not take this thread's new credentials ({}); \
+             forwarded calls may run with the old ones",
+            e.as_str()
+        ));
+    }
+}
+
+fn sync_credentials_locked() -> Result<(), log::Msg> {
+    use core::fmt::Write;
+    use rustix::net::{
+        connect, recv, send, socket_with, AddressFamily, RecvFlags, SendFlags,
+        SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let fail = |what: &str, detail: &dyn core::fmt::Display| {
+        let mut m = log::Msg::new();
+        let _ = write!(m, "{what}: {detail}");
+        m
+    };
+    let sock = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| fail("socket", &e))?;
+    let path = state::config().socket.as_str();
+    let addr = SocketAddrUnix::new(path).map_err(|e| fail("bad socket path", &e))?;
+    connect(&sock, &addr).map_err(|e| fail("connect", &e))?;
+    let mut req = log::Msg::new();
+    let _ = write!(req, "{{\"SyncCredentials\":{{\"tid\":{}}}}}", super::host::gettid());
+    send(&sock, req.as_bytes(), SendFlags::NOSIGNAL).map_err(|e| fail("send", &e))?;
+    let mut buf = [0u8; 512];
+    let (n, _) = recv(&sock, &mut buf, RecvFlags::empty()).map_err(|e| fail("receive", &e))?;
+    let reply = &buf[..n.min(buf.len())];
+    if reply == b"\"Ok\"" {
+        return Ok(());
+    }
+    let text = core::str::from_utf8(reply).unwrap_or("(not UTF-8)");
+    Err(fail("the daemon answered", &text))
+}
+
 /// One request to the daemon and its reply. Allocates.
 fn talk(req: &ClientRequest) -> Result<(DaemonReply, Vec<rustix::fd::OwnedFd>), String> {
     use rustix::net::{
