@@ -507,14 +507,18 @@ pub fn umask(mask: u64) -> Action {
 
 /// A call that may change this thread's credentials: run it here, then
 /// let our shadows follow (the daemon reads the result from the kernel).
-/// setfs[ug]id report no errors, so they sync unless they only queried
+/// setfs[ug]id report no errors, so they sync unless they only query
 /// (-1).
 pub fn credentials_change(nr: u64, a: [u64; 6]) -> Action {
-    let r = host::reissue(nr, a);
     let fs_query = matches!(nr as i64, libc::SYS_setfsuid | libc::SYS_setfsgid)
         && a[0] as u32 == u32::MAX;
-    if r >= 0 && !fs_query {
-        super::session::sync_credentials();
+    if fs_query {
+        return Action::Local;
+    }
+    let channel = super::session::credentials_channel();
+    let r = host::reissue(nr, a);
+    if r >= 0 {
+        super::session::sync_credentials(channel);
     }
     Action::Done(r)
 }
