@@ -96,7 +96,9 @@ impl Writer {
             Some(t) => {
                 let i = (1..RECORDS)
                     .find(|&i| record(&m, i)[0].load(Ordering::Relaxed) == t)
-                    .or_else(|| (1..RECORDS).find(|&i| record(&m, i)[0].load(Ordering::Relaxed) == 0))
+                    .or_else(|| {
+                        (1..RECORDS).find(|&i| record(&m, i)[0].load(Ordering::Relaxed) == 0)
+                    })
                     .unwrap_or_else(|| {
                         let v = victim.fetch_add(1, Ordering::Relaxed) as usize;
                         1 + v % (RECORDS - 1)
@@ -115,7 +117,11 @@ fn write_record(r: &Record, tid: u32, c: &Credentials) {
         .into_iter()
         .chain(c.uids)
         .chain(c.gids)
-        .chain([n as u32, c.cap_effective as u32, (c.cap_effective >> 32) as u32])
+        .chain([
+            n as u32,
+            c.cap_effective as u32,
+            (c.cap_effective >> 32) as u32,
+        ])
         .chain(c.groups[..n].iter().copied());
     for (slot, w) in r.iter().zip(words) {
         slot.store(w, Ordering::Relaxed);

@@ -271,8 +271,8 @@ impl Identity {
     /// process. Single threaded (before the workers start).
     fn take(creds_fd: OwnedFd) -> Result<Identity> {
         let creds = creds::Reader::map(&creds_fd)?;
-        let switchable = rustix::process::geteuid().is_root()
-            && sys::keep_caps_across_id_changes().is_ok();
+        let switchable =
+            rustix::process::geteuid().is_root() && sys::keep_caps_across_id_changes().is_ok();
         let permitted = if switchable {
             Some(sys::thread_caps().context("capget")?.1)
         } else {

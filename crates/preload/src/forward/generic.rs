@@ -510,8 +510,8 @@ pub fn umask(mask: u64) -> Action {
 /// setfs[ug]id report no errors, so they sync unless they only query
 /// (-1).
 pub fn credentials_change(nr: u64, a: [u64; 6]) -> Action {
-    let fs_query = matches!(nr as i64, libc::SYS_setfsuid | libc::SYS_setfsgid)
-        && a[0] as u32 == u32::MAX;
+    let fs_query =
+        matches!(nr as i64, libc::SYS_setfsuid | libc::SYS_setfsgid) && a[0] as u32 == u32::MAX;
     if fs_query {
         return Action::Local;
     }

@@ -21,14 +21,6 @@ impl Msg {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
-
-    /// The text (up to the last whole character, if truncated).
-    pub fn as_str(&self) -> &str {
-        match core::str::from_utf8(self.as_bytes()) {
-            Ok(s) => s,
-            Err(e) => core::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or(""),
-        }
-    }
 }
 
 impl Default for Msg {

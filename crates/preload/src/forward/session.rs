@@ -349,39 +349,36 @@ pub fn sync_credentials(channel: Option<rustix::fd::OwnedFd>) {
         Some(sock) => sync_credentials_on(sock),
         None => connect_daemon().and_then(sync_credentials_on),
     };
-    if let Err(e) = sent {
+    if let Err((step, errno)) = sent {
         log::emit(format_args!(
-            "the daemon could not take this thread's new credentials ({}); \
-             forwarded calls may run with the old ones",
-            e.as_str()
+            "cannot give the daemon this thread's new credentials ({step}: {errno}); \
+             forwarded calls may run with the old ones"
         ));
     }
 }
 
-fn failure(what: &str, detail: &dyn core::fmt::Display) -> log::Msg {
-    use core::fmt::Write;
-    let mut m = log::Msg::new();
-    let _ = write!(m, "{what}: {detail}");
-    m
-}
+/// Where talking to the daemon failed, and how.
+type Failure = (&'static str, rustix::io::Errno);
 
 /// A connection to the daemon's socket, without allocating.
-fn connect_daemon() -> Result<rustix::fd::OwnedFd, log::Msg> {
-    use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+fn connect_daemon() -> Result<rustix::fd::OwnedFd, Failure> {
+    use rustix::net::{
+        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
     let sock = socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
     )
-    .map_err(|e| failure("socket", &e))?;
+    .map_err(|e| ("socket", e))?;
     let path = state::config().socket.as_str();
-    let addr = SocketAddrUnix::new(path).map_err(|e| failure("bad socket path", &e))?;
-    connect(&sock, &addr).map_err(|e| failure("connect", &e))?;
+    let addr = SocketAddrUnix::new(path).map_err(|e| ("socket path", e))?;
+    connect(&sock, &addr).map_err(|e| ("connect", e))?;
     Ok(sock)
 }
 
-fn sync_credentials_on(sock: rustix::fd::OwnedFd) -> Result<(), log::Msg> {
+fn sync_credentials_on(sock: rustix::fd::OwnedFd) -> Result<(), Failure> {
     use core::fmt::Write;
     use rustix::net::{recv, send, RecvFlags, SendFlags};
     let mut req = log::Msg::new();
@@ -390,15 +387,18 @@ fn sync_credentials_on(sock: rustix::fd::OwnedFd) -> Result<(), log::Msg> {
         "{{\"SyncCredentials\":{{\"tid\":{}}}}}",
         super::host::gettid()
     );
-    send(&sock, req.as_bytes(), SendFlags::NOSIGNAL).map_err(|e| failure("send", &e))?;
+    send(&sock, req.as_bytes(), SendFlags::NOSIGNAL).map_err(|e| ("send", e))?;
     let mut buf = [0u8; 512];
-    let (n, _) = recv(&sock, &mut buf, RecvFlags::empty()).map_err(|e| failure("receive", &e))?;
+    let (n, _) = recv(&sock, &mut buf, RecvFlags::empty()).map_err(|e| ("receive", e))?;
     let reply = &buf[..n.min(buf.len())];
-    if reply == b"\"Ok\"" {
-        return Ok(());
+    if reply != b"\"Ok\"" {
+        log::emit(format_args!(
+            "the daemon refused this thread's new credentials: {}",
+            core::str::from_utf8(reply).unwrap_or("(not UTF-8)")
+        ));
+        return Err(("daemon", rustix::io::Errno::PERM));
     }
-    let text = core::str::from_utf8(reply).unwrap_or("(not UTF-8)");
-    Err(failure("the daemon answered", &text))
+    Ok(())
 }
 
 /// One request to the daemon and its reply. Allocates.

@@ -71,9 +71,9 @@ impl Daemon {
         let name = &served.domain.spec.name;
         match served.domain.command(&cmd, &[]) {
             Ok(DomainReply::Ok) => Ok(()),
-            Ok(DomainReply::Error { message }) => {
-                Err(format!("the {name} domain refused new credentials: {message}"))
-            }
+            Ok(DomainReply::Error { message }) => Err(format!(
+                "the {name} domain refused new credentials: {message}"
+            )),
             Ok(other) => Err(format!("the {name} domain answered {other:?}")),
             // A lost domain fails its clients' calls anyway (recovery).
             Err(e) => Err(e.to_string()),

@@ -9,8 +9,8 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use virtuos_abi::control::{
-    ClientRequest, ClientStatus, DaemonReply, DomainCommand, DomainReply,
-    DomainStatus, StatusReport,
+    ClientRequest, ClientStatus, DaemonReply, DomainCommand, DomainReply, DomainStatus,
+    StatusReport,
 };
 
 /// A reply without descriptors.
