@@ -10,6 +10,7 @@ packages=(
     qemu-system-x86 cpio file   # crates/vmm: VM domains, initramfs check
     e2fsprogs                   # vm backend: mkfs.ext4 for the storage image
     nginx-light redis-server redis-tools curl apache2-utils wrk   # e2e servers.rs
+    autoconf automake make gcc perl   # conformance suite (pjdfstest, prove)
 )
 
 missing=()

@@ -23,12 +23,66 @@ pub const STORAGE: &str = "storage";
 /// Name of the network domain.
 pub const NETWORK: &str = "network";
 
-/// Credentials a shadow process takes on, copied from its client.
+/// Credentials a shadow's worker takes on before executing a call of one
+/// of its client's threads: what the kernel says that thread has (the
+/// daemon reads them from `/proc/PID/task/TID/status`, never from the
+/// client's word).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Credentials {
-    pub uid: u32,
-    pub gid: u32,
+    /// Real, effective, saved and file-system user ids (`Uid:`).
+    pub uids: [u32; 4],
+    /// Real, effective, saved and file-system group ids (`Gid:`).
+    pub gids: [u32; 4],
+    /// Supplementary groups (`Groups:`).
     pub groups: Vec<u32>,
+    /// Effective capabilities (`CapEff:`), bit N = capability N.
+    pub cap_effective: u64,
+}
+
+impl Credentials {
+    /// All ids `uid`/`gid`, these groups, no capabilities unless root (then
+    /// every capability, as a root process has).
+    pub fn of_user(uid: u32, gid: u32, groups: Vec<u32>) -> Credentials {
+        Credentials {
+            uids: [uid; 4],
+            gids: [gid; 4],
+            groups,
+            cap_effective: if uid == 0 { u64::MAX } else { 0 },
+        }
+    }
+
+    /// The effective user id.
+    pub fn euid(&self) -> u32 {
+        self.uids[1]
+    }
+
+    /// Parse the `Uid:`, `Gid:`, `Groups:` and `CapEff:` lines of a
+    /// `/proc/PID/status` text.
+    pub fn from_proc_status(status: &str) -> Option<Credentials> {
+        let field = |name: &str| {
+            status.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k == name).then_some(v.trim())
+            })
+        };
+        let ids = |name: &str| -> Option<[u32; 4]> {
+            let v: Vec<u32> = field(name)?
+                .split_whitespace()
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            v.try_into().ok()
+        };
+        let groups = field("Groups")?
+            .split_whitespace()
+            .map(|g| g.parse().ok())
+            .collect::<Option<Vec<u32>>>()?;
+        Some(Credentials {
+            uids: ids("Uid")?,
+            gids: ids("Gid")?,
+            groups,
+            cap_effective: u64::from_str_radix(field("CapEff")?, 16).ok()?,
+        })
+    }
 }
 
 /// Client -> daemon. The daemon identifies the sender by `SO_PEERCRED`.
@@ -58,6 +112,10 @@ pub enum ClientRequest {
     /// Restart `domain` now (its clients' calls fail as on a crash): root
     /// or the daemon's owner only.
     Restart { domain: String },
+    /// Thread `tid` of the sender changed its credentials (set*id,
+    /// setgroups, capset returned): the daemon reads them from the kernel
+    /// and hands them to the sender's shadows before it answers.
+    SyncCredentials { tid: u32 },
 }
 
 /// A fault `virtuos domain crash` injects.
@@ -201,6 +259,19 @@ pub enum DomainCommand {
         /// VM backend: as in `AddClient`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slot: Option<u32>,
+        /// The child's credentials (it may have changed them before it
+        /// claimed the shadow); `None`: keep the parent's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        creds: Option<Credentials>,
+    },
+    /// A client's credentials changed: thread `tid`'s (and the default
+    /// for threads without their own), or with `tid: None` the whole
+    /// process's (after execve: per-thread records are dropped).
+    SetCredentials {
+        client_id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tid: Option<u32>,
+        creds: Credentials,
     },
     /// The client is gone: end its shadow.
     RemoveClient {
@@ -374,6 +445,31 @@ mod tests {
         assert!(recv::<ClientRequest>(b.as_fd()).is_err());
         drop(a);
         assert!(recv::<ClientRequest>(b.as_fd()).unwrap().is_none());
+    }
+
+    #[test]
+    fn credentials_parse_from_proc_status() {
+        let status = "Name:\tsh\nTgid:\t42\nUid:\t0\t1001\t0\t1001\n\
+            Gid:\t0\t65534\t0\t65534\nGroups:\t4 24 \nCapInh:\t0000000000000000\n\
+            CapEff:\t000001ffffffffff\n";
+        let c = Credentials::from_proc_status(status).unwrap();
+        assert_eq!(c.uids, [0, 1001, 0, 1001]);
+        assert_eq!(c.gids, [0, 65534, 0, 65534]);
+        assert_eq!(c.groups, vec![4, 24]);
+        assert_eq!(c.cap_effective, 0x1ff_ffff_ffff);
+        assert_eq!(c.euid(), 1001);
+        let no_groups = status.replace("Groups:\t4 24 ", "Groups:\t");
+        assert_eq!(
+            Credentials::from_proc_status(&no_groups).unwrap().groups,
+            Vec::<u32>::new()
+        );
+        // Missing or malformed lines are refused, never guessed.
+        assert!(Credentials::from_proc_status("Uid:\t0\t0\t0\n").is_none());
+        let bad = status.replace("CapEff:\t000001ffffffffff", "CapEff:\tzz");
+        assert!(Credentials::from_proc_status(&bad).is_none());
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        let me = Credentials::from_proc_status(&own).unwrap();
+        assert_eq!(me.euid(), rustix::process::geteuid().as_raw());
     }
 
     #[test]

@@ -151,6 +151,11 @@ impl Drop for Mapping {
 /// fields that Rust code reads.
 pub unsafe trait AtomicsOnly {}
 
+// SAFETY: arrays of atomics are atomics only, valid for every bit pattern.
+unsafe impl<const N: usize> AtomicsOnly for [core::sync::atomic::AtomicU32; N] {}
+// SAFETY: as above.
+unsafe impl AtomicsOnly for core::sync::atomic::AtomicU64 {}
+
 /// Create an anonymous memory file of `len` bytes (sparse).
 pub fn create_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;

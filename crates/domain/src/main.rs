@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use virtuos_abi::control::DomainReply;
 
 mod backend;
+mod creds;
 mod exec;
 mod heartbeat;
 mod log;

@@ -27,8 +27,9 @@ pub enum ShadowMsg {
 /// Main -> a shadow (`Attach` only to a pending, forked one).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MainMsg {
-    /// You serve `client_id` now; descriptors [region, state page]. VM
-    /// backend: they are the DAX view of region slot `slot`.
+    /// You serve `client_id` now; descriptors [region, state page,
+    /// credentials table]. VM backend: the first two are the DAX view of
+    /// region slot `slot`.
     Attach {
         client_id: u64,
         #[serde(default)]

@@ -13,6 +13,7 @@
 //! process.
 
 use crate::backend::Root;
+use crate::creds;
 use crate::heartbeat;
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::role::Role;
@@ -37,6 +38,9 @@ struct ShadowProc {
     pid: u32,
     pidfd: OwnedFd,
     sock: OwnedFd,
+    /// Its client's credentials (`None` for a pending forked shadow, which
+    /// still maps its parent's until it is attached).
+    creds: Option<creds::Writer>,
 }
 
 impl ShadowProc {
@@ -216,12 +220,24 @@ impl Server {
                 token,
                 pid,
                 slot,
+                creds,
             } => (
                 self.slot(slot).and_then(|slot| {
-                    self.attach_forked(client_id, (parent_client_id, token), pid, slot, fds)
+                    self.attach_forked(
+                        client_id,
+                        (parent_client_id, token),
+                        (pid, creds.as_ref()),
+                        slot,
+                        fds,
+                    )
                 }),
                 Flow::Continue,
             ),
+            DomainCommand::SetCredentials {
+                client_id,
+                tid,
+                creds,
+            } => (self.set_credentials(client_id, tid, &creds), Flow::Continue),
             DomainCommand::RemoveClient { client_id } => {
                 (self.remove_client(client_id), Flow::Continue)
             }
@@ -314,6 +330,7 @@ impl Server {
             None,
         )
         .context("socketpair")?;
+        let table = creds::Writer::new(creds)?;
         let child = match sys::fork().context("cannot fork a shadow")? {
             Forked::Child => shadow::start_new(NewShadow {
                 client_id,
@@ -321,6 +338,7 @@ impl Server {
                 procfd: self.procfd.as_raw_fd(),
                 region: region.as_raw_fd(),
                 state: state.as_raw_fd(),
+                creds: table.fd().as_raw_fd(),
                 state_offset: if slot.is_some() {
                     virtuos_abi::slot::STATE_IN_SLOT as u64
                 } else {
@@ -333,7 +351,6 @@ impl Server {
                     .map(|(b, s)| (b.as_raw_fd(), s)),
                 root: &self.root.dir,
                 mount: &self.root.mount,
-                creds,
                 cpus: self.cpus,
                 role: self.role,
             }),
@@ -355,6 +372,7 @@ impl Server {
             pid: child,
             pidfd,
             sock: ours,
+            creds: Some(table),
         };
         if let Err(e) = wait_ready(&proc_) {
             proc_.kill_and_reap();
@@ -364,7 +382,7 @@ impl Server {
             client = client_id,
             client_pid = pid,
             shadow = child,
-            uid = creds.uid,
+            uid = creds.euid(),
             "shadow started"
         );
         self.clients.insert(client_id, proc_);
@@ -375,13 +393,23 @@ impl Server {
         &mut self,
         client_id: u64,
         (parent_client_id, token): (u64, u64),
-        pid: u32,
+        (pid, creds): (u32, Option<&Credentials>),
         slot: Option<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
         if self.clients.contains_key(&client_id) {
             bail!("client {client_id} already has a shadow");
         }
+        let creds = match creds {
+            Some(c) => c.clone(),
+            None => self
+                .clients
+                .get(&parent_client_id)
+                .and_then(|p| p.creds.as_ref())
+                .ok_or_else(|| anyhow!("unknown parent client {parent_client_id}"))?
+                .default_record()?,
+        };
+        let table = creds::Writer::new(&creds)?;
         let fds: [OwnedFd; 2] = fds.try_into().map_err(|v: Vec<OwnedFd>| {
             anyhow!(
                 "AttachForked needs 2 descriptors [region, state], got {}",
@@ -398,11 +426,12 @@ impl Server {
             bail!("pending shadow {token} was not forked by client {parent_client_id}");
         }
         let p = self.pending.remove(&token).expect("checked above");
-        let proc_ = p.proc_;
+        let mut proc_ = p.proc_;
+        let [region, state] = &fds;
         let sent = control::send(
             proc_.sock.as_fd(),
             &MainMsg::Attach { client_id, slot },
-            &control::borrow_all(&fds),
+            &[region.as_fd(), state.as_fd(), table.fd()],
         );
         if let Err(e) = sent
             .map_err(anyhow::Error::from)
@@ -418,7 +447,32 @@ impl Server {
             parent = parent_client_id,
             "forked shadow attached"
         );
+        proc_.creds = Some(table);
         self.clients.insert(client_id, proc_);
+        Ok(())
+    }
+
+    /// `SetCredentials`: written before the answer, so the client's next
+    /// call runs with them.
+    fn set_credentials(
+        &mut self,
+        client_id: u64,
+        tid: Option<u32>,
+        creds: &Credentials,
+    ) -> Result<()> {
+        let table = self
+            .clients
+            .get(&client_id)
+            .and_then(|p| p.creds.as_ref())
+            .ok_or_else(|| anyhow!("unknown client {client_id}"))?;
+        table.store(tid, creds)?;
+        tracing::debug!(
+            client = client_id,
+            ?tid,
+            uids = ?creds.uids,
+            gids = ?creds.gids,
+            "credentials changed"
+        );
         Ok(())
     }
 
@@ -587,6 +641,7 @@ fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<Shad
         pid: token as u32,
         pidfd,
         sock,
+        creds: None,
     })
 }
 

@@ -222,6 +222,123 @@ pub fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     check(unsafe { libc::setresuid(uid, uid, uid) })
 }
 
+/// Let this process change user ids without the kernel touching its
+/// capability sets (`SECBIT_NO_SETUID_FIXUP`): a shadow's worker threads
+/// switch ids and set their effective capabilities explicitly. Needs
+/// CAP_SETPCAP; inherited by threads created afterwards.
+pub fn keep_caps_across_id_changes() -> io::Result<()> {
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    // SAFETY: PR_GET_SECUREBITS only reads this thread's securebits.
+    let bits = unsafe { libc::prctl(libc::PR_GET_SECUREBITS) };
+    check(bits)?;
+    let want = bits as libc::c_ulong | SECBIT_NO_SETUID_FIXUP;
+    // SAFETY: PR_SET_SECUREBITS changes only this thread's securebits.
+    check(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, want, 0, 0, 0) })
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// This thread's (effective, permitted) capability sets.
+pub fn thread_caps() -> io::Result<(u64, u64)> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: version 3 takes a header and two data structs, both ours.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) };
+    check(r as libc::c_int)?;
+    let join = |lo: u32, hi: u32| lo as u64 | (hi as u64) << 32;
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+    ))
+}
+
+/// Set this thread's effective and permitted capabilities (no inheritable).
+fn set_thread_caps(effective: u64, permitted: u64) -> io::Result<()> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let half = |v: u64, i: usize| (v >> (32 * i)) as u32;
+    let data: [CapData; 2] = std::array::from_fn(|i| CapData {
+        effective: half(effective, i),
+        permitted: half(permitted, i),
+        inheritable: 0,
+    });
+    // SAFETY: version 3 takes a header and two data structs, both ours;
+    // pid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+    check(r as libc::c_int)
+}
+
+/// A raw per-thread credential call (glibc's wrappers would apply it to
+/// every thread of the process).
+fn thread_id_call(nr: libc::c_long, a: [libc::c_long; 3]) -> io::Result<()> {
+    // SAFETY: set*id calls take plain integers.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2]) };
+    check(r as libc::c_int)
+}
+
+/// Make the calling thread act with `c` (ids, groups, effective
+/// capabilities within `permitted`), keeping saved uid 0 and `permitted`
+/// so that it can switch again. The process must have
+/// `keep_caps_across_id_changes` and started as root. On error the
+/// thread's credentials are unspecified: do not execute calls with them.
+pub fn become_thread(c: &virtuos_abi::control::Credentials, permitted: u64) -> io::Result<()> {
+    let keep = -1 as libc::c_long;
+    let l = |v: u32| v as libc::c_long;
+    // Back to effective root (allowed: the saved uid is 0), every
+    // permitted capability effective.
+    thread_id_call(libc::SYS_setresuid, [keep, 0, keep])?;
+    set_thread_caps(permitted, permitted)?;
+    // SAFETY: the pointer and length describe the `groups` slice.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            c.groups.len() as libc::c_long,
+            c.groups.as_ptr(),
+        )
+    };
+    check(r as libc::c_int)?;
+    let [rg, eg, sg, fsg] = c.gids;
+    thread_id_call(libc::SYS_setresgid, [l(rg), l(eg), l(sg)])?;
+    set_fs_id(libc::SYS_setfsgid, fsg)?;
+    let [ru, eu, _saved, fsu] = c.uids;
+    thread_id_call(libc::SYS_setresuid, [l(ru), l(eu), 0])?;
+    set_fs_id(libc::SYS_setfsuid, fsu)?;
+    set_thread_caps(c.cap_effective & permitted, permitted)
+}
+
+/// setfsuid/setfsgid report no error: read the value back.
+fn set_fs_id(nr: libc::c_long, id: u32) -> io::Result<()> {
+    // SAFETY: setfs[ug]id take a plain integer; -1 only queries.
+    let now = unsafe {
+        libc::syscall(nr, id as libc::c_long);
+        libc::syscall(nr, -1 as libc::c_long)
+    };
+    if now as u32 == id {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    }
+}
+
 /// Move the descriptors in `keep` to `base, base+1, ...` (close-on-exec),
 /// point 0, 1, 2 at `devnull` and close every other descriptor. Used once
 /// by a freshly forked shadow, which then owns exactly the returned

@@ -131,11 +131,7 @@ impl Drop for Domain {
 }
 
 fn root_creds() -> Credentials {
-    Credentials {
-        uid: 0,
-        gid: 0,
-        groups: vec![],
-    }
+    Credentials::of_user(0, 0, vec![])
 }
 
 struct Client {
@@ -168,14 +164,20 @@ impl Client {
 
     /// One call on entry `index` (chunk = index, for simplicity).
     fn call_on(&self, index: u16, op: impl Into<i64>, chunk: bool, args: [u64; 6]) -> i64 {
+        self.call_from(std::process::id(), index, op, chunk, args)
+    }
+
+    /// One call as client thread `task`.
+    fn call_from(
+        &self,
+        task: u32,
+        index: u16,
+        op: impl Into<i64>,
+        chunk: bool,
+        args: [u64; 6],
+    ) -> i64 {
         let e = self.region.entry(index).unwrap();
-        e.fill(
-            op.into() as u16,
-            0,
-            std::process::id(),
-            chunk.then_some(index),
-            args,
-        );
+        e.fill(op.into() as u16, 0, task, chunk.then_some(index), args);
         let (r, _) = call::submit_and_wait(&self.region, self.state.get(), index, POLICY)
             .expect("call completed");
         r
@@ -387,6 +389,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
                 token: token as u64,
                 pid: std::process::id(),
                 slot: None,
+                creds: None,
             },
             &[cl.region_fd.as_fd(), cl.state_fd.as_fd()],
         )
@@ -524,14 +527,7 @@ fn shadow_runs_with_the_clients_credentials() {
     )
     .unwrap();
 
-    let c = dom.add_client(
-        1,
-        Credentials {
-            uid: 65534,
-            gid: 65534,
-            groups: vec![65534],
-        },
-    );
+    let c = dom.add_client(1, Credentials::of_user(65534, 65534, vec![65534]));
     let create = libc::O_CREAT | libc::O_WRONLY;
     assert_eq!(c.open("/storage/x", create, 0o644), neg(libc::EACCES));
     assert_eq!(
@@ -552,15 +548,22 @@ fn shadow_runs_with_the_clients_credentials() {
     assert!(top >= 0);
     assert_eq!(c.fd_path(top), "/storage");
 
-    // The shadow process: client's uid, its own descriptors out of reach.
+    // The worker that ran the calls: the client's uid (saved uid 0, so it
+    // can switch to another client thread's); its own descriptors out of
+    // reach.
     let shadows = shadows_of(dom.child.id());
     assert_eq!(shadows.len(), 1, "{shadows:?}");
     let sh = shadows[0];
-    let status = std::fs::read_to_string(format!("/proc/{sh}/status")).unwrap();
+    let worker = std::fs::read_dir(format!("/proc/{sh}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .find(|t| std::fs::read_to_string(t.join("comm")).unwrap().trim() == "worker-0")
+        .expect("worker-0 thread");
+    let status = std::fs::read_to_string(worker.join("status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(
         uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
-        ["65534"; 4]
+        ["65534", "65534", "0", "65534"]
     );
     let base = nofile_soft(sh);
     assert!((1024..=65536).contains(&base), "client fd limit {base}");
@@ -589,6 +592,92 @@ fn shadow_runs_with_the_clients_credentials() {
     );
     // Client descriptors start at the bottom.
     assert!(top < 8, "client fd {top}");
+}
+
+#[test]
+fn set_credentials_changes_what_the_next_call_may_do() {
+    let (dom, _) = Domain::start("setcreds");
+    let c = dom.add_client(1, root_creds());
+    let create = libc::O_CREAT | libc::O_WRONLY;
+    let fd = c.open("/storage/secret", create, 0o600);
+    assert!(fd >= 0, "root creates: {fd}");
+    assert_eq!(c.close(fd), 0);
+    let set = |tid: Option<u32>, creds: Credentials| {
+        let r = dom.cmd(
+            &DomainCommand::SetCredentials {
+                client_id: 1,
+                tid,
+                creds,
+            },
+            &[],
+        );
+        assert_eq!(r, DomainReply::Ok);
+    };
+    let nobody = Credentials::of_user(65534, 65534, vec![]);
+    let open_as = |task: u32| {
+        let p = c.put_str(0, "/storage/secret");
+        c.call_from(
+            task,
+            0,
+            libc::SYS_openat,
+            true,
+            [AT_FDCWD_ARG, p, 0, 0, 0, 0],
+        )
+    };
+    let me = std::process::id();
+    // The whole process drops: refused at once.
+    set(None, nobody.clone());
+    assert_eq!(open_as(me), neg(libc::EACCES));
+    // Back to root.
+    set(None, root_creds());
+    let fd = open_as(me);
+    assert!(fd >= 0, "root again: {fd}");
+    assert_eq!(c.close(fd), 0);
+    // One thread drops (seteuid from that thread with raw syscalls): only
+    // its calls are refused, once another thread has its own record.
+    set(Some(me + 1), root_creds());
+    set(Some(me + 2), nobody.clone());
+    assert_eq!(open_as(me + 2), neg(libc::EACCES));
+    let fd = open_as(me + 1);
+    assert!(fd >= 0, "thread with root's record: {fd}");
+    assert_eq!(c.close(fd), 0);
+    // A thread without a record gets the last change (what a thread
+    // created after it inherits).
+    assert_eq!(open_as(me + 3), neg(libc::EACCES));
+    // Real uid root, effective nobody: access() checks the real ids.
+    let mut mixed = nobody.clone();
+    mixed.uids = [0, 65534, 0, 65534];
+    set(None, mixed);
+    assert_eq!(open_as(me), neg(libc::EACCES));
+    let p = c.put_str(0, "/storage/secret");
+    assert_eq!(
+        c.call(
+            libc::SYS_faccessat,
+            true,
+            [AT_FDCWD_ARG, p, libc::W_OK as u64, 0, 0, 0]
+        ),
+        0
+    );
+    // Files are created with the file-system ids.
+    let mut fs = root_creds();
+    fs.uids[3] = 4242;
+    fs.gids[3] = 4343;
+    set(None, fs);
+    let fd = c.open("/storage/by-fsuid", create, 0o644);
+    assert!(fd >= 0, "{fd}");
+    assert_eq!(c.close(fd), 0);
+    let meta = std::fs::metadata(dom.data.join("by-fsuid")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+    // Unknown clients are refused.
+    let r = dom.cmd(
+        &DomainCommand::SetCredentials {
+            client_id: 99,
+            tid: None,
+            creds: root_creds(),
+        },
+        &[],
+    );
+    assert!(matches!(r, DomainReply::Error { .. }), "{r:?}");
 }
 
 #[test]

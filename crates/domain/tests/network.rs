@@ -246,11 +246,7 @@ fn sockets_live_in_the_domains_namespace() {
         &DomainCommand::AddClient {
             client_id: 1,
             pid: std::process::id(),
-            creds: Credentials {
-                uid: 0,
-                gid: 0,
-                groups: vec![],
-            },
+            creds: Credentials::of_user(0, 0, vec![]),
             slot: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
@@ -400,11 +396,7 @@ fn epoll_through_the_queue() {
         &DomainCommand::AddClient {
             client_id: 1,
             pid: std::process::id(),
-            creds: Credentials {
-                uid: 0,
-                gid: 0,
-                groups: vec![],
-            },
+            creds: Credentials::of_user(0, 0, vec![]),
             slot: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],

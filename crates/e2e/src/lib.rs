@@ -456,7 +456,10 @@ impl Domain {
         for d in [&runtime, &data, &tmp] {
             fs::create_dir(d).expect("mkdir");
         }
-        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o700)).expect("chmod runtime");
+        // As root's /run/virtuos: programs that switch to another user
+        // (setuid, setpriv) must still reach the daemon's socket.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod base");
+        fs::set_permissions(&runtime, fs::Permissions::from_mode(0o755)).expect("chmod runtime");
         Domain {
             config: p.join("no-such-virtuos.toml"),
             base: Some(base),
@@ -1548,6 +1551,8 @@ impl Case {
             .tempdir()
             .expect("tempdir");
         let nbase = native_dir.path().canonicalize().expect("canonicalize");
+        // Traversable by other users, like /storage (tests switch users).
+        fs::set_permissions(&nbase, fs::Permissions::from_mode(0o755)).expect("chmod");
         let (nroot, ntmp) = (nbase.join("root"), nbase.join("tmp"));
         fs::create_dir(&nroot).expect("mkdir");
         fs::create_dir(&ntmp).expect("mkdir");

@@ -114,6 +114,13 @@ fn main() {
             DomainCommand::AttachForked { token, .. } => DomainReply::Error {
                 message: format!("no pending shadow {token}"),
             },
+            // The fake domain executes nothing: credentials do not matter.
+            DomainCommand::SetCredentials { client_id, .. } if clients.contains_key(&client_id) => {
+                DomainReply::Ok
+            }
+            DomainCommand::SetCredentials { client_id, .. } => DomainReply::Error {
+                message: format!("unknown client {client_id}"),
+            },
             DomainCommand::RemoveClient { client_id } => match clients.remove(&client_id) {
                 Some(stop) => {
                     stop.store(true, Ordering::Relaxed);

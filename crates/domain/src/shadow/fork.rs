@@ -6,8 +6,8 @@
 //! and completes the request with the token. The child (only the forking
 //! thread survives a fork) drops the parent's control socket, keeps the
 //! other end as its own control socket and blocks on it until the main
-//! process sends `MainMsg::Attach` with the new client's region and state
-//! page (`AttachForked`); end of file there means the fork was aborted or the
+//! process sends `MainMsg::Attach` with the new client's region, state
+//! page and credentials table (`AttachForked`); end of file there means the fork was aborted or the
 //! parent client removed, and the child exits. It keeps the parent's
 //! descriptor table and cwd as they were at the fork.
 //!
@@ -16,7 +16,7 @@
 //! one `send`. It never returns into the parent's code and never drops the
 //! parent's state (which still names the parent's descriptors).
 
-use super::{dup_high, map_regions, with_high_fds, FdLimits, Shadow, Waker};
+use super::{dup_high, map_regions, with_high_fds, FdLimits, Identity, Shadow, Waker};
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::sys::{self, Forked};
 use anyhow::{anyhow, Context, Result};
@@ -85,7 +85,7 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
 /// The forked child shadow. Never returns.
 fn child(parent: &Shadow, sock: OwnedFd) -> ! {
     match child_setup(parent, &sock) {
-        Ok(Some((client_id, region, state, procfd, waker))) => {
+        Ok(Some((client_id, region, state, procfd, waker, identity))) => {
             let shadow = Shadow::new(
                 client_id,
                 region,
@@ -93,7 +93,7 @@ fn child(parent: &Shadow, sock: OwnedFd) -> ! {
                 (parent.cpus, parent.role),
                 (sock, procfd),
                 parent.limits,
-                waker,
+                (waker, identity),
             );
             shadow.announce_and_serve()
         }
@@ -114,6 +114,7 @@ type Attached = (
     virtuos_abi::region::StatePage,
     OwnedFd,
     Waker,
+    Identity,
 );
 
 fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
@@ -138,9 +139,9 @@ fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
     let MainMsg::Attach { client_id, slot } = msg else {
         anyhow::bail!("expected Attach, got {msg:?}");
     };
-    let [region_fd, state_fd]: [OwnedFd; 2] = fds
+    let [region_fd, state_fd, creds_fd]: [OwnedFd; 3] = fds
         .try_into()
-        .map_err(|v: Vec<OwnedFd>| anyhow!("Attach carries {} descriptors, not 2", v.len()))?;
+        .map_err(|v: Vec<OwnedFd>| anyhow!("Attach carries {} descriptors, not 3", v.len()))?;
     let waker = match (port, slot) {
         (None, None) => Waker::Futex,
         (Some(port), Some(slot)) => Waker::bell(port, slot),
@@ -152,6 +153,12 @@ fn child_setup(parent: &Shadow, sock: &OwnedFd) -> Result<Option<Attached>> {
         0
     };
     let (region, state) = map_regions(region_fd, state_fd, state_offset)?;
+    // The forking worker had its client's credentials: the table's
+    // privileges come from the process (saved uid 0), as in the parent.
+    let identity = Identity {
+        creds: crate::creds::Reader::map(&creds_fd)?,
+        permitted: parent.permitted,
+    };
     state.get().init(parent.cpus);
-    Ok(Some((client_id, region, state, procfd, waker)))
+    Ok(Some((client_id, region, state, procfd, waker, identity)))
 }

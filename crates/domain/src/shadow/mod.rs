@@ -1,8 +1,10 @@
 //! A shadow process: the domain-side twin of one client process.
 //!
-//! It runs with the client's credentials, chrooted into the domain's private
-//! root, and executes the client's forwarded calls with a pool of worker
-//! threads (`workers.rs`). Its own descriptors (control socket, `/proc`
+//! It is chrooted into the domain's private root and executes the client's
+//! forwarded calls with a pool of worker threads (`workers.rs`), each of
+//! which takes on the credentials of the client thread whose call it runs
+//! (`crate::creds`): the shadow stays root (saved uid 0, every capability
+//! permitted) so that its workers can switch. Its own descriptors (control socket, `/proc`
 //! dirfd, log) sit at BASE and above, and the `RLIMIT_NOFILE` soft limit
 //! (= BASE) keeps every descriptor the client's calls create below it; the
 //! executor refuses descriptors >= BASE. BASE is `DOMAIN_FD_LIMIT` when the
@@ -18,7 +20,9 @@
 //! | BASE + 0 | control socket to the main process |
 //! | BASE + 1 | `/proc` (`O_PATH`), for `OP_FD_PATH` |
 //! | BASE + 2 | log (the domain's stderr) |
+//! | BASE + 3.. | region, state page, credentials table (mapped, then closed) |
 
+use crate::creds;
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::role::Role;
 use crate::{exec, log, sys};
@@ -29,7 +33,7 @@ use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use virtuos_abi::control::{self, Credentials};
+use virtuos_abi::control;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
@@ -129,6 +133,12 @@ pub struct Shadow {
     running: Mutex<Vec<(u32, u16)>>,
     /// How a sleeping caller is woken (futex, or a bell to the VM's host).
     waker: Waker,
+    /// The credentials of the client's threads (written by the main process).
+    creds: creds::Reader,
+    /// What workers may switch to: the shadow's permitted capabilities;
+    /// `None` when the domain runs without privileges and the shadow keeps
+    /// the client's credentials at registration (no switching).
+    permitted: Option<u64>,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -139,13 +149,14 @@ pub struct NewShadow<'a> {
     pub procfd: RawFd,
     pub region: RawFd,
     pub state: RawFd,
+    /// The credentials table (`creds::Writer`), mapped read-only.
+    pub creds: RawFd,
     /// Where the state page starts in `state` (0, or inside a VM slot).
     pub state_offset: u64,
     /// VM backend: the bell port and this client's slot.
     pub bell: Option<(RawFd, u8)>,
     pub root: &'a Path,
     pub mount: &'a Path,
-    pub creds: &'a Credentials,
     pub cpus: u32,
     pub role: Role,
 }
@@ -163,14 +174,15 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
     let mut fds = fds.into_iter();
     let mut next = || fds.next().unwrap_or_else(|| sys::exit_now(1));
     let (control, procfd, logfd, region, state) = (next(), next(), next(), next(), next());
+    let creds = next();
     let waker = match a.bell {
         Some((_, slot)) => Waker::bell(next(), slot),
         None => Waker::Futex,
     };
     // Process lifetime: the log writer uses it by number.
     std::mem::forget(logfd);
-    match finish_setup(&a, limits, region, state) {
-        Ok((region, state)) => {
+    match finish_setup(&a, limits, (region, state), creds) {
+        Ok((region, state, identity)) => {
             let shadow = Shadow::new(
                 a.client_id,
                 region,
@@ -178,7 +190,7 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
                 (a.cpus, a.role),
                 (control, procfd),
                 limits,
-                waker,
+                (waker, identity),
             );
             shadow.announce_and_serve()
         }
@@ -212,7 +224,7 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     } else {
         devnull.as_raw_fd()
     };
-    let mut keep = vec![a.control, a.procfd, log_src, a.region, a.state];
+    let mut keep = vec![a.control, a.procfd, log_src, a.region, a.state, a.creds];
     keep.extend(a.bell.map(|(fd, _)| fd));
     let fds = sys::compact_fds(&keep, devnull.as_raw_fd(), limits.base_fd())
         .context("cannot move the shadow's descriptors")?;
@@ -222,24 +234,19 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     Ok((fds, limits))
 }
 
-/// Chroot, map the regions, take the client's credentials.
+/// Chroot, map the regions, prepare to take the client's credentials.
 fn finish_setup(
     a: &NewShadow<'_>,
     limits: FdLimits,
-    region_fd: OwnedFd,
-    state_fd: OwnedFd,
-) -> Result<(ClientRegion, StatePage)> {
+    (region_fd, state_fd): (OwnedFd, OwnedFd),
+    creds_fd: OwnedFd,
+) -> Result<(ClientRegion, StatePage, Identity)> {
     rustix::process::chroot(a.root)
         .with_context(|| format!("chroot({}) failed", a.root.display()))?;
     rustix::process::chdir(a.mount)
         .with_context(|| format!("chdir({}) failed", a.mount.display()))?;
     let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
-    sys::drop_privileges(a.creds.uid, a.creds.gid, &a.creds.groups).with_context(|| {
-        format!(
-            "cannot take the client's credentials uid {} gid {}",
-            a.creds.uid, a.creds.gid
-        )
-    })?;
+    let identity = Identity::take(creds_fd)?;
     setrlimit(
         Resource::Nofile,
         Rlimit {
@@ -249,7 +256,40 @@ fn finish_setup(
     )
     .context("cannot lower RLIMIT_NOFILE")?;
     state.get().init(a.cpus);
-    Ok((region, state))
+    Ok((region, state, identity))
+}
+
+/// How a shadow's workers get their clients' credentials.
+pub(crate) struct Identity {
+    creds: creds::Reader,
+    permitted: Option<u64>,
+}
+
+impl Identity {
+    /// Map the table; keep the privileges to switch (root), or, where the
+    /// domain has none, take the client's credentials once for the whole
+    /// process. Single threaded (before the workers start).
+    fn take(creds_fd: OwnedFd) -> Result<Identity> {
+        let creds = creds::Reader::map(&creds_fd)?;
+        let switchable =
+            rustix::process::geteuid().is_root() && sys::keep_caps_across_id_changes().is_ok();
+        let permitted = if switchable {
+            Some(sys::thread_caps().context("capget")?.1)
+        } else {
+            let (_, c) = creds
+                .lookup(0)
+                .context("cannot read the client's credentials")?;
+            sys::drop_privileges(c.euid(), c.gids[1], &c.groups).with_context(|| {
+                format!(
+                    "cannot take the client's credentials uid {} gid {}",
+                    c.euid(),
+                    c.gids[1]
+                )
+            })?;
+            None
+        };
+        Ok(Identity { creds, permitted })
+    }
 }
 
 /// Map and check a client's region and state page (closing the memfds).
@@ -296,7 +336,7 @@ impl Shadow {
         (cpus, role): (u32, Role),
         (control, procfd): (OwnedFd, OwnedFd),
         limits: FdLimits,
-        waker: Waker,
+        (waker, identity): (Waker, Identity),
     ) -> Arc<Shadow> {
         let st = state.get();
         st.workers.store(0, Ordering::Relaxed);
@@ -317,6 +357,8 @@ impl Shadow {
             limits,
             running: Mutex::new(Vec::new()),
             waker,
+            creds: identity.creds,
+            permitted: identity.permitted,
         })
     }
 

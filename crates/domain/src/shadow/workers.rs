@@ -10,6 +10,7 @@
 //! Surplus workers that stay idle for `RETIRE_AFTER` exit, keeping one spare.
 
 use super::Shadow;
+use crate::creds::ThreadCreds;
 use crate::exec;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -64,10 +65,11 @@ fn run(shadow: Arc<Shadow>) {
     let st = shadow.state.get();
     let mut hot = false;
     let mut idle_since = Instant::now();
+    let mut creds = ThreadCreds::default();
     loop {
         match shadow.region.take_submitted() {
             Ok(Some(index)) => {
-                if handle(&shadow, index) {
+                if handle(&shadow, index, &mut creds) {
                     hot = true;
                     idle_since = Instant::now();
                 }
@@ -94,8 +96,9 @@ fn run(shadow: Arc<Shadow>) {
     }
 }
 
-/// Claim and execute entry `index`. False if it could not be claimed.
-fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
+/// Claim and execute entry `index` with the credentials of the client
+/// thread that submitted it. False if it could not be claimed.
+fn handle(shadow: &Arc<Shadow>, index: u16, creds: &mut ThreadCreds) -> bool {
     let Some(entry) = shadow.region.entry(index) else {
         return false;
     };
@@ -116,8 +119,14 @@ fn handle(shadow: &Arc<Shadow>, index: u16) -> bool {
     shadow.started(tid, index);
     // Interrupted before it ran (the client's signal came first): do not
     // start it. From here on the interrupter covers it.
+    let acting = match shadow.permitted {
+        Some(permitted) => creds.ensure(&shadow.creds, req.task, permitted),
+        None => Ok(()),
+    };
     let outcome = if entry.interrupt_requested() {
         Ok((-(libc::EINTR as i64), 0))
+    } else if let Err(errno) = acting {
+        Ok((errno, 0))
     } else {
         catch_unwind(AssertUnwindSafe(|| {
             exec::execute(&shadow.region, host, &req)

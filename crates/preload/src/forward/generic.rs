@@ -505,6 +505,24 @@ pub fn umask(mask: u64) -> Action {
     Action::Done(old)
 }
 
+/// A call that may change this thread's credentials: run it here, then
+/// let our shadows follow (the daemon reads the result from the kernel).
+/// setfs[ug]id report no errors, so they sync unless they only query
+/// (-1).
+pub fn credentials_change(nr: u64, a: [u64; 6]) -> Action {
+    let fs_query =
+        matches!(nr as i64, libc::SYS_setfsuid | libc::SYS_setfsgid) && a[0] as u32 == u32::MAX;
+    if fs_query {
+        return Action::Local;
+    }
+    let channel = super::session::credentials_channel();
+    let r = host::reissue(nr, a);
+    if r >= 0 {
+        super::session::sync_credentials(channel);
+    }
+    Action::Done(r)
+}
+
 /// Give a freshly registered shadow our current umask.
 pub fn sync_umask() {
     let cur = host::reissue(libc::SYS_umask as u64, [0o022, 0, 0, 0, 0, 0]);

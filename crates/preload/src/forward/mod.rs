@@ -121,6 +121,16 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
             }
         }
         libc::SYS_umask => generic::umask(a[0]),
+        libc::SYS_setuid
+        | libc::SYS_setgid
+        | libc::SYS_setreuid
+        | libc::SYS_setregid
+        | libc::SYS_setresuid
+        | libc::SYS_setresgid
+        | libc::SYS_setgroups
+        | libc::SYS_setfsuid
+        | libc::SYS_setfsgid
+        | libc::SYS_capset => generic::credentials_change(nr, a),
         libc::SYS_getcwd => generic::getcwd(a),
         libc::SYS_chdir => generic::chdir(a),
         libc::SYS_fchdir => generic::fchdir(a),

@@ -313,6 +313,94 @@ fn report(domain: u8, msg: &str) {
     );
 }
 
+/// A connection to the daemon for `sync_credentials`, opened before a
+/// call that may change this thread's credentials: afterwards the thread
+/// may no longer be allowed to reach the daemon's socket (a private
+/// runtime directory). `None` when this process has no shadow yet.
+pub fn credentials_channel() -> Option<rustix::fd::OwnedFd> {
+    if has_shadow() {
+        connect_daemon().ok()
+    } else {
+        None
+    }
+}
+
+/// Registered with some domain, and not a forked child that has yet to
+/// claim its shadow (the claim reads the credentials anyway).
+fn has_shadow() -> bool {
+    DOMAINS
+        .iter()
+        .any(|&d| current(d).is_some() && pending(d).is_none())
+}
+
+/// This thread's credentials changed (a set*id, setgroups, setfs*id or
+/// capset call returned): have the daemon read them from the kernel and
+/// give them to our shadows, before the program goes on. `channel` is
+/// the connection opened before the change (with the old credentials);
+/// without one, connect now (with the new ones). Never allocates: glibc
+/// makes every thread run set*id from a signal handler (SIGSETXID), which
+/// may interrupt malloc.
+pub fn sync_credentials(channel: Option<rustix::fd::OwnedFd>) {
+    let _g = LOCK.lock();
+    if !has_shadow() {
+        return;
+    }
+    let sent = match channel {
+        Some(sock) => sync_credentials_on(sock),
+        None => connect_daemon().and_then(sync_credentials_on),
+    };
+    if let Err((step, errno)) = sent {
+        log::emit(format_args!(
+            "cannot give the daemon this thread's new credentials ({step}: {errno}); \
+             forwarded calls may run with the old ones"
+        ));
+    }
+}
+
+/// Where talking to the daemon failed, and how.
+type Failure = (&'static str, rustix::io::Errno);
+
+/// A connection to the daemon's socket, without allocating.
+fn connect_daemon() -> Result<rustix::fd::OwnedFd, Failure> {
+    use rustix::net::{
+        connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+    };
+    let sock = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| ("socket", e))?;
+    let path = state::config().socket.as_str();
+    let addr = SocketAddrUnix::new(path).map_err(|e| ("socket path", e))?;
+    connect(&sock, &addr).map_err(|e| ("connect", e))?;
+    Ok(sock)
+}
+
+fn sync_credentials_on(sock: rustix::fd::OwnedFd) -> Result<(), Failure> {
+    use core::fmt::Write;
+    use rustix::net::{recv, send, RecvFlags, SendFlags};
+    let mut req = log::Msg::new();
+    let _ = write!(
+        req,
+        "{{\"SyncCredentials\":{{\"tid\":{}}}}}",
+        super::host::gettid()
+    );
+    send(&sock, req.as_bytes(), SendFlags::NOSIGNAL).map_err(|e| ("send", e))?;
+    let mut buf = [0u8; 512];
+    let (n, _) = recv(&sock, &mut buf, RecvFlags::empty()).map_err(|e| ("receive", e))?;
+    let reply = &buf[..n.min(buf.len())];
+    if reply != b"\"Ok\"" {
+        log::emit(format_args!(
+            "the daemon refused this thread's new credentials: {}",
+            core::str::from_utf8(reply).unwrap_or("(not UTF-8)")
+        ));
+        return Err(("daemon", rustix::io::Errno::PERM));
+    }
+    Ok(())
+}
+
 /// One request to the daemon and its reply. Allocates.
 fn talk(req: &ClientRequest) -> Result<(DaemonReply, Vec<rustix::fd::OwnedFd>), String> {
     use rustix::net::{

@@ -71,17 +71,6 @@ fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Supplementary groups (`Groups:` line).
-pub fn parse_groups(status: &str) -> Vec<u32> {
-    field(status, "Groups")
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Parent pid (`PPid:` line).
 pub fn parse_ppid(status: &str) -> Option<u32> {
     field(status, "PPid")?.parse().ok()
@@ -98,8 +87,6 @@ mod tests {
     #[test]
     fn parses_proc_status() {
         assert_eq!(parse_ppid(STATUS), Some(7));
-        assert_eq!(parse_groups(STATUS), vec![4, 24, 27, 1000]);
-        assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
         assert_eq!(parse_ppid("Name: x\n"), None);
     }
 

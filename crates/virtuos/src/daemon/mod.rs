@@ -10,6 +10,7 @@
 //! forward, two relay each forwarded connection (`forward`).
 
 mod clients;
+mod credentials;
 mod forward;
 mod inject;
 mod recovery;

@@ -1,6 +1,7 @@
 //! What the daemon does for each `ClientRequest`.
 
 use super::clients::{self, Client, Peer};
+use super::credentials;
 use super::regions::Regions;
 use super::{lock, Daemon};
 use crate::backend::Phase;
@@ -8,8 +9,8 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use virtuos_abi::control::{
-    ClientRequest, ClientStatus, Credentials, DaemonReply, DomainCommand, DomainReply,
-    DomainStatus, StatusReport,
+    ClientRequest, ClientStatus, DaemonReply, DomainCommand, DomainReply, DomainStatus,
+    StatusReport,
 };
 
 /// A reply without descriptors.
@@ -60,6 +61,7 @@ impl Daemon {
                 token,
             } => self.register(peer, &domain, Some((parent_pid, token))),
             ClientRequest::Reattach { domain } => self.reattach(peer, &domain),
+            ClientRequest::SyncCredentials { tid } => Err(self.sync_credentials(peer, tid)),
             ClientRequest::Status => Err(plain(DaemonReply::Status(self.status()))),
             ClientRequest::Shutdown => {
                 if !privileged(peer) {
@@ -156,6 +158,8 @@ impl Daemon {
         let _serial = lock(&served.register_lock);
         let status = clients::proc_status(peer.pid)
             .map_err(|e| error(format!("cannot inspect process {}: {e}", peer.pid)))?;
+        // What the kernel says now, not what the socket saw at connect().
+        let creds = credentials::of_process(peer.pid).map_err(error)?;
 
         // A registered pid whose process is gone is a stale entry (pid reuse
         // before the watcher noticed): drop it first.
@@ -209,11 +213,7 @@ impl Daemon {
             None => DomainCommand::AddClient {
                 client_id,
                 pid: peer.pid,
-                creds: Credentials {
-                    uid: peer.uid,
-                    gid: peer.gid,
-                    groups: clients::parse_groups(&status),
-                },
+                creds,
                 slot,
             },
             Some((parent_client_id, token)) => DomainCommand::AttachForked {
@@ -222,6 +222,7 @@ impl Daemon {
                 token,
                 pid: peer.pid,
                 slot,
+                creds: Some(creds),
             },
         };
         match served.domain.command(&cmd, &regions.domain_fds()) {
@@ -245,6 +246,7 @@ impl Daemon {
         tracing::debug!(
             pid = peer.pid,
             uid = peer.uid,
+            gid = peer.gid,
             client_id,
             domain,
             forked_from = ?fork.map(|f| f.0),
@@ -266,14 +268,22 @@ impl Daemon {
         Ok(granted)
     }
 
+    /// The same process after execve: its regions, and its credentials
+    /// again (the new image may have others; its old threads are gone).
     fn reattach(&self, peer: Peer, domain: &str) -> Result<Granted, Answer> {
         let i = self.check_domain(domain)?;
-        let clients = self.served(i).clients();
-        let c = clients
-            .get(peer.pid)
-            .ok_or_else(|| error(format!("process {} is not registered", peer.pid)))?;
-        tracing::debug!(pid = peer.pid, client_id = c.id, "client reattached");
-        Self::granted(c)
+        let granted = {
+            let clients = self.served(i).clients();
+            let c = clients
+                .get(peer.pid)
+                .ok_or_else(|| error(format!("process {} is not registered", peer.pid)))?;
+            tracing::debug!(pid = peer.pid, client_id = c.id, "client reattached");
+            Self::granted(c)?
+        };
+        let creds = credentials::of_process(peer.pid).map_err(error)?;
+        self.send_credentials(i, peer.pid, None, &creds)
+            .map_err(error)?;
+        Ok(granted)
     }
 
     pub(super) fn status(&self) -> StatusReport {
