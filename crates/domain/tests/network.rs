@@ -252,6 +252,7 @@ fn sockets_live_in_the_domains_namespace() {
                 groups: vec![],
             },
             slot: None,
+            nproc: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );
@@ -406,6 +407,7 @@ fn epoll_through_the_queue() {
                 groups: vec![],
             },
             slot: None,
+            nproc: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );

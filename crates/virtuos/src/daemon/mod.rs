@@ -47,6 +47,8 @@ pub struct Served {
     error: Mutex<Option<String>>,
     /// Failures, restarts, heartbeat watch.
     recovery: recovery::Recovery,
+    /// One probe (after a client's fault report) at a time.
+    probe_lock: Mutex<()>,
 }
 
 impl Served {
@@ -57,6 +59,7 @@ impl Served {
             register_lock: Mutex::new(()),
             error: Mutex::new(None),
             recovery: recovery::Recovery::new(),
+            probe_lock: Mutex::new(()),
         }
     }
 
