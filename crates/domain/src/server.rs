@@ -214,9 +214,8 @@ impl Server {
                 slot,
                 nproc,
             } => (
-                self.slot(slot).and_then(|slot| {
-                    self.add_client(client_id, (pid, &creds, nproc), slot, fds)
-                }),
+                self.slot(slot)
+                    .and_then(|slot| self.add_client(client_id, (pid, &creds, nproc), slot, fds)),
                 Flow::Continue,
             ),
             DomainCommand::AttachForked {

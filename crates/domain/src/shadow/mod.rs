@@ -457,7 +457,10 @@ impl Shadow {
             reason: why.to_string(),
         };
         if let Err(e) = self.tell_main(&msg, &[]) {
-            tracing::error!(client = self.client_id, "malformed queue ({why}); cannot tell the domain: {e}");
+            tracing::error!(
+                client = self.client_id,
+                "malformed queue ({why}); cannot tell the domain: {e}"
+            );
             sys::exit_now(1);
         }
     }

@@ -143,12 +143,15 @@ mod tests {
 
     #[test]
     fn parses_proc_limits() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+        let text =
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
             Max cpu time              unlimited            unlimited            seconds   \n\
             Max processes             40                   50                   processes \n";
         assert_eq!(parse_nproc(text), Some(40));
         assert_eq!(
-            parse_nproc("Max processes             unlimited            unlimited            processes\n"),
+            parse_nproc(
+                "Max processes             unlimited            unlimited            processes\n"
+            ),
             None
         );
         assert_eq!(parse_nproc(""), None);

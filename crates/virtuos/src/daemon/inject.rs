@@ -173,7 +173,10 @@ impl Daemon {
             }
         }
         let answer = regions.ping(timeout);
-        match s.domain.command(&DomainCommand::RemoveClient { client_id }, &[]) {
+        match s
+            .domain
+            .command(&DomainCommand::RemoveClient { client_id }, &[])
+        {
             Ok(_) => {}
             Err(e) => {
                 self.domain_lost(i, &e, epoch);
