@@ -329,7 +329,16 @@ fn talk(req: &ClientRequest) -> Result<(DaemonReply, Vec<rustix::fd::OwnedFd>), 
     let addr =
         SocketAddrUnix::new(cfg.socket.as_str()).map_err(|e| format!("bad socket path: {e}"))?;
     connect(&sock, &addr).map_err(|e| e.to_string())?;
-    control::send(sock.as_fd(), req, &[]).map_err(|e| format!("send: {e}"))?;
+    if let Err(e) = control::send(sock.as_fd(), req, &[]) {
+        // A daemon that refused the connection (too many of this user's)
+        // said why before closing it.
+        return match control::recv::<DaemonReply>(sock.as_fd()) {
+            Ok(Some((DaemonReply::Error { message }, _))) => {
+                Err(format!("the daemon refused: {message}"))
+            }
+            _ => Err(format!("send: {e}")),
+        };
+    }
     control::recv::<DaemonReply>(sock.as_fd())
         .map_err(|e| format!("receive: {e}"))?
         .ok_or_else(|| "the daemon closed the connection".to_string())
