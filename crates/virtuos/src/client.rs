@@ -2,7 +2,7 @@
 //! and the tests use; the preload library has its own copy in its crate).
 
 use crate::paths::Runtime;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::io;
