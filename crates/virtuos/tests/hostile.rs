@@ -203,6 +203,7 @@ fn idle_connections_of_another_user_do_not_starve_root() {
     env.up();
     env.open_to_others();
     let (hog, line) = other_client(&env, &["hold", "1000"]);
+    eprintln!("uid {OTHER_UID}: {line}");
     let refused: usize = line
         .strip_prefix("held 1000 refused ")
         .unwrap_or_else(|| panic!("{line}"))
@@ -303,6 +304,9 @@ fn pending_forks_respect_rlimit_nproc() {
     // client) under RLIMIT_NPROC 20: refused with EAGAIN at the limit.
     let (c, line) = other_client(&env, &["fork-prepare", "300", "20"]);
     let procs = processes_of(OTHER_UID);
+    eprintln!(
+        "OP_FORK_PREPARE flood under RLIMIT_NPROC 20: {line}; {procs} processes of uid {OTHER_UID}"
+    );
     let prepared: usize = line
         .strip_prefix("prepared ")
         .and_then(|r| r.split_whitespace().next())
@@ -337,6 +341,10 @@ fn pending_forks_respect_rlimit_nproc() {
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "fork flood under virtuos, RLIMIT_NPROC 30: {}",
+        stdout.trim()
     );
     let words: Vec<&str> = stdout.split_whitespace().collect();
     assert_eq!(words.first(), Some(&"forks"), "{stdout}");
