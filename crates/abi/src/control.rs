@@ -248,6 +248,11 @@ pub enum DomainCommand {
         /// `slot::STATE_IN_SLOT`, the state page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slot: Option<u32>,
+        /// The client's `RLIMIT_NPROC` soft limit (None: unlimited). The
+        /// shadow forks pending shadows (`OP_FORK_PREPARE`) under it, so
+        /// they count against the client's limit as its own children do.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nproc: Option<u64>,
     },
     /// Give the pending shadow `token` (forked from `parent_client_id`'s
     /// shadow) its own regions; descriptors [region, state page].
@@ -277,6 +282,10 @@ pub enum DomainCommand {
     RemoveClient {
         client_id: u64,
     },
+    /// Are you there? Answered `Ok` by the main loop (the daemon's probe
+    /// of a domain a client reported, when it cannot probe through a
+    /// shadow).
+    Ping,
     /// Fault injection from inside (`Fault::Panic`, `Fault::Corrupt`; the
     /// daemon does `Kill` and `Hang` with signals). Answered before it acts.
     InjectFault {
@@ -410,6 +419,28 @@ pub fn recv_framed<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<
     Ok(Some(msg))
 }
 
+/// A string from an untrusted peer (a client's crash reason, a shadow's
+/// report), made safe for a log line: control characters (newline, escape
+/// sequences, ...) and backslashes are escaped (`\n`, `\u{1b}`, `\\`),
+/// so a client cannot forge log lines or drive a terminal; at most `MAX`
+/// characters are kept.
+pub fn escape(s: &str) -> String {
+    const MAX: usize = 512;
+    let mut out = String::with_capacity(s.len().min(MAX));
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push_str("...");
+            break;
+        }
+        if c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Convenience: a borrowed view of owned descriptors.
 pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
     fds.iter().map(|f| f.as_fd()).collect()
@@ -470,6 +501,16 @@ mod tests {
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
         let me = Credentials::from_proc_status(&own).unwrap();
         assert_eq!(me.euid(), rustix::process::geteuid().as_raw());
+    }
+
+    #[test]
+    fn escape_keeps_log_lines_whole() {
+        assert_eq!(escape("plain text é"), "plain text é");
+        assert_eq!(escape("a\nERROR forged"), "a\\nERROR forged");
+        assert_eq!(escape("\u{1b}[2J\r\t\\"), "\\u{1b}[2J\\r\\t\\\\");
+        assert!(!escape("x\u{2028}y").contains('\u{2028}'));
+        let long = "x".repeat(2000);
+        assert_eq!(escape(&long).len(), 515);
     }
 
     #[test]

@@ -19,7 +19,24 @@ pub enum ListError {
     BadIndex,
     /// The CAS kept failing.
     Contended,
+    /// An entry links to itself: the list never ends.
+    Loop,
 }
+
+impl core::fmt::Display for ListError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ListError::BadIndex => "a link points outside the entry array",
+            ListError::Contended => "the list head keeps changing",
+            ListError::Loop => "an entry links to itself",
+        })
+    }
+}
+
+/// Most entries a well-formed list holds (every entry at most once): a
+/// consumer that pops more than this many entries in a row without one it
+/// can use is walking a cycle.
+pub const WALK_LIMIT: usize = crate::layout::NUM_ENTRIES;
 
 fn unpack(head: u64) -> (u64, u16) {
     (head >> 16, (head & 0xffff) as u16)
@@ -82,6 +99,9 @@ pub fn pop<L: Links + ?Sized>(head: &AtomicU64, links: &L) -> Result<Option<u16>
         if next as usize > links.count() {
             return Err(ListError::BadIndex);
         }
+        if next == link {
+            return Err(ListError::Loop);
+        }
         match head.compare_exchange_weak(cur, pack(tag, next), Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => return Ok(Some(index)),
@@ -115,6 +135,10 @@ mod tests {
         let head = AtomicU64::new(pack(0, 1));
         l[0].store(77, Ordering::Relaxed); // link out of range
         assert_eq!(pop(&head, refs), Err(ListError::BadIndex));
+        // An entry that links to itself.
+        let head = AtomicU64::new(pack(0, 3));
+        l[2].store(3, Ordering::Relaxed);
+        assert_eq!(pop(&head, refs), Err(ListError::Loop));
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl std::fmt::Display for RegionError {
                 "shared region has ABI version {v}, expected {ABI_VERSION}"
             ),
             RegionError::BadLayout => write!(f, "shared region layout does not match this build"),
-            RegionError::List(e) => write!(f, "shared submit list is malformed: {e:?}"),
+            RegionError::List(e) => write!(f, "shared submit list is malformed: {e}"),
         }
     }
 }

@@ -22,6 +22,11 @@ pub enum ShadowMsg {
     ForkPending { token: u64 },
     /// `OP_FORK_ABORT`: drop the pending shadow `token`.
     ForkAbort { token: u64 },
+    /// The client's queue is malformed (a looping or broken submit list):
+    /// the shadow stopped serving and marked the client's state page
+    /// FAILED; the main process logs it (with the client's pid and uid)
+    /// and ends the shadow. Only this client is affected.
+    QueueBroken { reason: String },
 }
 
 /// Main -> a shadow (`Attach` only to a pending, forked one).

@@ -41,6 +41,9 @@ struct ShadowProc {
     /// Its client's credentials (`None` for a pending forked shadow, which
     /// still maps its parent's until it is attached).
     creds: Option<creds::Writer>,
+    /// Who it serves, for the log: the client's pid (0 while pending) and uid.
+    client_pid: u32,
+    uid: u32,
 }
 
 impl ShadowProc {
@@ -79,6 +82,9 @@ pub struct Server {
     dead: HashSet<u64>,
     /// VM backend: the bell port (see `shadow::Waker`), handed to shadows.
     bell: Option<OwnedFd>,
+    /// Fault injection `corrupt` happened: new shadows misbehave too (a
+    /// corrupted domain stays corrupted, also for the daemon's probe).
+    corrupt: bool,
 }
 
 enum Flow {
@@ -109,6 +115,7 @@ impl Server {
             pending: HashMap::new(),
             dead: HashSet::new(),
             bell,
+            corrupt: false,
         }
     }
 
@@ -209,9 +216,10 @@ impl Server {
                 pid,
                 creds,
                 slot,
+                nproc,
             } => (
                 self.slot(slot)
-                    .and_then(|slot| self.add_client(client_id, pid, &creds, slot, fds)),
+                    .and_then(|slot| self.add_client(client_id, (pid, &creds, nproc), slot, fds)),
                 Flow::Continue,
             ),
             DomainCommand::AttachForked {
@@ -241,6 +249,7 @@ impl Server {
             DomainCommand::RemoveClient { client_id } => {
                 (self.remove_client(client_id), Flow::Continue)
             }
+            DomainCommand::Ping => (Ok(()), Flow::Continue),
             DomainCommand::InjectFault { how } => return self.inject(how),
             DomainCommand::Shutdown => {
                 self.kill_all();
@@ -272,6 +281,7 @@ impl Server {
                 // Answer first: a client may read garbage (and the daemon
                 // fail the domain) before a later answer would get out.
                 self.reply(DomainReply::Ok)?;
+                self.corrupt = true;
                 for (id, p) in &self.clients {
                     if let Err(e) = control::send(p.sock.as_fd(), &MainMsg::Corrupt, &[]) {
                         tracing::warn!(client = id, "cannot tell the shadow to corrupt: {e}");
@@ -308,8 +318,7 @@ impl Server {
     fn add_client(
         &mut self,
         client_id: u64,
-        pid: u32,
-        creds: &Credentials,
+        (pid, creds, nproc): (u32, &Credentials, Option<u64>),
         slot: Option<u8>,
         fds: Vec<OwnedFd>,
     ) -> Result<()> {
@@ -351,6 +360,7 @@ impl Server {
                     .map(|(b, s)| (b.as_raw_fd(), s)),
                 root: &self.root.dir,
                 mount: &self.root.mount,
+                nproc,
                 cpus: self.cpus,
                 role: self.role,
             }),
@@ -373,11 +383,14 @@ impl Server {
             pidfd,
             sock: ours,
             creds: Some(table),
+            client_pid: pid,
+            uid: creds.euid(),
         };
         if let Err(e) = wait_ready(&proc_) {
             proc_.kill_and_reap();
             return Err(e.context(format!("shadow for client {client_id} did not start")));
         }
+        self.tell_corrupt(client_id, &proc_);
         tracing::info!(
             client = client_id,
             client_pid = pid,
@@ -428,6 +441,7 @@ impl Server {
         let p = self.pending.remove(&token).expect("checked above");
         let mut proc_ = p.proc_;
         let [region, state] = &fds;
+        proc_.client_pid = pid;
         let sent = control::send(
             proc_.sock.as_fd(),
             &MainMsg::Attach { client_id, slot },
@@ -440,6 +454,7 @@ impl Server {
             proc_.kill();
             return Err(e.context(format!("forked shadow {token} did not attach")));
         }
+        self.tell_corrupt(client_id, &proc_);
         tracing::info!(
             client = client_id,
             client_pid = pid,
@@ -474,6 +489,15 @@ impl Server {
             "credentials changed"
         );
         Ok(())
+    }
+
+    /// After `Corrupt` was injected, a new shadow corrupts too.
+    fn tell_corrupt(&self, client_id: u64, p: &ShadowProc) {
+        if self.corrupt {
+            if let Err(e) = control::send(p.sock.as_fd(), &MainMsg::Corrupt, &[]) {
+                tracing::warn!(client = client_id, "cannot tell the shadow to corrupt: {e}");
+            }
+        }
     }
 
     fn remove_client(&mut self, client_id: u64) -> Result<()> {
@@ -551,24 +575,44 @@ impl Server {
             Ok(Some((msg, fds))) => self.shadow_message(client_id, msg, fds),
             Ok(None) => {
                 tracing::warn!(client = client_id, "shadow exited");
-                if let Some(p) = self.clients.remove(&client_id) {
-                    p.kill();
-                }
-                self.dead.insert(client_id);
-                self.drop_pending_of(client_id);
+                self.shadow_dead(client_id);
             }
             Err(e) => tracing::warn!(client = client_id, "bad message from shadow: {e}"),
         }
     }
 
+    /// The shadow of `client_id` is gone (or must go): kill it, forget its
+    /// pending forks; the daemon's `RemoveClient` finds it in `dead`.
+    fn shadow_dead(&mut self, client_id: u64) {
+        if let Some(p) = self.clients.remove(&client_id) {
+            p.kill();
+        }
+        self.dead.insert(client_id);
+        self.drop_pending_of(client_id);
+    }
+
     fn shadow_message(&mut self, client_id: u64, msg: ShadowMsg, fds: Vec<OwnedFd>) {
         match msg {
+            ShadowMsg::QueueBroken { reason } => {
+                if let Some(p) = self.clients.get(&client_id) {
+                    tracing::error!(
+                        client = client_id,
+                        pid = p.client_pid,
+                        uid = p.uid,
+                        shadow = p.pid,
+                        reason = %control::escape(&reason),
+                        "malformed request queue: this client's calls fail from now on \
+                         (other clients are not affected)"
+                    );
+                }
+                self.shadow_dead(client_id);
+            }
             ShadowMsg::ForkPending { token } => {
                 let Some(parent) = self.clients.get(&client_id) else {
                     return;
                 };
-                let parent_pid = parent.pid;
-                match accept_pending(parent_pid, token, fds) {
+                let (parent_pid, uid) = (parent.pid, parent.uid);
+                match accept_pending(parent_pid, uid, token, fds) {
                     Ok(proc_) => {
                         if let Some(old) = self.pending.insert(
                             token,
@@ -622,7 +666,7 @@ impl Server {
 
 /// Check a `ForkPending` announcement: one socket attached, and `token` is
 /// a live child of the announcing shadow.
-fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
+fn accept_pending(parent_pid: u32, uid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
     let [sock]: [OwnedFd; 1] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("ForkPending carries {} descriptors, not 1", v.len()))?;
@@ -642,6 +686,8 @@ fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<Shad
         pidfd,
         sock,
         creds: None,
+        client_pid: 0,
+        uid,
     })
 }
 
@@ -724,16 +770,16 @@ mod tests {
             .unwrap();
             a
         };
-        let ok = accept_pending(me, child.id() as u64, vec![sock()]).unwrap();
+        let ok = accept_pending(me, 0, child.id() as u64, vec![sock()]).unwrap();
         assert_eq!(ok.pid, child.id());
         // Not our child, no descriptor, too many descriptors, absurd tokens.
-        assert!(accept_pending(me, me as u64, vec![sock()]).is_err());
-        assert!(accept_pending(me, 1, vec![sock()]).is_err());
-        assert!(accept_pending(me, child.id() as u64, vec![]).is_err());
-        assert!(accept_pending(me, child.id() as u64, vec![sock(), sock()]).is_err());
-        assert!(accept_pending(me, 0, vec![sock()]).is_err());
-        assert!(accept_pending(me, u64::MAX, vec![sock()]).is_err());
-        assert!(accept_pending(me + 1, child.id() as u64, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, me as u64, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, 1, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, child.id() as u64, vec![]).is_err());
+        assert!(accept_pending(me, 0, child.id() as u64, vec![sock(), sock()]).is_err());
+        assert!(accept_pending(me, 0, 0, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, u64::MAX, vec![sock()]).is_err());
+        assert!(accept_pending(me + 1, 0, child.id() as u64, vec![sock()]).is_err());
         ok.kill();
         child.wait().unwrap();
     }

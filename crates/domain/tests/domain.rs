@@ -101,6 +101,7 @@ impl Domain {
                 pid: std::process::id(),
                 creds,
                 slot: None,
+                nproc: None,
             },
             &[c.region_fd.as_fd(), c.state_fd.as_fd()],
         );
@@ -472,6 +473,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
             pid: 1,
             creds: root_creds(),
             slot: None,
+            nproc: None,
         },
         &[c4.region_fd.as_fd(), c4.state_fd.as_fd()],
     );
@@ -482,6 +484,7 @@ fn files_through_the_queue_fork_and_lifecycle() {
             pid: 1,
             creds: root_creds(),
             slot: None,
+            nproc: None,
         },
         &[],
     );

@@ -248,6 +248,7 @@ fn sockets_live_in_the_domains_namespace() {
             pid: std::process::id(),
             creds: Credentials::of_user(0, 0, vec![]),
             slot: None,
+            nproc: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );
@@ -398,6 +399,7 @@ fn epoll_through_the_queue() {
             pid: std::process::id(),
             creds: Credentials::of_user(0, 0, vec![]),
             slot: None,
+            nproc: None,
         },
         &[c.region_fd.as_fd(), c.state_fd.as_fd()],
     );

@@ -96,6 +96,7 @@ fn main() {
             DomainCommand::AddClient { .. } => DomainReply::Error {
                 message: "fake domain refuses".into(),
             },
+            DomainCommand::Ping => DomainReply::Ok,
             DomainCommand::InjectFault { .. } => DomainReply::Error {
                 message: "the fake domain injects no faults".into(),
             },

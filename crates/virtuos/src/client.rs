@@ -2,7 +2,7 @@
 //! and the tests use; the preload library has its own copy in its crate).
 
 use crate::paths::Runtime;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::io;
@@ -33,7 +33,16 @@ pub fn connect(socket: &Path) -> io::Result<OwnedFd> {
 
 /// One request, one reply (with its descriptors).
 pub fn request(sock: &OwnedFd, req: &ClientRequest) -> Result<(DaemonReply, Vec<OwnedFd>)> {
-    control::send(sock.as_fd(), req, &[]).context("cannot send to virtuosd")?;
+    if let Err(e) = control::send(sock.as_fd(), req, &[]) {
+        // A refused connection (too many of this user's) carries the
+        // daemon's reason: that is the error to show.
+        if let Ok(Some((DaemonReply::Error { message }, _))) =
+            control::recv::<DaemonReply>(sock.as_fd())
+        {
+            bail!("virtuosd refused: {message}");
+        }
+        return Err(anyhow!(e).context("cannot send to virtuosd"));
+    }
     match control::recv::<DaemonReply>(sock.as_fd()) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => bail!("virtuosd closed the connection without answering"),

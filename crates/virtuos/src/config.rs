@@ -68,18 +68,31 @@ pub const DEFAULT_HANG_TIMEOUT_MS: u64 = 3000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The source is not repeated here: `{:#}` prints it after the message.
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("bad config file {path}: {why}")]
+    NotAFile { path: PathBuf, why: String },
     #[error("bad config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("bad storage mount {path:?}: {why}")]
-    Mount { path: PathBuf, why: &'static str },
+    Mount { path: PathBuf, why: String },
     #[error("bad network setting: {0}")]
     Network(String),
+    #[error("bad hang timeout {ms} ms: {why}")]
+    HangTimeout { ms: u64, why: String },
 }
+
+/// Largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Bounds of `hang_timeout_ms`: below the minimum a busy but healthy
+/// domain (its heartbeat every 50-200 ms, a VM's over a serial port) would
+/// be killed and restarted over and over.
+pub const MIN_HANG_TIMEOUT_MS: u64 = 500;
+pub const MAX_HANG_TIMEOUT_MS: u64 = 3_600_000;
 
 impl FileConfig {
     /// Parse config text; `path` is only used in error messages.
@@ -90,16 +103,49 @@ impl FileConfig {
         })
     }
 
-    /// Load `path`; a missing file is the default configuration.
+    /// Load `path`; a missing file is the default configuration. Only a
+    /// regular file of at most `MAX_CONFIG_BYTES` is read (`/dev/zero` or
+    /// a FIFO would never end).
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => FileConfig::parse(&text, path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
-            Err(source) => Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let not_a_file = |why: String| ConfigError::NotAFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let md = file.metadata().map_err(read_err)?;
+        if !md.is_file() {
+            return Err(not_a_file("not a regular file".into()));
         }
+        if md.len() > MAX_CONFIG_BYTES {
+            return Err(not_a_file(format!(
+                "{} bytes (at most {MAX_CONFIG_BYTES})",
+                md.len()
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(not_a_file(format!("more than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| not_a_file("not UTF-8 text".into()))?;
+        FileConfig::parse(&text, path)
     }
 }
 
@@ -216,6 +262,7 @@ impl Settings {
             .map(|f| Forward::parse(f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Network)?;
+        crate::network::check_forwards(&forwards).map_err(ConfigError::Network)?;
         let data_dir = absolute(data_dir);
         let storage_image = o
             .storage_image
@@ -226,8 +273,16 @@ impl Settings {
         let hang_ms = o
             .hang_timeout_ms
             .or(file.hang_timeout_ms)
-            .unwrap_or(DEFAULT_HANG_TIMEOUT_MS)
-            .max(100);
+            .unwrap_or(DEFAULT_HANG_TIMEOUT_MS);
+        if !(MIN_HANG_TIMEOUT_MS..=MAX_HANG_TIMEOUT_MS).contains(&hang_ms) {
+            return Err(ConfigError::HangTimeout {
+                ms: hang_ms,
+                why: format!(
+                    "must be {MIN_HANG_TIMEOUT_MS}..={MAX_HANG_TIMEOUT_MS} ms (a domain \
+                     quiet for this long is killed and restarted)"
+                ),
+            });
+        }
         Ok(Settings {
             hang_timeout: std::time::Duration::from_millis(hang_ms),
             restart: !o.no_restart && file.restart.unwrap_or(true),
@@ -263,11 +318,45 @@ fn absolute(p: PathBuf) -> PathBuf {
     }
 }
 
-/// A storage mount must be an absolute, normalised, UTF-8 path below `/`.
+/// System directories a storage mount may neither be, nor lie under, nor
+/// contain: the programs under virtuos would lose the host's view of them
+/// (their libraries, `/proc/self`, device nodes, configuration, sockets,
+/// temporary files).
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/home",
+    "/snap",
+    "/lost+found",
+];
+
+/// Longest storage mount (it travels in the environment and the region).
+pub const MAX_MOUNT_LEN: usize = 256;
+
+/// The storage mount rule: an absolute path (`//`, `/./` and a trailing
+/// `/` are normalised away; `..` is refused), valid UTF-8 without control
+/// characters, at most `MAX_MOUNT_LEN` bytes, that is not `/` and neither
+/// is, lies under, nor contains one of `SYSTEM_DIRS`. So `/storage`,
+/// `/data/vault` or `/mnt/virtuos` are fine; `/`, `/proc`, `/dev/shm`,
+/// `/etc`, `/tmp/x`, `/var/lib/x` and `/home/me/x` are not.
 pub fn normalize_mount(p: &Path) -> Result<String, ConfigError> {
-    let bad = |why| ConfigError::Mount {
+    let bad = |why: &str| ConfigError::Mount {
         path: p.to_path_buf(),
-        why,
+        why: why.to_string(),
     };
     if !p.is_absolute() {
         return Err(bad("must be an absolute path"));
@@ -277,8 +366,12 @@ pub fn normalize_mount(p: &Path) -> Result<String, ConfigError> {
         match c {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(s) => {
+                let s = s.to_str().ok_or_else(|| bad("must be valid UTF-8"))?;
+                if s.chars().any(char::is_control) {
+                    return Err(bad("must not contain control characters"));
+                }
                 out.push('/');
-                out.push_str(s.to_str().ok_or_else(|| bad("must be valid UTF-8"))?);
+                out.push_str(s);
             }
             Component::ParentDir => return Err(bad("must not contain `..`")),
             Component::Prefix(_) => return Err(bad("unsupported path")),
@@ -286,6 +379,19 @@ pub fn normalize_mount(p: &Path) -> Result<String, ConfigError> {
     }
     if out.is_empty() {
         return Err(bad("cannot be `/` (everything would go to the domain)"));
+    }
+    if out.len() > MAX_MOUNT_LEN {
+        return Err(bad(&format!("longer than {MAX_MOUNT_LEN} bytes")));
+    }
+    let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    if let Some(sys) = SYSTEM_DIRS
+        .iter()
+        .find(|d| under(&out, d) || under(d, &out))
+    {
+        return Err(bad(&format!(
+            "{sys} is a system directory: the storage mount may not be, lie under or \
+             contain one (choose e.g. /storage or /mnt/NAME)"
+        )));
     }
     Ok(out)
 }
@@ -429,8 +535,85 @@ mod tests {
     #[test]
     fn storage_mount_validation() {
         assert_eq!(normalize_mount(Path::new("/a//b/./c/")).unwrap(), "/a/b/c");
-        assert!(normalize_mount(Path::new("rel")).is_err());
-        assert!(normalize_mount(Path::new("/")).is_err());
-        assert!(normalize_mount(Path::new("/a/../b")).is_err());
+        for ok in [
+            "/storage",
+            "/mnt/virtuos",
+            "/data/vault",
+            "/srv/x",
+            "/opt/v",
+            "/varnish",
+        ] {
+            assert_eq!(normalize_mount(Path::new(ok)).unwrap(), ok);
+        }
+        for bad in [
+            "rel",
+            "/",
+            "//",
+            "/a/../b",
+            "/proc",
+            "/proc/self",
+            "/dev",
+            "/dev/shm",
+            "/etc",
+            "/tmp",
+            "/tmp/x",
+            "/var",
+            "/var/lib/x",
+            "/usr/local",
+            "/run",
+            "/sys",
+            "/home",
+            "/home/me/x",
+            "/root",
+            "/a\nb",
+        ] {
+            let e = normalize_mount(Path::new(bad)).unwrap_err().to_string();
+            assert!(e.contains("storage mount"), "{bad}: {e}");
+        }
+        let long = format!("/{}", "x".repeat(300));
+        assert!(normalize_mount(Path::new(&long)).is_err());
+    }
+
+    #[test]
+    fn hang_timeout_bounds() {
+        let with = |ms| Overrides {
+            hang_timeout_ms: Some(ms),
+            ..Default::default()
+        };
+        let e = env(&[]);
+        for bad in [0, 1, 499, 3_600_001] {
+            let err = Settings::from_parts(&with(bad), &FileConfig::default(), &e).unwrap_err();
+            assert!(err.to_string().contains("hang timeout"), "{err}");
+        }
+        let s = Settings::from_parts(&with(500), &FileConfig::default(), &e).unwrap();
+        assert_eq!(s.hang_timeout.as_millis(), 500);
+    }
+
+    #[test]
+    fn config_file_must_be_a_small_regular_file() {
+        let e = FileConfig::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = FileConfig::load(Path::new("/proc"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; (MAX_CONFIG_BYTES + 1) as usize]).unwrap();
+        let e = FileConfig::load(&big).unwrap_err().to_string();
+        assert!(e.contains("at most"), "{e}");
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = FileConfig::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -21,10 +21,18 @@ impl DaemonInfo {
         serde_json::from_str(&text).ok()
     }
 
-    /// Write atomically (temp file + rename).
+    /// Write atomically (a fresh temp file, never through a symbolic
+    /// link, then rename).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        drop(f);
         std::fs::rename(tmp, path)
     }
 }

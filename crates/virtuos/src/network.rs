@@ -56,19 +56,30 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// `A.B.C.D/30`: the link has two addresses (host N+1, domain N+2),
+    /// so only a /30 is used. It must lie in the link-local range
+    /// (169.254.0.0/16) or a private one (10.0.0.0/8, 172.16.0.0/12,
+    /// 192.168.0.0/16): the host gets a route to it, which must not shadow
+    /// loopback or public addresses.
     pub fn parse(s: &str) -> Result<Subnet, String> {
         let (addr, prefix) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?}: expected A.B.C.D/PREFIX"))?;
-        let network: Ipv4Addr = addr.parse().map_err(|_| format!("{s:?}: bad address"))?;
-        let prefix: u8 = prefix
+            .ok_or_else(|| format!("subnet {s:?}: expected A.B.C.D/30"))?;
+        let network: Ipv4Addr = addr
             .parse()
-            .ok()
-            .filter(|p| (8..=30).contains(p))
-            .ok_or_else(|| format!("{s:?}: the prefix must be 8..=30"))?;
+            .map_err(|_| format!("subnet {s:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().ok().filter(|&p| p == 30).ok_or_else(|| {
+            format!("subnet {s:?}: the prefix must be /30 (the link has two addresses)")
+        })?;
         let mask = u32::MAX << (32 - prefix);
         if u32::from(network) & !mask != 0 {
-            return Err(format!("{s:?}: host bits must be zero"));
+            return Err(format!("subnet {s:?}: host bits must be zero"));
+        }
+        if !(network.is_link_local() || network.is_private()) {
+            return Err(format!(
+                "subnet {s:?}: must lie in 169.254.0.0/16, 10.0.0.0/8, 172.16.0.0/12 or \
+                 192.168.0.0/16 (not loopback, not public addresses)"
+            ));
         }
         Ok(Subnet { network, prefix })
     }
@@ -125,6 +136,20 @@ impl Forward {
     }
 }
 
+/// Port forwards must not share a host port (the second could never
+/// listen).
+pub fn check_forwards(forwards: &[Forward]) -> Result<(), String> {
+    for (i, f) in forwards.iter().enumerate() {
+        if let Some(g) = forwards[..i].iter().find(|g| g.host_port == f.host_port) {
+            return Err(format!(
+                "forwards {g} and {f} both use host port {}",
+                f.host_port
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Display for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.host_port, self.domain_port)
@@ -165,9 +190,30 @@ mod tests {
             "10.0.0.0/31",
             "x/30",
             "10.0.0.0/7",
+            "10.0.0.0/8",
+            "169.254.0.0/24",
+            "127.0.0.0/30",
+            "8.8.8.0/30",
+            "0.0.0.0/30",
+            "224.0.0.0/30",
         ] {
             assert!(Subnet::parse(bad).is_err(), "{bad}");
         }
+        for ok in [
+            "10.9.0.0/30",
+            "172.16.5.4/30",
+            "192.168.1.8/30",
+            "169.254.3.4/30",
+        ] {
+            assert!(Subnet::parse(ok).is_ok(), "{ok}");
+        }
+        let f = |h, d| Forward {
+            host_port: h,
+            domain_port: d,
+        };
+        assert!(check_forwards(&[f(8080, 80), f(8081, 80)]).is_ok());
+        let e = check_forwards(&[f(8080, 80), f(9, 9), f(8080, 81)]).unwrap_err();
+        assert!(e.contains("host port 8080"), "{e}");
         assert_eq!(
             Forward::parse("8080:80").unwrap(),
             Forward {

@@ -148,6 +148,119 @@ impl Runtime {
     }
 }
 
+/// How a runtime directory is about to be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirUse {
+    /// Talk to a daemon in it (status, run, down): a missing directory is
+    /// fine (nothing runs), an existing one must be the caller's or root's.
+    Connect,
+    /// Create files in it (the daemon, `up`): created if missing (mode
+    /// 0755: clients of a root daemon must reach its socket), and must be
+    /// the caller's.
+    Own,
+}
+
+/// Check (and for `DirUse::Own` create) a runtime directory, so that no
+/// other local user can plant files or symbolic links where the daemon
+/// creates its socket, pid file and log, nor pose as the daemon:
+///
+/// - the directory itself is a real directory (not a symbolic link),
+///   owned by the caller's effective uid (`Connect`: or by root), and not
+///   writable by group or others;
+/// - every directory above it is owned by root or the caller and not
+///   writable by group or others unless sticky (`/tmp`), and a symbolic
+///   link on the way is owned by root or the caller (its target is checked
+///   the same way).
+///
+/// A `/tmp/virtuos-<uid>` that another user made first is refused this way.
+pub fn check_runtime_dir(dir: &Path, how: DirUse) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let euid = rustix::process::geteuid().as_raw();
+    let shown = dir.display();
+    if !dir.is_absolute() {
+        return Err(format!("runtime directory {shown} is not an absolute path"));
+    }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    if how == DirUse::Own {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create runtime directory {shown}: {e}")),
+        }
+    }
+    check_ancestors(parent, euid)?;
+    let md = match std::fs::symlink_metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && how == DirUse::Connect => {
+            return Ok(())
+        }
+        Err(e) => return Err(format!("cannot inspect runtime directory {shown}: {e}")),
+    };
+    if md.file_type().is_symlink() {
+        return Err(format!(
+            "runtime directory {shown} is a symbolic link; refusing to use it"
+        ));
+    }
+    if !md.is_dir() {
+        return Err(format!("runtime directory {shown} is not a directory"));
+    }
+    let owner_ok = md.uid() == euid || (how == DirUse::Connect && md.uid() == 0);
+    if !owner_ok {
+        return Err(format!(
+            "runtime directory {shown} belongs to uid {}, not to you (uid {euid}); \
+             remove it or choose another with {}",
+            md.uid(),
+            vars::RUNTIME_DIR
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "runtime directory {shown} is writable by group or others (mode {:o}); \
+             fix it with `chmod go-w {shown}`",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Every directory on the way to `dir` (and `dir`): owned by root or
+/// `euid`, not writable by others unless sticky; symbolic links owned by
+/// root or `euid`, their targets checked too.
+fn check_ancestors(dir: &Path, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut at = PathBuf::from("/");
+    for c in dir.components().skip(1) {
+        at.push(c);
+        let md = std::fs::symlink_metadata(&at)
+            .map_err(|e| format!("cannot inspect {}: {e}", at.display()))?;
+        if md.uid() != 0 && md.uid() != euid {
+            return Err(format!(
+                "{} (on the way to the runtime directory) belongs to uid {}; refusing \
+                 a runtime directory another user controls",
+                at.display(),
+                md.uid()
+            ));
+        }
+        if md.file_type().is_symlink() {
+            let real = std::fs::canonicalize(&at)
+                .map_err(|e| format!("cannot resolve {}: {e}", at.display()))?;
+            check_ancestors(&real, euid)?;
+            at = real;
+            continue;
+        }
+        let sticky = md.mode() & 0o1000 != 0;
+        if md.mode() & 0o022 != 0 && !sticky {
+            return Err(format!(
+                "{} (on the way to the runtime directory) is writable by group or others",
+                at.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The directory of the running `virtuos` binary (where `cargo build` puts
 /// `virtuos-domain` and `libvirtuos.so` too).
 pub fn exe_dir() -> Option<PathBuf> {
@@ -231,6 +344,44 @@ mod tests {
             Some(PathBuf::from("/h/.config/virtuos/virtuos.toml"))
         );
         assert_eq!(config_file(&env(false, &[])), None);
+    }
+
+    #[test]
+    fn runtime_dir_checks() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path().canonicalize().unwrap();
+        let rt = base.join("rt");
+        // Missing: fine to connect (nothing runs), created to own.
+        assert!(check_runtime_dir(&rt, DirUse::Connect).is_ok());
+        check_runtime_dir(&rt, DirUse::Own).unwrap();
+        let mode = std::fs::metadata(&rt).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0);
+        assert!(check_runtime_dir(&rt, DirUse::Connect).is_ok());
+        // World-writable: refused.
+        std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_runtime_dir(&rt, DirUse::Own).unwrap_err();
+        assert!(e.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A symbolic link: refused.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&rt, &link).unwrap();
+        let e = check_runtime_dir(&link, DirUse::Own).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        // Not a directory; not absolute.
+        let file = base.join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(check_runtime_dir(&file, DirUse::Connect).is_err());
+        assert!(check_runtime_dir(Path::new("rel/dir"), DirUse::Connect).is_err());
+        // A directory above that others may write, not sticky.
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_runtime_dir(&open.join("rt"), DirUse::Own).unwrap_err();
+        assert!(e.contains("writable by group or others"), "{e}");
+        // Sticky (like /tmp) is fine.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_runtime_dir(&open.join("rt"), DirUse::Own).unwrap();
     }
 
     #[test]

@@ -143,3 +143,81 @@ fn vm_storage_domain_boots_connects_and_powers_off() {
     assert!(Path::new(&image).exists(), "the image is kept");
     eprintln!("total {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Fault reports on the vm backend: uid 1001 reports garbage three times
+/// against a storage VM that answers; the daemon's probe (a shadow of its
+/// own in a region slot of the VM) answers, so only the reporter's
+/// session fails: no restart, root's client keeps working.
+#[test]
+fn vm_fault_reports_fail_only_the_reporter() {
+    if let Err(e) = virtuos_vmm::qemu::find_qemu() {
+        panic!("{e:#}: {SETUP}");
+    }
+    let env = TestEnv::new(real_domain());
+    let out = env.run(&["up", "--backend", "vm", "--no-network"]);
+    assert!(
+        out.status.success(),
+        "up --backend vm: {}\nlog:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        env.log()
+    );
+    env.open_to_others();
+    let (reply, fds) = env.request(&ClientRequest::Register {
+        domain: STORAGE.into(),
+    });
+    let DaemonReply::Registered {
+        region_offset,
+        state_offset,
+        ..
+    } = reply
+    else {
+        panic!("Register: {reply:?}")
+    };
+    let region = virtuos_abi::ClientRegion::map_at(&fds[0], region_offset).unwrap();
+    let state = virtuos_abi::region::StatePage::map_at(&fds[1], state_offset, false).unwrap();
+    let ping = || {
+        let e = region.entry(7).unwrap();
+        e.fill(
+            virtuos_abi::ops::OP_PING,
+            1,
+            std::process::id(),
+            None,
+            [0; 6],
+        );
+        let policy = virtuos_abi::call::WaitPolicy {
+            deadline: Some(Duration::from_secs(20)),
+            ..Default::default()
+        };
+        virtuos_abi::call::submit_and_wait(&region, state.get(), 7, policy).map(|r| r.0)
+    };
+    assert_eq!(ping(), Ok(0));
+    let t = Instant::now();
+    let out = as_other(&fake_client())
+        .args(["report", "3", "result 0xdead"])
+        .env("VIRTUOS_RUNTIME_DIR", env.runtime())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        line.starts_with("reported 3"),
+        "{line}\nlog:\n{}",
+        env.log()
+    );
+    eprintln!(
+        "3 reports (each: register, report, probe) on the VM: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let storage = env.storage();
+    assert_eq!(storage["restarts"], 0, "{storage}\nlog:\n{}", env.log());
+    assert_eq!(storage["state"], "connected");
+    assert!(state.get().serving());
+    assert_eq!(ping(), Ok(0), "root's client after the reports");
+    let log = env.log();
+    let probed = log
+        .lines()
+        .filter(|l| l.contains("the domain answers a probe") && l.contains("uid=1001"))
+        .count();
+    assert_eq!(probed, 3, "{log}");
+    env.ok(&["down"]);
+}

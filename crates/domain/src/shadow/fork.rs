@@ -11,6 +11,15 @@
 //! parent client removed, and the child exits. It keeps the parent's
 //! descriptor table and cwd as they were at the fork.
 //!
+//! RLIMIT_NPROC: the shadow runs as the client's uid, so its fork counts
+//! the uid's processes like the client's own fork does, but it inherited
+//! the domain's limit. The fork runs with the soft limit lowered to the
+//! client's (`AddClient { nproc }`) and fails with EAGAIN where the
+//! client's fork would, which the client's library returns from its fork:
+//! a flood of pending shadows cannot outgrow the client's limit. The soft
+//! limit is restored right after (in the parent and in the child), so the
+//! shadows' worker threads are not held to it.
+//!
 //! Child setup before its first new thread: dup/close of descriptors, one
 //! `recv` (allocates: glibc makes malloc usable after fork), two mappings,
 //! one `send`. It never returns into the parent's code and never drops the
@@ -22,6 +31,7 @@ use crate::sys::{self, Forked};
 use anyhow::{anyhow, Context, Result};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use virtuos_abi::control;
 use virtuos_abi::slot::STATE_IN_SLOT;
 
@@ -52,7 +62,18 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
             return neg(&e);
         }
     };
-    match sys::fork() {
+    let saved = lower_nproc(shadow.nproc);
+    let forked = sys::fork();
+    restore_nproc(saved);
+    match forked {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            tracing::info!(
+                client = shadow.client_id,
+                nproc = shadow.nproc,
+                "fork refused: the client's RLIMIT_NPROC is reached"
+            );
+            neg(&e)
+        }
         Err(e) => {
             tracing::warn!(client = shadow.client_id, "fork: {e}");
             neg(&e)
@@ -82,6 +103,28 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
     }
 }
 
+/// Lower the RLIMIT_NPROC soft limit to `nproc` (if lower); the previous
+/// limit, to give to `restore_nproc`.
+fn lower_nproc(nproc: Option<u64>) -> Option<Rlimit> {
+    let want = nproc?;
+    let old = getrlimit(Resource::Nproc);
+    if old.current.is_some_and(|c| c <= want) {
+        return None;
+    }
+    let lowered = Rlimit {
+        current: Some(want),
+        maximum: old.maximum,
+    };
+    setrlimit(Resource::Nproc, lowered).ok()?;
+    Some(old)
+}
+
+fn restore_nproc(saved: Option<Rlimit>) {
+    if let Some(old) = saved {
+        let _ = setrlimit(Resource::Nproc, old);
+    }
+}
+
 /// The forked child shadow. Never returns.
 fn child(parent: &Shadow, sock: OwnedFd) -> ! {
     match child_setup(parent, &sock) {
@@ -92,7 +135,7 @@ fn child(parent: &Shadow, sock: OwnedFd) -> ! {
                 state,
                 (parent.cpus, parent.role),
                 (sock, procfd),
-                parent.limits,
+                (parent.limits, parent.nproc),
                 (waker, identity),
             );
             shadow.announce_and_serve()

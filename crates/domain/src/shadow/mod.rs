@@ -123,7 +123,8 @@ pub struct Shadow {
     workers: AtomicU32,
     /// One `OP_FORK_PREPARE` at a time.
     fork_lock: Mutex<()>,
-    list_error_logged: AtomicBool,
+    /// The client's queue is malformed: every worker stops (`queue_broken`).
+    queue_broken: AtomicBool,
     /// Fault injection: complete every request with garbage.
     pub(crate) corrupt: AtomicBool,
     limits: FdLimits,
@@ -139,6 +140,8 @@ pub struct Shadow {
     /// `None` when the domain runs without privileges and the shadow keeps
     /// the client's credentials at registration (no switching).
     permitted: Option<u64>,
+    /// The client's `RLIMIT_NPROC`, applied to `OP_FORK_PREPARE`'s fork.
+    nproc: Option<u64>,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -157,6 +160,8 @@ pub struct NewShadow<'a> {
     pub bell: Option<(RawFd, u8)>,
     pub root: &'a Path,
     pub mount: &'a Path,
+    /// The client's `RLIMIT_NPROC` (None: unlimited): see `fork.rs`.
+    pub nproc: Option<u64>,
     pub cpus: u32,
     pub role: Role,
 }
@@ -189,7 +194,7 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
                 state,
                 (a.cpus, a.role),
                 (control, procfd),
-                limits,
+                (limits, a.nproc),
                 (waker, identity),
             );
             shadow.announce_and_serve()
@@ -335,7 +340,7 @@ impl Shadow {
         state: StatePage,
         (cpus, role): (u32, Role),
         (control, procfd): (OwnedFd, OwnedFd),
-        limits: FdLimits,
+        (limits, nproc): (FdLimits, Option<u64>),
         (waker, identity): (Waker, Identity),
     ) -> Arc<Shadow> {
         let st = state.get();
@@ -352,13 +357,14 @@ impl Shadow {
             idle: AtomicU32::new(0),
             workers: AtomicU32::new(0),
             fork_lock: Mutex::new(()),
-            list_error_logged: AtomicBool::new(false),
+            queue_broken: AtomicBool::new(false),
             corrupt: AtomicBool::new(false),
             limits,
             running: Mutex::new(Vec::new()),
             waker,
             creds: identity.creds,
             permitted: identity.permitted,
+            nproc,
         })
     }
 
@@ -474,6 +480,30 @@ impl Shadow {
                 }
                 Err(e) => tracing::warn!(client = self.client_id, "bad control message: {e}"),
             }
+        }
+    }
+
+    /// The client's queue is malformed (`why`): stop serving it. Its state
+    /// page says FAILED (its waiting calls fail, it does not wait for us),
+    /// and the main process is told, which logs who the client is and ends
+    /// this shadow. Other clients are not affected. Once per shadow.
+    pub(crate) fn queue_broken(&self, why: &str) {
+        if self.queue_broken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.state
+            .get()
+            .status
+            .store(virtuos_abi::state::status::FAILED, Ordering::Release);
+        let msg = ShadowMsg::QueueBroken {
+            reason: why.to_string(),
+        };
+        if let Err(e) = self.tell_main(&msg, &[]) {
+            tracing::error!(
+                client = self.client_id,
+                "malformed queue ({why}); cannot tell the domain: {e}"
+            );
+            sys::exit_now(1);
         }
     }
 

@@ -16,6 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use virtuos_abi::list::WALK_LIMIT;
 
 /// What a corrupted shadow (fault injection) writes as every result.
 const GARBAGE: u64 = 0xdead_beef_dead_beef;
@@ -66,12 +67,29 @@ fn run(shadow: Arc<Shadow>) {
     let mut hot = false;
     let mut idle_since = Instant::now();
     let mut creds = ThreadCreds::default();
+    // Entries popped in a row that could not be claimed: a well-formed
+    // list holds each entry once, so more than `WALK_LIMIT` means the
+    // client's list loops (it would keep this worker spinning forever).
+    let mut useless = 0usize;
     loop {
+        if shadow.queue_broken.load(Ordering::Acquire) {
+            return;
+        }
         match shadow.region.take_submitted() {
             Ok(Some(index)) => {
                 if handle(&shadow, index, &mut creds) {
                     hot = true;
                     idle_since = Instant::now();
+                    useless = 0;
+                } else {
+                    useless += 1;
+                    if useless > WALK_LIMIT {
+                        shadow.queue_broken(&format!(
+                            "its submit list loops (more than {WALK_LIMIT} entries popped \
+                             without one that was submitted)"
+                        ));
+                        return;
+                    }
                 }
             }
             Ok(None) => {
@@ -87,10 +105,8 @@ fn run(shadow: Arc<Shadow>) {
                 shadow.region.worker_sleep(st, SLEEP_SLICE);
             }
             Err(e) => {
-                if !shadow.list_error_logged.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(client = shadow.client_id, "submit list: {e}");
-                }
-                shadow.region.worker_sleep(st, SLEEP_SLICE);
+                shadow.queue_broken(&e.to_string());
+                return;
             }
         }
     }

@@ -159,12 +159,14 @@ pub struct ForkTicket {
 }
 
 /// A process-creating clone (no CLONE_THREAD) is about to run.
-pub fn before_fork(clone_flags: u64) -> ForkTicket {
+/// `Err(-errno)`: the fork must fail with that error (a domain could not
+/// prepare the child's shadow: EAGAIN under RLIMIT_NPROC).
+pub fn before_fork(clone_flags: u64) -> Result<ForkTicket, i64> {
     let _ = clone_flags;
     epoll::before_fork();
-    ForkTicket {
-        tokens: session::before_fork(),
-    }
+    Ok(ForkTicket {
+        tokens: session::before_fork()?,
+    })
 }
 
 /// In the parent after the fork syscall returned `result` (child pid or -errno).

@@ -417,7 +417,16 @@ fn talk(req: &ClientRequest) -> Result<(DaemonReply, Vec<rustix::fd::OwnedFd>), 
     let addr =
         SocketAddrUnix::new(cfg.socket.as_str()).map_err(|e| format!("bad socket path: {e}"))?;
     connect(&sock, &addr).map_err(|e| e.to_string())?;
-    control::send(sock.as_fd(), req, &[]).map_err(|e| format!("send: {e}"))?;
+    if let Err(e) = control::send(sock.as_fd(), req, &[]) {
+        // A daemon that refused the connection (too many of this user's)
+        // said why before closing it.
+        return match control::recv::<DaemonReply>(sock.as_fd()) {
+            Ok(Some((DaemonReply::Error { message }, _))) => {
+                Err(format!("the daemon refused: {message}"))
+            }
+            _ => Err(format!("send: {e}")),
+        };
+    }
     control::recv::<DaemonReply>(sock.as_fd())
         .map_err(|e| format!("receive: {e}"))?
         .ok_or_else(|| "the daemon closed the connection".to_string())
@@ -552,7 +561,14 @@ pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
 
 /// Parent, before the fork (malloc locks may be held: allocation-free).
 /// Prepares a forked shadow in every domain where we have state.
-pub fn before_fork() -> ForkTokens {
+///
+/// A domain that cannot fork the shadow for lack of processes (EAGAIN: the
+/// pending shadow runs as our uid and counts against our RLIMIT_NPROC, like
+/// the child would; or ENOMEM) makes the fork itself fail with that error,
+/// as the kernel's fork would: `Err(-errno)`, after aborting the shadows
+/// already prepared in other domains. Other failures let the fork go on
+/// (the child's forwarded state is then orphaned: EIO).
+pub fn before_fork() -> Result<ForkTokens, i64> {
     let mut tokens = [None; NUM_DOMAINS];
     FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
     for (i, d) in DOMAINS.into_iter().enumerate() {
@@ -564,9 +580,13 @@ pub fn before_fork() -> ForkTokens {
             continue;
         }
         let r = caller::simple_call(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
+        if r == -(libc::EAGAIN as i64) || r == -(libc::ENOMEM as i64) {
+            after_fork_parent(tokens, r);
+            return Err(r);
+        }
         tokens[i] = (r >= 0).then_some(r as u64);
     }
-    tokens
+    Ok(tokens)
 }
 
 pub fn after_fork_parent(tokens: ForkTokens, result: i64) {

@@ -9,12 +9,15 @@ pub mod up;
 
 use crate::cli::{Cli, DomainArgs};
 use crate::config::Settings;
-use crate::paths::Env;
+use crate::paths::{self, DirUse, Env};
 use anyhow::Result;
 
-/// The effective settings of this invocation.
+/// The effective settings of this invocation. The runtime directory must
+/// be safe to talk to a daemon in (`paths::check_runtime_dir`).
 pub fn settings(cli: &Cli, d: &DomainArgs) -> Result<Settings> {
-    Ok(Settings::resolve(&cli.overrides(d), &Env::current())?)
+    let s = Settings::resolve(&cli.overrides(d), &Env::current())?;
+    paths::check_runtime_dir(&s.runtime.dir, DirUse::Connect).map_err(anyhow::Error::msg)?;
+    Ok(s)
 }
 
 /// The last `n` lines of `text`, indented, for error messages.

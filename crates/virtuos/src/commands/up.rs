@@ -233,14 +233,12 @@ pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
         Backend::Vm => Some(prepare_vm(settings)?),
     };
     let rt = &settings.runtime;
-    std::fs::create_dir_all(&rt.dir)
-        .with_context(|| format!("cannot create runtime dir {}", rt.dir.display()))?;
+    paths::check_runtime_dir(&rt.dir, paths::DirUse::Own).map_err(anyhow::Error::msg)?;
+    if settings.network {
+        check_forward_ports(settings)?;
+    }
     let log_path = rt.log_file();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log = open_log(&log_path)?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
 
     // A daemon that is still starting (pid alive, socket not answering yet):
@@ -287,6 +285,35 @@ pub fn start(settings: &Settings) -> Result<(DaemonInfo, StatusReport)> {
         child = Some(cmd.spawn().context("cannot start virtuosd")?);
     }
     wait_ready(settings, child.as_mut(), &log_path, log_start)
+}
+
+/// Every port forward's host port can be listened on (checked before the
+/// daemon starts: a forward that cannot be set up fails `up`).
+fn check_forward_ports(settings: &Settings) -> Result<()> {
+    for f in &settings.forwards {
+        let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, f.host_port);
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            bail!("cannot forward {f}: cannot listen on {addr}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's log, for appending: never through a symbolic link, only
+/// a regular file, readable by its owner only.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot open the log {}", path.display()))?;
+    if !log.metadata()?.is_file() {
+        bail!("the log {} is not a regular file", path.display());
+    }
+    Ok(log)
 }
 
 fn log_since(path: &Path, offset: u64) -> String {

@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub struct Client {
     pub id: u64,
     pub pid: u32,
+    /// The process's uid at registration (`SO_PEERCRED`).
+    pub uid: u32,
     /// Readable once the process exited.
     pub pidfd: Arc<OwnedFd>,
     pub regions: Regions,
@@ -19,6 +21,8 @@ pub struct Client {
 #[derive(Default)]
 pub struct Clients {
     by_pid: BTreeMap<u32, Client>,
+    /// Registered processes per uid (for the per-uid limit).
+    per_uid: BTreeMap<u32, usize>,
 }
 
 impl Clients {
@@ -26,10 +30,27 @@ impl Clients {
         self.by_pid.get(&pid)
     }
     pub fn insert(&mut self, c: Client) {
-        self.by_pid.insert(c.pid, c);
+        *self.per_uid.entry(c.uid).or_default() += 1;
+        if let Some(old) = self.by_pid.insert(c.pid, c) {
+            self.forget_uid(old.uid);
+        }
     }
     pub fn remove(&mut self, pid: u32) -> Option<Client> {
-        self.by_pid.remove(&pid)
+        let c = self.by_pid.remove(&pid)?;
+        self.forget_uid(c.uid);
+        Some(c)
+    }
+    fn forget_uid(&mut self, uid: u32) {
+        if let Some(n) = self.per_uid.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_uid.remove(&uid);
+            }
+        }
+    }
+    /// Processes of `uid` registered here.
+    pub fn count_of(&self, uid: u32) -> usize {
+        self.per_uid.get(&uid).copied().unwrap_or(0)
     }
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
         self.by_pid.values()
@@ -39,6 +60,7 @@ impl Clients {
     }
     pub fn clear(&mut self) {
         self.by_pid.clear();
+        self.per_uid.clear();
     }
 }
 
@@ -71,6 +93,22 @@ fn field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The soft `RLIMIT_NPROC` of process `pid` (`Max processes` in
+/// `/proc/<pid>/limits`); None when unlimited or unreadable.
+pub fn nproc_limit(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_nproc(&text)
+}
+
+fn parse_nproc(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
+    line["Max processes".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Parent pid (`PPid:` line).
 pub fn parse_ppid(status: &str) -> Option<u32> {
     field(status, "PPid")?.parse().ok()
@@ -88,6 +126,24 @@ mod tests {
     fn parses_proc_status() {
         assert_eq!(parse_ppid(STATUS), Some(7));
         assert_eq!(parse_ppid("Name: x\n"), None);
+    }
+
+    #[test]
+    fn parses_proc_limits() {
+        let text =
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+            Max cpu time              unlimited            unlimited            seconds   \n\
+            Max processes             40                   50                   processes \n";
+        assert_eq!(parse_nproc(text), Some(40));
+        assert_eq!(
+            parse_nproc(
+                "Max processes             unlimited            unlimited            processes\n"
+            ),
+            None
+        );
+        assert_eq!(parse_nproc(""), None);
+        let own = rustix::process::getrlimit(rustix::process::Resource::Nproc).current;
+        assert_eq!(nproc_limit(std::process::id()), own);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use super::{lock, Daemon};
 use crate::backend::Phase;
+use crate::network::Forward;
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,32 +23,40 @@ pub const MAX_CONNECTIONS: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STACK: usize = 128 * 1024;
 
-/// Start a listener per configured forward (logged and shown in `status`
-/// when a port cannot be bound).
-pub fn start_all(daemon: &Arc<Daemon>) {
+/// Bind a listener per forward, before anything starts: a port that
+/// cannot be had fails the daemon's start (and so `virtuos up`).
+pub fn bind_all(forwards: &[Forward]) -> anyhow::Result<Vec<(Forward, TcpListener)>> {
+    forwards
+        .iter()
+        .map(|f| {
+            let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, f.host_port);
+            TcpListener::bind(listen)
+                .map(|l| (*f, l))
+                .map_err(|e| anyhow::anyhow!("cannot forward {f}: cannot listen on {listen}: {e}"))
+        })
+        .collect()
+}
+
+/// Serve the bound forwards (shown in `status`).
+pub fn start_all(daemon: &Arc<Daemon>, listeners: Vec<(Forward, TcpListener)>) {
     let Some(i) = daemon.find(NETWORK) else {
         return;
     };
     let Some(net) = daemon.served(i).domain.spec.net else {
         return;
     };
-    for f in &daemon.settings.forwards {
+    for (f, l) in listeners {
         let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, f.host_port);
         let target = SocketAddr::V4(SocketAddrV4::new(net.domain_addr(), f.domain_port));
         let mut shown = format!("{listen} -> {target}");
-        match TcpListener::bind(listen) {
-            Ok(l) => {
-                let d = daemon.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("forward-{}", f.host_port))
-                    .spawn(move || accept_loop(&d, i, l, target));
-                match spawned {
-                    Ok(_) => tracing::info!(%listen, %target, "port forward listening"),
-                    Err(e) => shown.push_str(&format!(" (not listening: {e})")),
-                }
-            }
+        let d = daemon.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("forward-{}", f.host_port))
+            .spawn(move || accept_loop(&d, i, l, target));
+        match spawned {
+            Ok(_) => tracing::info!(%listen, %target, "port forward listening"),
             Err(e) => {
-                tracing::error!(%listen, %target, "cannot listen for the port forward: {e}");
+                tracing::error!(%listen, %target, "cannot start the port forward: {e}");
                 shown.push_str(&format!(" (not listening: {e})"));
             }
         }

@@ -5,9 +5,11 @@
 //! `virtuos status`.
 //!
 //! Threads: the main thread starts the domains and then watches pidfds
-//! (`watch`); one thread accepts connections and one serves each connection
-//! (`server`); one waits for SIGTERM/SIGINT/SIGHUP; one listens per port
-//! forward, two relay each forwarded connection (`forward`).
+//! (`watch`); one thread waits on the control socket and every client
+//! connection (epoll), and one short-lived thread handles each request
+//! (`server`, with per-uid limits); one waits for SIGTERM/SIGINT/SIGHUP;
+//! one listens per port forward, two relay each forwarded connection
+//! (`forward`).
 
 mod clients;
 mod credentials;
@@ -48,6 +50,8 @@ pub struct Served {
     error: Mutex<Option<String>>,
     /// Failures, restarts, heartbeat watch.
     recovery: recovery::Recovery,
+    /// One probe (after a client's fault report) at a time.
+    probe_lock: Mutex<()>,
 }
 
 impl Served {
@@ -58,6 +62,7 @@ impl Served {
             register_lock: Mutex::new(()),
             error: Mutex::new(None),
             recovery: recovery::Recovery::new(),
+            probe_lock: Mutex::new(()),
         }
     }
 
@@ -213,7 +218,7 @@ fn lock_pid_file(settings: &Settings) -> Result<OwnedFd> {
     let path = settings.runtime.pid_file();
     let fd = rustix::fs::open(
         &path,
-        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC,
+        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o644),
     )
     .with_context(|| format!("cannot open {}", path.display()))?;
@@ -231,6 +236,23 @@ fn lock_pid_file(settings: &Settings) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Room for many client connections (each idle one holds a descriptor):
+/// the soft `RLIMIT_NOFILE` up to the hard limit, at most 65536.
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let want = lim.maximum.unwrap_or(65536).min(65536);
+    if lim.current.is_some_and(|c| c < want) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: lim.maximum,
+            },
+        );
+    }
+}
+
 /// Run the daemon in the foreground until `Shutdown` or a termination signal.
 pub fn run(settings: Settings) -> Result<()> {
     init_logging();
@@ -238,9 +260,9 @@ pub fn run(settings: Settings) -> Result<()> {
     // when we already lead a process group, e.g. in a foreground shell job).
     let _ = rustix::process::setsid();
     crate::sys::block_termination_signals().context("cannot block signals")?;
+    raise_nofile();
     let rt = settings.runtime.clone();
-    std::fs::create_dir_all(&rt.dir)
-        .with_context(|| format!("cannot create runtime dir {}", rt.dir.display()))?;
+    paths::check_runtime_dir(&rt.dir, paths::DirUse::Own).map_err(anyhow::Error::msg)?;
     let _pid_lock = lock_pid_file(&settings)?;
     let env = Env::current();
     let bin = paths::domain_bin(&env).context("cannot locate the virtuos-domain binary")?;
@@ -297,6 +319,13 @@ pub fn run(settings: Settings) -> Result<()> {
         subnet = %settings.network_subnet,
         "virtuosd starting"
     );
+    // Port forwards of a process network domain: the host ports first, so
+    // that one that is taken fails the start instead of only the log.
+    let forwards = if settings.network && !vm {
+        forward::bind_all(&settings.forwards)?
+    } else {
+        Vec::new()
+    };
     let listener = server::listen(&rt.socket())?;
     DaemonInfo {
         pid: std::process::id(),
@@ -333,8 +362,8 @@ pub fn run(settings: Settings) -> Result<()> {
     {
         let d = daemon.clone();
         std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || server::accept_loop(d, listener))?;
+            .name("control".into())
+            .spawn(move || server::run(d, listener))?;
     }
 
     // The main thread starts the domains (it must outlive them: their
@@ -362,7 +391,7 @@ pub fn run(settings: Settings) -> Result<()> {
                 hostnet::remove(&h);
             }
         }
-        forward::start_all(&daemon);
+        forward::start_all(&daemon, forwards);
     }
     watch::run(&daemon);
 }

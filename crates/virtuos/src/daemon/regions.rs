@@ -12,7 +12,10 @@ use rustix::fs::{Mode, OFlags};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use virtuos_abi::call::{submit_and_wait, CallError, WaitPolicy};
 use virtuos_abi::mapping::create_memfd;
+use virtuos_abi::ops::OP_PING;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::state::status;
 use virtuos_abi::{ClientRegion, REGION_SIZE, STATE_SIZE};
@@ -94,12 +97,43 @@ impl Regions {
         }
     }
 
-    /// Tell the client its domain is gone: waiting calls fail instead of hang.
-    pub fn mark_failed(&self) {
-        let page = match self {
+    /// The daemon's writable view of the state page.
+    fn page(&self) -> &StatePage {
+        match self {
             Regions::Memfds { page, .. } => page,
             Regions::Slot(l) => l.state(),
+        }
+    }
+
+    /// Tell the client its domain is gone: waiting calls fail instead of hang.
+    pub fn mark_failed(&self) {
+        self.page()
+            .get()
+            .status
+            .store(status::FAILED, Ordering::Release);
+    }
+
+    /// Submit `OP_PING` through these regions, as a client would, and wait
+    /// up to `timeout` for the answer: Ok when the domain answered 0.
+    /// Only for regions the daemon alone uses (its probe of a domain).
+    pub fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let region = match self {
+            Regions::Memfds { region, .. } => ClientRegion::map(region),
+            Regions::Slot(l) => ClientRegion::map_at(l.fd(), l.region_offset()),
+        }
+        .map_err(|e| format!("cannot map the probe's region: {e}"))?;
+        let entry = region.entry(0).ok_or("the probe's region has no entries")?;
+        entry.fill(OP_PING, 1, std::process::id(), None, [0; 6]);
+        let policy = WaitPolicy {
+            spin: 1000,
+            sleep_slice: Duration::from_millis(10),
+            deadline: Some(timeout),
         };
-        page.get().status.store(status::FAILED, Ordering::Release);
+        match submit_and_wait(&region, self.page().get(), 0, policy) {
+            Ok((0, _)) => Ok(()),
+            Ok((r, _)) => Err(format!("it answered a ping with {r:#x}")),
+            Err(CallError::DomainGone) => Err(format!("no answer to a ping within {timeout:?}")),
+            Err(e) => Err(format!("the ping failed: {e:?}")),
+        }
     }
 }

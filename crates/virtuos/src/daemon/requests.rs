@@ -29,8 +29,13 @@ pub(super) fn error(message: impl Into<String>) -> Answer {
     }
 }
 
+/// Processes one unprivileged uid may register with one domain.
+pub const MAX_CLIENTS_PER_UID: usize = 1024;
+/// VM backend: region slots an unprivileged uid must leave to others.
+const SLOTS_KEPT_FOR_OTHERS: usize = 2;
+
 /// Root or the daemon's owner.
-fn privileged(peer: Peer) -> bool {
+pub(super) fn privileged(peer: Peer) -> bool {
     peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw()
 }
 
@@ -176,6 +181,9 @@ impl Daemon {
         if stale {
             self.remove_client(i, peer.pid);
         }
+        if !privileged(peer) {
+            self.check_uid_quota(i, peer)?;
+        }
 
         let parent = match fork {
             None => None,
@@ -215,6 +223,7 @@ impl Daemon {
                 pid: peer.pid,
                 creds,
                 slot,
+                nproc: clients::nproc_limit(peer.pid),
             },
             Some((parent_client_id, token)) => DomainCommand::AttachForked {
                 client_id,
@@ -239,6 +248,7 @@ impl Daemon {
         let client = Client {
             id: client_id,
             pid: peer.pid,
+            uid: peer.uid,
             pidfd: Arc::new(pidfd),
             regions,
         };
@@ -266,6 +276,34 @@ impl Daemon {
         }
         self.poke_watcher();
         Ok(granted)
+    }
+
+    /// An unprivileged uid may hold at most `MAX_CLIENTS_PER_UID`
+    /// registrations per domain, and on the vm backend must leave
+    /// `SLOTS_KEPT_FOR_OTHERS` region slots to other users.
+    fn check_uid_quota(&self, i: usize, peer: Peer) -> Result<(), Answer> {
+        let served = self.served(i);
+        let mut limit = MAX_CLIENTS_PER_UID;
+        if let Some(pool) = served.domain.slot_pool() {
+            limit = limit.min(pool.count().saturating_sub(SLOTS_KEPT_FOR_OTHERS).max(1));
+        }
+        let held = served.clients().count_of(peer.uid);
+        if held >= limit {
+            tracing::warn!(
+                pid = peer.pid,
+                uid = peer.uid,
+                held,
+                limit,
+                domain = %served.domain.spec.name,
+                "registration refused: per-uid limit"
+            );
+            return Err(error(format!(
+                "uid {} already has {held} processes registered with the {} domain \
+                 (limit {limit} per user)",
+                peer.uid, served.domain.spec.name
+            )));
+        }
+        Ok(())
     }
 
     /// The same process after execve: its regions, and its credentials

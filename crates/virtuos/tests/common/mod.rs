@@ -268,3 +268,39 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// A local user that is neither root nor the daemon's owner (no passwd
+/// entry needed: `setpriv` takes numbers).
+pub const OTHER_UID: u32 = 1001;
+
+/// `prog` as `OTHER_UID` (its own gid, no supplementary groups).
+pub fn as_other(prog: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={OTHER_UID}"))
+        .arg(format!("--regid={OTHER_UID}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(prog);
+    c
+}
+
+impl TestEnv {
+    /// Let other users reach the socket (the test's temporary directory
+    /// is 0700; a daemon of root serves every user).
+    pub fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// `virtuos ARGS` as `OTHER_UID`, with this test's environment.
+    pub fn cmd_as_other(&self, args: &[&str]) -> Command {
+        let mut c = as_other(&virtuos_bin());
+        c.args(args)
+            .env("VIRTUOS_RUNTIME_DIR", self.runtime())
+            .env("VIRTUOS_DATA_DIR", self.data())
+            .env("VIRTUOS_DOMAIN_BIN", &self.domain_bin)
+            .env("VIRTUOS_CONFIG", self.config_file())
+            .env("VIRTUOS_LOG", "debug");
+        c
+    }
+}
