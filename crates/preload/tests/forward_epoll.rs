@@ -157,7 +157,11 @@ fn closing_a_descriptor_takes_it_out_of_every_set() {
     let i = t.find(4).unwrap();
     t.set(i).add(11, 110, IN, 3).unwrap();
     t.drop_remote(1);
-    assert_eq!(t.get(4).unwrap().remote, 40, "another domain's instance stays");
+    assert_eq!(
+        t.get(4).unwrap().remote,
+        40,
+        "another domain's instance stays"
+    );
     t.drop_remote(2);
     assert_eq!(t.get(4).unwrap().remote, -1);
     assert!(t.get(4).unwrap().is_empty());

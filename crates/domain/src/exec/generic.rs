@@ -1,8 +1,8 @@
 //! Ordinary forwarded system calls, marshalled by the shape table.
 
 use super::socket::{self, PrivateLen};
-use crate::role::Role;
 use super::{fcntl, ioctl, neg};
+use crate::role::Role;
 use virtuos_abi::entry::Request;
 use virtuos_abi::shape::{shape, Arg, Shape, MAX_STRING};
 use virtuos_abi::{ClientRegion, AT_FDCWD_ARG, DOMAIN_FD_LIMIT, NULL_ARG};

@@ -482,7 +482,12 @@ mod sockets {
     fn roles_filter_families() {
         let storage = Fixture::new("role-storage");
         // Only Unix sockets: no internet, netlink or packet sockets.
-        for family in [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK, libc::AF_PACKET] {
+        for family in [
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+        ] {
             let sock = [family as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0];
             assert_eq!(storage.call(libc::SYS_socket, None, sock), EAFNOSUPPORT);
         }
@@ -529,7 +534,14 @@ mod sockets {
     fn storage_unix_sockets_take_paths_only() {
         let f = Fixture::new("unix");
         let unix = |ty: i32| {
-            let args = [libc::AF_UNIX as u64, (ty | libc::SOCK_CLOEXEC) as u64, 0, 0, 0, 0];
+            let args = [
+                libc::AF_UNIX as u64,
+                (ty | libc::SOCK_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+                0,
+            ];
             let fd = f.call(libc::SYS_socket, None, args);
             assert!(fd >= 0, "socket: {fd}");
             fd as u64
@@ -542,7 +554,10 @@ mod sockets {
         // Abstract, autobind, foreign families and oversized addresses are
         // refused before the kernel sees them.
         let abs = put(&sockaddr_un(b"\0abstract"));
-        assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, abs, 0, 0, 0]), EINVAL);
+        assert_eq!(
+            f.call(libc::SYS_bind, Some(1), [s, 0, abs, 0, 0, 0]),
+            EINVAL
+        );
         assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, 2, 0, 0, 0]), EINVAL);
         assert_eq!(
             f.call(libc::SYS_connect, Some(1), [s, 0, 1, 0, 0, 0]),
@@ -557,36 +572,59 @@ mod sockets {
         long.truncate(128);
         let n = put(&long);
         assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, n, 0, 0, 0]), EINVAL);
-        assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, 129, 0, 0, 0]), EINVAL);
+        assert_eq!(
+            f.call(libc::SYS_bind, Some(1), [s, 0, 129, 0, 0, 0]),
+            EINVAL
+        );
         // A path binds: the socket file is in the domain's file system.
         let path = f.dir.join("s.sock");
         let n = put(&sockaddr_un(path.as_os_str().as_encoded_bytes()));
         assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, n, 0, 0, 0]), 0);
         use std::os::unix::fs::FileTypeExt;
-        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_socket());
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
         // sendto the bound path from a second socket, recvfrom it.
         let c = unix(libc::SOCK_DGRAM);
         assert!(f.region.write_chunk(2, 0, b"ping"));
-        assert!(f.region.write_chunk(2, 8, &sockaddr_un(path.as_os_str().as_encoded_bytes())));
+        assert!(f
+            .region
+            .write_chunk(2, 8, &sockaddr_un(path.as_os_str().as_encoded_bytes())));
+        assert_eq!(f.call(libc::SYS_sendto, Some(2), [c, 0, 4, 0, 8, n]), 4);
         assert_eq!(
-            f.call(libc::SYS_sendto, Some(2), [c, 0, 4, 0, 8, n]),
-            4
-        );
-        assert_eq!(
-            f.call(libc::SYS_recvfrom, Some(3), [s, 0, 16, 0, NULL_ARG, NULL_ARG]),
+            f.call(
+                libc::SYS_recvfrom,
+                Some(3),
+                [s, 0, 16, 0, NULL_ARG, NULL_ARG]
+            ),
             4
         );
         // ... and not to an abstract name through OP_SENDMSG.
         assert!(f.region.write_chunk(2, NAME_OFF as u64, &[1, 0, 0, b'x']));
         assert_eq!(f.call(OP_SENDMSG, Some(2), [c, 0, 4, 0, 0, 0]), EINVAL);
         // Options that carry pointers are refused.
-        let filter = [s, libc::SOL_SOCKET as u64, libc::SO_ATTACH_FILTER as u64, 0, 16, 0];
+        let filter = [
+            s,
+            libc::SOL_SOCKET as u64,
+            libc::SO_ATTACH_FILTER as u64,
+            0,
+            16,
+            0,
+        ];
         assert_eq!(
             f.call(libc::SYS_setsockopt, Some(2), filter),
             -(libc::ENOPROTOOPT as i64)
         );
         f.put_u32(2, 0, 1);
-        let cred = [s, libc::SOL_SOCKET as u64, libc::SO_PASSCRED as u64, 0, 4, 0];
+        let cred = [
+            s,
+            libc::SOL_SOCKET as u64,
+            libc::SO_PASSCRED as u64,
+            0,
+            4,
+            0,
+        ];
         assert_eq!(f.call(libc::SYS_setsockopt, Some(2), cred), 0);
         f.close(s);
         f.close(c);

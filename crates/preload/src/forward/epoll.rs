@@ -394,11 +394,7 @@ fn with_table<R>(f: impl FnOnce(&mut Table<MAX_SETS, MAX_MEMBERS>) -> R) -> R {
 
 fn remote_close((rfd, domain): Remote) {
     if rfd >= 0 {
-        let _ = caller::simple_call(
-            domain,
-            libc::SYS_close as u16,
-            [rfd as u64, 0, 0, 0, 0, 0],
-        );
+        let _ = caller::simple_call(domain, libc::SYS_close as u16, [rfd as u64, 0, 0, 0, 0, 0]);
     }
 }
 

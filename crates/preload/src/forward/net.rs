@@ -557,9 +557,7 @@ pub fn sendmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
         Ok(x) => x,
         Err(err) => return err,
     };
-    each_message(vec, vlen, |hdr| {
-        send_one(&mut call, &chunk, e, hdr, flags)
-    })
+    each_message(vec, vlen, |hdr| send_one(&mut call, &chunk, e, hdr, flags))
 }
 
 /// Run `one` on each `struct mmsghdr` of `vec` (its result is the byte

@@ -489,10 +489,8 @@ fn poll_net(
         .flatten();
     // A real wait for both sides (`wake`) unless the kernel cannot; the
     // other domain's sockets are polled between slices.
-    let mut sliced = !any_local
-        || n_other > 0
-        || n_local > wake::MAX_LOCAL
-        || !wake::maybe_available();
+    let mut sliced =
+        !any_local || n_other > 0 || n_local > wake::MAX_LOCAL || !wake::maybe_available();
     let mut local_r = 0i64;
     let mut other_r = 0i64;
     let mut first = true;
@@ -878,7 +876,9 @@ fn select_net(
             let bit = 1u64 << b;
             let rev = if oth[w] & bit != 0 {
                 k += 1;
-                chunk2.as_ref().map_or(0, |c| chunk_revents(c, k - 1, asked))
+                chunk2
+                    .as_ref()
+                    .map_or(0, |c| chunk_revents(c, k - 1, asked))
             } else {
                 j += 1;
                 chunk_revents(&chunk, j - 1, asked)
