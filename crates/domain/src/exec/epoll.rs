@@ -287,7 +287,13 @@ mod tests {
         let eps = call(&rs, &hs, OP_EPOLL_CREATE, None, [0; 6]);
         assert!(eps >= 0, "storage epoll_create: {eps}");
         assert_eq!(
-            call(&rs, &hs, OP_EPOLL_WAIT, Some(0), [eps as u64, 1, 0, 0, 0, 0]),
+            call(
+                &rs,
+                &hs,
+                OP_EPOLL_WAIT,
+                Some(0),
+                [eps as u64, 1, 0, 0, 0, 0]
+            ),
             0
         );
         // SAFETY: closing a descriptor this test created.

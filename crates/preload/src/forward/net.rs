@@ -315,7 +315,7 @@ pub fn sendto(nr: u64, a: [u64; 6], e: Entry) -> i64 {
         Err(err) => return err,
     };
     if let Some(ua) = &routed {
-        (addr, alen) = (ua.ptr(), ua.len() as u32);
+        (addr, alen) = (ua.ptr(), ua.socklen() as u32);
     }
     let cap = len.min(DATA_ROOM);
     if addr != 0 && alen as usize > ROOM {
@@ -397,7 +397,7 @@ fn send_one(call: &mut Call, chunk: &ChunkRef<'_>, e: Entry, hdr: u64, flags: u6
         Err(err) => return err,
     };
     if let Some(ua) = &routed {
-        (h.name, h.namelen) = (ua.ptr(), ua.len() as u32);
+        (h.name, h.namelen) = (ua.ptr(), ua.socklen() as u32);
     }
     let namelen = if h.name != 0 { h.namelen as usize } else { 0 };
     if namelen > msg::NAME_MAX {

@@ -66,7 +66,7 @@ impl UnixAddr {
         self.buf.as_ptr() as u64
     }
 
-    pub fn len(&self) -> u64 {
+    pub fn socklen(&self) -> u64 {
         self.len as u64
     }
 }
@@ -337,7 +337,7 @@ fn forward_addr_call(nr: u64, e: Entry, a: &UnixAddr) -> i64 {
     let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
         return -(libc::EIO as i64);
     };
-    let args = [e.remote as u64, a.ptr(), a.len(), 0, 0, 0];
+    let args = [e.remote as u64, a.ptr(), a.socklen(), 0, 0, 0];
     generic::forward(nr, &args, &sh, e)
 }
 
@@ -367,7 +367,7 @@ pub fn bind_connect(nr: u64, a: [u64; 6]) -> Action {
             if let AddrRoute::HostRewritten(ua) = &route {
                 let mut b = a;
                 b[1] = ua.ptr();
-                b[2] = ua.len();
+                b[2] = ua.socklen();
                 return Action::Done(host::reissue(nr, b));
             }
             match for_local(fd, &route, false) {
@@ -397,7 +397,7 @@ pub fn sendto_local(nr: u64, a: [u64; 6]) -> Action {
     if let AddrRoute::HostRewritten(ua) = &route {
         let mut b = a;
         b[4] = ua.ptr();
-        b[5] = ua.len();
+        b[5] = ua.socklen();
         return Action::Done(host::reissue(nr, b));
     }
     match for_local(fd, &route, true) {
@@ -429,7 +429,7 @@ pub fn sendmsg_local(nr: u64, a: [u64; 6]) -> Action {
             return Action::Done(-(libc::EFAULT as i64));
         }
         h[0..8].copy_from_slice(&ua.ptr().to_ne_bytes());
-        h[8..12].copy_from_slice(&(ua.len() as u32).to_ne_bytes());
+        h[8..12].copy_from_slice(&(ua.socklen() as u32).to_ne_bytes());
         let mut b = a;
         b[1] = h.as_ptr() as u64;
         return Action::Done(host::reissue(nr, b));
