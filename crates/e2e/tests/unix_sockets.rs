@@ -169,7 +169,8 @@ for _ in range(2):
     a.close()
 s.close()
 os.unlink(sys.argv[1])
-print("server done")
+with open("server.out", "w") as f:
+    f.write("server done\n")
 EOF
         cat > client.py <<'EOF'
 import socket, sys
@@ -187,6 +188,7 @@ EOF
         "$PY" client.py srv/echo.sock "relative path"
         (cd srv && "$PY" ../client.py "$ROOT/srv/echo.sock" "from another cwd")
         wait
+        cat server.out
         ls -A srv
         "#,
     )

@@ -130,7 +130,9 @@ pub(crate) fn private_addr(
     (aslot, lslot): (usize, usize),
 ) -> Result<Option<Vec<u8>>, i32> {
     let (off, len) = (args[aslot], args[lslot]);
-    if off == NULL_ARG {
+    // No address, or a length of 0 (the kernel reads nothing: sendto on a
+    // connected socket, or EINVAL).
+    if off == NULL_ARG || len == 0 {
         return Ok(None);
     }
     if len > SOCKADDR as u64 {

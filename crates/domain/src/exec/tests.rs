@@ -600,6 +600,20 @@ mod sockets {
             ),
             4
         );
+        // Connected: an address of length 0 is no address (natively too).
+        assert!(f
+            .region
+            .write_chunk(1, 0, &sockaddr_un(path.as_os_str().as_encoded_bytes())));
+        assert_eq!(f.call(libc::SYS_connect, Some(1), [c, 0, n, 0, 0, 0]), 0);
+        assert_eq!(f.call(libc::SYS_sendto, Some(2), [c, 0, 4, 0, 8, 0]), 4);
+        assert_eq!(
+            f.call(
+                libc::SYS_recvfrom,
+                Some(3),
+                [s, 0, 16, 0, NULL_ARG, NULL_ARG]
+            ),
+            4
+        );
         // ... and not to an abstract name through OP_SENDMSG.
         assert!(f.region.write_chunk(2, NAME_OFF as u64, &[1, 0, 0, b'x']));
         assert_eq!(f.call(OP_SENDMSG, Some(2), [c, 0, 4, 0, 0, 0]), EINVAL);
