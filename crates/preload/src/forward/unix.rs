@@ -352,6 +352,8 @@ pub fn bind_connect(nr: u64, a: [u64; 6]) -> Action {
         Some(e) => Action::Done(match storage_addr(addr, len) {
             Err(err) => err,
             Ok(Some(ua)) => forward_addr_call(nr, e, &ua),
+            // Longer than any address: the kernel's EINVAL, without copying.
+            Ok(None) if len > virtuos_abi::shape::SOCKADDR as u64 => -(libc::EINVAL as i64),
             Ok(None) => {
                 let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
                     return Action::Done(-(libc::EIO as i64));
