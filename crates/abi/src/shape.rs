@@ -108,6 +108,8 @@ const F_OWNER_EX: u16 = 8; // struct f_owner_ex
 const RW_HINT: u16 = 8; // u64
 /// Room for a socket address (struct sockaddr_storage).
 pub const SOCKADDR: u16 = 128;
+/// sizeof(struct sockaddr_un): the longest `AF_UNIX` address.
+pub const SOCKADDR_UN: u16 = 110;
 /// A socklen_t.
 pub const SOCKLEN: u16 = 4;
 /// Room for a socket option value (getsockopt); longer options are cut.
@@ -199,7 +201,8 @@ pub fn shape(nr: u16) -> Option<Shape> {
         libc::SYS_flistxattr => s(&[Fd, OutBuf(2), Val]),
         libc::SYS_removexattr | libc::SYS_lremovexattr => s(&[Path, Str]),
         libc::SYS_fremovexattr => s(&[Fd, Str]),
-        // Sockets (network domain). Address and option buffers have fixed
+        // Sockets (AF_INET/AF_INET6 in the network domain, AF_UNIX sockets
+        // bound at storage paths in the storage domain). Address and option buffers have fixed
         // room in the chunk (so these slots are InOut even where the kernel
         // only writes); the client marshals these calls by hand, copying
         // back only what the kernel reported (`*addrlen`, `*optlen`),
@@ -220,13 +223,15 @@ pub fn shape(nr: u16) -> Option<Shape> {
 }
 
 /// Which kind of domain serves a system call (per-family tables, as in
-/// gVisor): a storage domain never opens sockets, a network domain never
-/// opens files.
+/// gVisor): a network domain never opens files; a storage domain makes
+/// only `AF_UNIX` sockets, a network domain only `AF_INET`/`AF_INET6` ones
+/// (the domain checks the address family of `socket` and of every address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     /// Calls on paths or file metadata: the storage domain.
     File,
-    /// Socket creation and socket-only calls: the network domain.
+    /// Socket creation and socket-only calls: the network domain, and the
+    /// storage domain for `AF_UNIX` sockets at storage paths.
     Socket,
     /// Calls on any descriptor (read, write, close, fcntl, fstat, ...):
     /// whichever domain owns the descriptor.

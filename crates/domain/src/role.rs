@@ -1,7 +1,10 @@
 //! What a domain serves: per-family tables (as in gVisor). A storage domain
-//! executes file and descriptor calls, a network domain socket and
+//! executes file, descriptor and socket calls, a network domain socket and
 //! descriptor calls; anything else is ENOSYS, so a hostile client cannot
-//! make the storage domain open sockets or the network domain open files.
+//! make the network domain open files. Which sockets each may make is the
+//! address-family check of `exec::socket`: the storage domain only
+//! `AF_UNIX` (sockets bound at paths in its file system), the network
+//! domain only `AF_INET`/`AF_INET6`.
 
 use virtuos_abi::ops;
 use virtuos_abi::shape::{family, Family};
@@ -16,19 +19,13 @@ impl Role {
     /// Whether this domain executes system call (or virtual op) `op`.
     pub fn serves(self, op: u16) -> bool {
         if ops::is_virtual(op) {
-            return match op {
-                ops::OP_SENDMSG
-                | ops::OP_RECVMSG
-                | ops::OP_EPOLL_CREATE
-                | ops::OP_EPOLL_CTL
-                | ops::OP_EPOLL_WAIT => self == Role::Network,
-                _ => true,
-            };
+            // Both serve sockets, so both serve the socket virtual ops
+            // (sendmsg/recvmsg, poll, epoll).
+            return true;
         }
         match family(op) {
-            Some(Family::Descriptor) => true,
+            Some(Family::Descriptor | Family::Socket) => true,
             Some(Family::File) => self == Role::Storage,
-            Some(Family::Socket) => self == Role::Network,
             None => false,
         }
     }
@@ -50,6 +47,7 @@ mod tests {
             assert!(Role::Storage.serves(nr(f)), "{f}");
             assert!(!Role::Network.serves(nr(f)), "{f}");
         }
+        // Both make sockets: of which families is `exec::socket`'s check.
         for s in [
             libc::SYS_socket,
             libc::SYS_connect,
@@ -57,7 +55,7 @@ mod tests {
             libc::SYS_getsockopt,
         ] {
             assert!(Role::Network.serves(nr(s)), "{s}");
-            assert!(!Role::Storage.serves(nr(s)), "{s}");
+            assert!(Role::Storage.serves(nr(s)), "{s}");
         }
         for d in [
             libc::SYS_read,
@@ -71,9 +69,9 @@ mod tests {
             assert!(!Role::Storage.serves(nr(bad)) && !Role::Network.serves(nr(bad)));
         }
         assert!(Role::Network.serves(ops::OP_SENDMSG));
-        assert!(!Role::Storage.serves(ops::OP_RECVMSG));
+        assert!(Role::Storage.serves(ops::OP_RECVMSG));
         for op in [ops::OP_EPOLL_CREATE, ops::OP_EPOLL_CTL, ops::OP_EPOLL_WAIT] {
-            assert!(Role::Network.serves(op) && !Role::Storage.serves(op));
+            assert!(Role::Network.serves(op) && Role::Storage.serves(op));
         }
         assert!(Role::Storage.serves(ops::OP_PING) && Role::Network.serves(ops::OP_FORK_PREPARE));
     }

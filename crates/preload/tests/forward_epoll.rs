@@ -24,14 +24,15 @@ fn sets_have_a_fixed_capacity_and_numbers_are_reused_cleanly() {
     // replaces the stale one and hands back its domain descriptor.
     let i = t.find(6).unwrap();
     t.set(i).remote = 42;
+    t.set(i).domain = 2;
     t.set(i).add(10, 100, IN, 1).unwrap();
     let (j, stale) = t.open(6, true).unwrap();
-    assert_eq!(stale, 42);
+    assert_eq!(stale, (42, 2));
     assert_eq!(t.set(j).remote, -1);
     assert!(t.set(j).is_empty());
     assert_eq!(t.used(), 3);
-    assert_eq!(t.close(7), -1);
-    assert_eq!(t.close(7), -1, "second close: nothing");
+    assert_eq!(t.close(7).0, -1);
+    assert_eq!(t.close(7).0, -1, "second close: nothing");
     assert_eq!(t.used(), 2);
     assert!(t.open(8, false).is_some());
     let s = t.get(8).unwrap();
@@ -126,6 +127,7 @@ fn closing_a_descriptor_takes_it_out_of_every_set() {
     for (epfd, remote) in [(3, 30), (4, 40), (5, -1)] {
         let (i, _) = t.open(epfd, true).unwrap();
         t.set(i).remote = remote;
+        t.set(i).domain = if remote >= 0 { 2 } else { 0 };
     }
     for epfd in [3, 4, 5] {
         let i = t.find(epfd).unwrap();
@@ -154,7 +156,13 @@ fn closing_a_descriptor_takes_it_out_of_every_set() {
     // A child without a shadow of ours forgets every forwarded member.
     let i = t.find(4).unwrap();
     t.set(i).add(11, 110, IN, 3).unwrap();
-    t.drop_remote();
+    t.drop_remote(1);
+    assert_eq!(
+        t.get(4).unwrap().remote,
+        40,
+        "another domain's instance stays"
+    );
+    t.drop_remote(2);
     assert_eq!(t.get(4).unwrap().remote, -1);
     assert!(t.get(4).unwrap().is_empty());
     assert_eq!(t.get(4).unwrap().armed(), 0);

@@ -2,6 +2,7 @@
 
 use super::socket::{self, PrivateLen};
 use super::{fcntl, ioctl, neg};
+use crate::role::Role;
 use virtuos_abi::entry::Request;
 use virtuos_abi::shape::{shape, Arg, Shape, MAX_STRING};
 use virtuos_abi::{ClientRegion, AT_FDCWD_ARG, DOMAIN_FD_LIMIT, NULL_ARG};
@@ -78,8 +79,8 @@ fn pointer(region: &ClientRegion, chunk: Option<u16>, off: u64, len: u64) -> Res
         .ok_or(libc::EFAULT)
 }
 
-/// Validate and execute system call `req.op`.
-pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i64 {
+/// Validate and execute system call `req.op` for a domain of `role`.
+pub(crate) fn execute(region: &ClientRegion, role: Role, fd_limit: u64, req: &Request) -> i64 {
     let Some(mut sh) = shape(req.op) else {
         return neg(libc::ENOSYS);
     };
@@ -98,7 +99,7 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
             Err(e) => return neg(e),
         }
     }
-    if let Err(e) = socket::check_socket(nr, &args) {
+    if let Err(e) = socket::check_socket(role, nr, &args) {
         return neg(e);
     }
     let mut strings = Strings::default();
@@ -106,6 +107,19 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
         Ok(raw) => raw,
         Err(e) => return neg(e),
     };
+    // The address is handed to the kernel from a checked private copy.
+    let mut addr = None;
+    if let Some(slots) = socket::addr_slots(nr) {
+        match socket::private_addr(role, region, req.chunk, nr, &args, slots) {
+            Ok(Some(a)) => {
+                raw[slots.0] = a.as_ptr() as u64;
+                raw[slots.1] = a.len() as u64;
+                addr = Some(a);
+            }
+            Ok(None) => {}
+            Err(e) => return neg(e),
+        }
+    }
     let mut len = None;
     if let Some((slot, max)) = socket::len_slot(nr) {
         match PrivateLen::take(region, req.chunk, args[slot], max) {
@@ -121,7 +135,7 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
     // does not touch this process's memory map or control flow; every
     // pointer slot was checked by `marshal` to lie inside the call's chunk
     // of the mapped region (for its full length or struct size) or points
-    // into `strings` or `len`, which live until the call returns (a
+    // into `strings`, `addr` (with its own length) or `len`, which live until the call returns (a
     // `socklen_t` bounds its buffer by the struct size: see `socket`);
     // descriptors are the client's.
     let r = unsafe { crate::sys::syscall(nr, raw) };
@@ -129,5 +143,6 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
         l.finish(region);
     }
     drop(strings);
+    drop(addr);
     r
 }

@@ -8,8 +8,8 @@
 //! A bad request fails with an errno; nothing here panics on peer data.
 //!
 //! The domain's role (`crate::role`) decides which calls it executes at
-//! all: storage domains never run socket calls, network domains never run
-//! file calls (ENOSYS).
+//! all: network domains never run file calls (ENOSYS); which sockets each
+//! role makes and which addresses it takes is `socket`'s check.
 
 use crate::role::Role;
 use std::os::fd::BorrowedFd;
@@ -54,7 +54,7 @@ pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u
     if ops::is_virtual(req.op) {
         virtual_ops::execute(region, host, req)
     } else {
-        let r = generic::execute(region, host.fd_limit(), req);
+        let r = generic::execute(region, host.role(), host.fd_limit(), req);
         let extra = if r >= 0 && ops::is_open(req.op) {
             crate::sys::file_identity(r as i32)
         } else {

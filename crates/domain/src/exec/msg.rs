@@ -9,6 +9,7 @@
 //! `recvmsg` results (received descriptors are closed at once).
 
 use super::neg;
+use crate::role::Role;
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::msg::{
     pack_recv_extra, CONTROL_MAX, CONTROL_OFF, DATA_MAX, DATA_OFF, NAME_MAX, NAME_OFF,
@@ -107,14 +108,19 @@ fn bounded(v: u64, max: usize) -> Result<usize, i32> {
 }
 
 /// `args = [fd, flags, name_len, control_len, data_len]`.
-pub(crate) fn sendmsg(region: &ClientRegion, fd_limit: u64, req: &Request) -> i64 {
-    match try_sendmsg(region, fd_limit, req) {
+pub(crate) fn sendmsg(region: &ClientRegion, role: Role, fd_limit: u64, req: &Request) -> i64 {
+    match try_sendmsg(region, role, fd_limit, req) {
         Ok(n) => n,
         Err(e) => neg(e),
     }
 }
 
-fn try_sendmsg(region: &ClientRegion, fd_limit: u64, req: &Request) -> Result<i64, i32> {
+fn try_sendmsg(
+    region: &ClientRegion,
+    role: Role,
+    fd_limit: u64,
+    req: &Request,
+) -> Result<i64, i32> {
     let [fd, flags, name_len, control_len, data_len, _] = req.args;
     check_fd(fd, fd_limit)?;
     let name_len = bounded(name_len, NAME_MAX)?;
@@ -128,6 +134,9 @@ fn try_sendmsg(region: &ClientRegion, fd_limit: u64, req: &Request) -> Result<i6
         Ok(v)
     };
     let name = copy(NAME_OFF, name_len)?;
+    if name_len > 0 {
+        super::socket::check_addr(role, libc::SYS_sendto, &name)?;
+    }
     let control = copy(CONTROL_OFF, control_len)?;
     check_send_control(&control)?;
     let data = ptr(region, req.chunk, DATA_OFF, data_len)?;

@@ -1,16 +1,29 @@
 //! Domain-side fixups of the socket calls that run through the generic
 //! executor.
 //!
-//! - `socket`: only `AF_INET` and `AF_INET6` (EAFNOSUPPORT otherwise): a
-//!   netlink socket would let a client reconfigure the domain's network
-//!   namespace, a Unix socket would carry descriptors across the boundary.
+//! - `socket`: a network domain makes only `AF_INET` and `AF_INET6`
+//!   sockets, a storage domain only `AF_UNIX` ones (EAFNOSUPPORT
+//!   otherwise): a netlink socket would let a client reconfigure the
+//!   domain's network namespace. Descriptors never cross (`msg`).
+//! - Addresses (`bind`, `connect`, `sendto`; `OP_SENDMSG` in `msg`) are
+//!   copied out of the chunk into private memory, checked there and handed
+//!   to the kernel from there, so the client cannot change them after the
+//!   check. A storage domain takes only named `AF_UNIX` addresses (a path:
+//!   never abstract or autobind names, which would live in the domain's
+//!   namespace) of at most `sizeof(struct sockaddr_un)` bytes, and
+//!   `AF_UNSPEC` for `connect` (dissolving a datagram association).
+//! - `setsockopt` in a storage domain: an allow-list of `SOL_SOCKET`
+//!   options whose values are plain numbers (ENOPROTOOPT otherwise):
+//!   options such as `SO_ATTACH_FILTER` carry pointers the domain's kernel
+//!   would follow into the shadow.
 //! - `*addrlen` / `*optlen` (the `SOCKLEN` slot): the client may lie, so the
 //!   value is read from the chunk, clamped to the room the shape gives the
 //!   buffer (`SOCKADDR` or `SOCKOPT`) and written back; the kernel reads and
 //!   updates a private copy (so the client cannot raise it between the check
 //!   and the call), which is copied back into the chunk afterwards.
 
-use virtuos_abi::shape::{SOCKADDR, SOCKOPT};
+use crate::role::Role;
+use virtuos_abi::shape::{SOCKADDR, SOCKADDR_UN, SOCKOPT};
 use virtuos_abi::{ClientRegion, NULL_ARG};
 
 /// The `socklen_t *` slot of a socket call and the room of the buffer it
@@ -26,15 +39,112 @@ pub(crate) fn len_slot(nr: i64) -> Option<(usize, u32)> {
     })
 }
 
-/// Families a network domain creates sockets of.
-pub(crate) fn check_socket(nr: i64, args: &[u64; 6]) -> Result<(), i32> {
+/// Families a domain creates sockets of; options a storage domain sets.
+pub(crate) fn check_socket(role: Role, nr: i64, args: &[u64; 6]) -> Result<(), i32> {
     if nr == libc::SYS_socket {
         let family = args[0] as i32;
-        if family != libc::AF_INET && family != libc::AF_INET6 {
+        let ok = match role {
+            Role::Network => family == libc::AF_INET || family == libc::AF_INET6,
+            Role::Storage => family == libc::AF_UNIX,
+        };
+        if !ok {
             return Err(libc::EAFNOSUPPORT);
         }
     }
+    if nr == libc::SYS_setsockopt && role == Role::Storage && !plain_option(args[1], args[2]) {
+        return Err(libc::ENOPROTOOPT);
+    }
     Ok(())
+}
+
+/// `SOL_SOCKET` options of Unix sockets whose values are numbers or
+/// structs of numbers (no pointers, no descriptors, no programs).
+fn plain_option(level: u64, name: u64) -> bool {
+    level as i32 == libc::SOL_SOCKET
+        && matches!(
+            name as i32,
+            libc::SO_SNDBUF
+                | libc::SO_RCVBUF
+                | libc::SO_SNDBUFFORCE
+                | libc::SO_RCVBUFFORCE
+                | libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | 66 /* SO_RCVTIMEO_NEW */
+                | 67 /* SO_SNDTIMEO_NEW */
+                | libc::SO_RCVLOWAT
+                | libc::SO_SNDLOWAT
+                | libc::SO_PASSCRED
+                | libc::SO_PASSSEC
+                | libc::SO_PEEK_OFF
+                | libc::SO_LINGER
+                | libc::SO_KEEPALIVE
+                | libc::SO_REUSEADDR
+                | libc::SO_DEBUG
+                | libc::SO_PRIORITY
+                | libc::SO_MARK
+        )
+}
+
+/// The (address, length) slots of a call that passes an address in.
+pub(crate) fn addr_slots(nr: i64) -> Option<(usize, usize)> {
+    match nr {
+        libc::SYS_bind | libc::SYS_connect => Some((1, 2)),
+        libc::SYS_sendto => Some((4, 5)),
+        _ => None,
+    }
+}
+
+/// Check an address a client passes in, in its private copy.
+pub(crate) fn check_addr(role: Role, nr: i64, addr: &[u8]) -> Result<(), i32> {
+    let family = match addr {
+        [a, b, ..] => u16::from_ne_bytes([*a, *b]) as i32,
+        _ => return Err(libc::EINVAL),
+    };
+    match role {
+        Role::Network => Ok(()),
+        Role::Storage if family == libc::AF_UNSPEC && nr == libc::SYS_connect => Ok(()),
+        Role::Storage => {
+            if family != libc::AF_UNIX {
+                return Err(libc::EAFNOSUPPORT);
+            }
+            if addr.len() > SOCKADDR_UN as usize {
+                return Err(libc::EINVAL);
+            }
+            // A path: at least one byte that is not the abstract marker.
+            match addr.get(2) {
+                Some(&c) if c != 0 => Ok(()),
+                _ => Err(libc::EINVAL),
+            }
+        }
+    }
+}
+
+/// A private copy of the address in slots `(addr, len)` of `args` (None:
+/// a NULL address), checked for `role`; at most `SOCKADDR` bytes.
+pub(crate) fn private_addr(
+    role: Role,
+    region: &ClientRegion,
+    chunk: Option<u16>,
+    nr: i64,
+    args: &[u64; 6],
+    (aslot, lslot): (usize, usize),
+) -> Result<Option<Vec<u8>>, i32> {
+    let (off, len) = (args[aslot], args[lslot]);
+    // No address, or a length of 0 (the kernel reads nothing: sendto on a
+    // connected socket, or EINVAL).
+    if off == NULL_ARG || len == 0 {
+        return Ok(None);
+    }
+    if len > SOCKADDR as u64 {
+        return Err(libc::EINVAL);
+    }
+    let chunk = chunk.ok_or(libc::EFAULT)?;
+    let mut buf = vec![0u8; len as usize];
+    if !region.read_chunk(chunk, off, &mut buf) {
+        return Err(libc::EFAULT);
+    }
+    check_addr(role, nr, &buf)?;
+    Ok(Some(buf))
 }
 
 /// A clamped private copy of a client's `socklen_t`.

@@ -481,10 +481,16 @@ mod sockets {
     #[test]
     fn roles_filter_families() {
         let storage = Fixture::new("role-storage");
-        let sock = [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0];
-        assert_eq!(storage.call(libc::SYS_socket, None, sock), ENOSYS);
-        assert_eq!(storage.call(OP_SENDMSG, Some(0), [0; 6]), ENOSYS);
-        assert_eq!(storage.call(OP_RECVMSG, Some(0), [0; 6]), ENOSYS);
+        // Only Unix sockets: no internet, netlink or packet sockets.
+        for family in [
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+        ] {
+            let sock = [family as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0];
+            assert_eq!(storage.call(libc::SYS_socket, None, sock), EAFNOSUPPORT);
+        }
         let fd = storage.open_file("f");
         storage.close(fd);
 
@@ -515,6 +521,127 @@ mod sockets {
             let args = [family as u64, libc::SOCK_DGRAM as u64, 0, 0, 0, 0];
             assert_eq!(net.call(libc::SYS_socket, None, args), EAFNOSUPPORT);
         }
+    }
+
+    fn sockaddr_un(path: &[u8]) -> Vec<u8> {
+        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(path);
+        a.push(0);
+        a
+    }
+
+    #[test]
+    fn storage_unix_sockets_take_paths_only() {
+        let f = Fixture::new("unix");
+        let unix = |ty: i32| {
+            let args = [
+                libc::AF_UNIX as u64,
+                (ty | libc::SOCK_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+                0,
+            ];
+            let fd = f.call(libc::SYS_socket, None, args);
+            assert!(fd >= 0, "socket: {fd}");
+            fd as u64
+        };
+        let s = unix(libc::SOCK_DGRAM);
+        let put = |a: &[u8]| {
+            assert!(f.region.write_chunk(1, 0, a));
+            a.len() as u64
+        };
+        // Abstract, autobind, foreign families and oversized addresses are
+        // refused before the kernel sees them.
+        let abs = put(&sockaddr_un(b"\0abstract"));
+        assert_eq!(
+            f.call(libc::SYS_bind, Some(1), [s, 0, abs, 0, 0, 0]),
+            EINVAL
+        );
+        assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, 2, 0, 0, 0]), EINVAL);
+        assert_eq!(
+            f.call(libc::SYS_connect, Some(1), [s, 0, 1, 0, 0, 0]),
+            EINVAL
+        );
+        let inet = put(&sockaddr_in(0));
+        assert_eq!(
+            f.call(libc::SYS_bind, Some(1), [s, 0, inet, 0, 0, 0]),
+            EAFNOSUPPORT
+        );
+        let mut long = sockaddr_un(&[b'a'; 120]);
+        long.truncate(128);
+        let n = put(&long);
+        assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, n, 0, 0, 0]), EINVAL);
+        assert_eq!(
+            f.call(libc::SYS_bind, Some(1), [s, 0, 129, 0, 0, 0]),
+            EINVAL
+        );
+        // A path binds: the socket file is in the domain's file system.
+        let path = f.dir.join("s.sock");
+        let n = put(&sockaddr_un(path.as_os_str().as_encoded_bytes()));
+        assert_eq!(f.call(libc::SYS_bind, Some(1), [s, 0, n, 0, 0, 0]), 0);
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_socket());
+        // sendto the bound path from a second socket, recvfrom it.
+        let c = unix(libc::SOCK_DGRAM);
+        assert!(f.region.write_chunk(2, 0, b"ping"));
+        assert!(f
+            .region
+            .write_chunk(2, 8, &sockaddr_un(path.as_os_str().as_encoded_bytes())));
+        assert_eq!(f.call(libc::SYS_sendto, Some(2), [c, 0, 4, 0, 8, n]), 4);
+        assert_eq!(
+            f.call(
+                libc::SYS_recvfrom,
+                Some(3),
+                [s, 0, 16, 0, NULL_ARG, NULL_ARG]
+            ),
+            4
+        );
+        // Connected: an address of length 0 is no address (natively too).
+        assert!(f
+            .region
+            .write_chunk(1, 0, &sockaddr_un(path.as_os_str().as_encoded_bytes())));
+        assert_eq!(f.call(libc::SYS_connect, Some(1), [c, 0, n, 0, 0, 0]), 0);
+        assert_eq!(f.call(libc::SYS_sendto, Some(2), [c, 0, 4, 0, 8, 0]), 4);
+        assert_eq!(
+            f.call(
+                libc::SYS_recvfrom,
+                Some(3),
+                [s, 0, 16, 0, NULL_ARG, NULL_ARG]
+            ),
+            4
+        );
+        // ... and not to an abstract name through OP_SENDMSG.
+        assert!(f.region.write_chunk(2, NAME_OFF as u64, &[1, 0, 0, b'x']));
+        assert_eq!(f.call(OP_SENDMSG, Some(2), [c, 0, 4, 0, 0, 0]), EINVAL);
+        // Options that carry pointers are refused.
+        let filter = [
+            s,
+            libc::SOL_SOCKET as u64,
+            libc::SO_ATTACH_FILTER as u64,
+            0,
+            16,
+            0,
+        ];
+        assert_eq!(
+            f.call(libc::SYS_setsockopt, Some(2), filter),
+            -(libc::ENOPROTOOPT as i64)
+        );
+        f.put_u32(2, 0, 1);
+        let cred = [
+            s,
+            libc::SOL_SOCKET as u64,
+            libc::SO_PASSCRED as u64,
+            0,
+            4,
+            0,
+        ];
+        assert_eq!(f.call(libc::SYS_setsockopt, Some(2), cred), 0);
+        f.close(s);
+        f.close(c);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> 
         OP_FD_PATH => fd_path(region, host, req),
         OP_FORK_PREPARE => host.fork_prepare(),
         OP_FORK_ABORT => host.fork_abort(req.args[0]),
-        OP_SENDMSG => super::msg::sendmsg(region, host.fd_limit(), req),
+        OP_SENDMSG => super::msg::sendmsg(region, host.role(), host.fd_limit(), req),
         OP_RECVMSG => return super::msg::recvmsg(region, host.fd_limit(), req),
         virtuos_abi::ops::OP_POLL => poll::poll(region, host.fd_limit(), req),
         virtuos_abi::ops::OP_EPOLL_CREATE => epoll::create(host.fd_limit()),

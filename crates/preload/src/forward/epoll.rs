@@ -1,4 +1,5 @@
-//! epoll over sets that hold sockets of the network domain.
+//! epoll over sets that hold sockets of a domain (network sockets, or
+//! Unix sockets of the storage domain).
 //!
 //! The program's epoll descriptor stays a real host epoll instance: its
 //! local members (pipes, eventfd, timerfd, Unix sockets, other epolls) are
@@ -6,6 +7,9 @@
 //! an epoll instance of the shadow (`OP_EPOLL_CREATE`, `OP_EPOLL_CTL`),
 //! which gives edge-triggered, one-shot and exclusive semantics for free.
 //! Storage files are refused with EPERM, as Linux refuses regular files.
+//! A set's forwarded members are sockets of one domain (the first one's):
+//! a socket of the other domain is refused with EXDEV (one remote wait
+//! per `epoll_wait`).
 //!
 //! Client side, per epoll descriptor: a fixed-capacity table (no
 //! allocation: this runs in the SIGSYS handler) of the forwarded members:
@@ -43,7 +47,7 @@
 //! outer one. Not kept across exec.
 
 use super::caller::{sleep_with_mask, Call, Started};
-use super::fdtable::{self, Entry, DOMAIN_NETWORK};
+use super::fdtable::{self, Entry};
 use super::sync::SpinLock;
 use super::wake::{self, Woken};
 use super::{caller, host, usermem, Action};
@@ -105,6 +109,9 @@ pub struct Set<const M: usize> {
     pub epfd: i32,
     /// The domain's epoll descriptor; -1 = not created yet.
     pub remote: i32,
+    /// The domain `remote` lives in (0: none yet). A set's forwarded
+    /// members are sockets of that one domain.
+    pub domain: u8,
     /// `local` is exact (we saw the set created), else unknown.
     pub local_known: bool,
     /// Local members added (not decremented by local closes).
@@ -122,6 +129,7 @@ impl<const M: usize> Set<M> {
         Set {
             epfd: -1,
             remote: -1,
+            domain: 0,
             local_known: false,
             local: 0,
             shared: false,
@@ -135,6 +143,7 @@ impl<const M: usize> Set<M> {
     fn reset(&mut self, epfd: i32, local_known: bool) {
         self.epfd = epfd;
         self.remote = -1;
+        self.domain = 0;
         self.local_known = local_known;
         self.local = 0;
         self.shared = false;
@@ -296,7 +305,7 @@ impl<const S: usize, const M: usize> Table<S, M> {
     /// A new set for `epfd` (replacing a stale one of that number: its
     /// remote descriptor is returned in the second field, -1 if none).
     /// None when the table is full.
-    pub fn open(&mut self, epfd: i32, local_known: bool) -> Option<(usize, i32)> {
+    pub fn open(&mut self, epfd: i32, local_known: bool) -> Option<(usize, Remote)> {
         let stale = self.close(epfd);
         let i = self.sets.iter().position(|s| s.epfd < 0)?;
         self.sets[i].reset(epfd, local_known);
@@ -305,11 +314,11 @@ impl<const S: usize, const M: usize> Table<S, M> {
     }
 
     /// Forget set `epfd`; its remote descriptor (to close), -1 if none.
-    pub fn close(&mut self, epfd: i32) -> i32 {
+    pub fn close(&mut self, epfd: i32) -> Remote {
         let Some(i) = self.find(epfd) else {
-            return -1;
+            return (-1, 0);
         };
-        let remote = self.sets[i].remote;
+        let remote = (self.sets[i].remote, self.sets[i].domain);
         self.sets[i].reset(-1, false);
         self.used -= 1;
         remote
@@ -341,11 +350,16 @@ impl<const S: usize, const M: usize> Table<S, M> {
         }
     }
 
-    /// The forked child got no shadow of ours: the domain's instances are
-    /// not reachable any more; forget the forwarded members.
-    pub fn drop_remote(&mut self) {
-        for s in self.sets.iter_mut().filter(|s| s.epfd >= 0) {
+    /// The forked child got no shadow of `domain`: that domain's instances
+    /// are not reachable any more; forget their forwarded members.
+    pub fn drop_remote(&mut self, domain: u8) {
+        for s in self
+            .sets
+            .iter_mut()
+            .filter(|s| s.epfd >= 0 && s.domain == domain)
+        {
             s.remote = -1;
+            s.domain = 0;
             s.len = 0;
             s.armed = 0;
         }
@@ -364,6 +378,9 @@ impl<const S: usize, const M: usize> Table<S, M> {
     }
 }
 
+/// A domain's epoll descriptor and the domain: (-1, _) for none.
+pub type Remote = (i32, u8);
+
 static TABLE: SpinLock<Table<MAX_SETS, MAX_MEMBERS>> = SpinLock::new(Table::new());
 /// Mirror of `TABLE.used()`, read without the lock.
 static USED: AtomicUsize = AtomicUsize::new(0);
@@ -375,13 +392,9 @@ fn with_table<R>(f: impl FnOnce(&mut Table<MAX_SETS, MAX_MEMBERS>) -> R) -> R {
     r
 }
 
-fn remote_close(rfd: i32) {
+fn remote_close((rfd, domain): Remote) {
     if rfd >= 0 {
-        let _ = caller::simple_call(
-            DOMAIN_NETWORK,
-            libc::SYS_close as u16,
-            [rfd as u64, 0, 0, 0, 0, 0],
-        );
+        let _ = caller::simple_call(domain, libc::SYS_close as u16, [rfd as u64, 0, 0, 0, 0, 0]);
     }
 }
 
@@ -392,7 +405,7 @@ fn remote_close(rfd: i32) {
 pub fn create(nr: u64, args: [u64; 6]) -> Action {
     let r = host::reissue(nr, args);
     if r >= 0 {
-        let stale = with_table(|t| t.open(r as i32, true).map_or(-1, |(_, s)| s));
+        let stale = with_table(|t| t.open(r as i32, true).map_or((-1, 0), |(_, s)| s));
         remote_close(stale);
     }
     Action::Done(r)
@@ -422,7 +435,7 @@ pub fn on_close_range(first: u64, last: u64) {
 
 /// Forwarded `fd` (entry `e`) is being closed: out of every set.
 pub fn on_close_forwarded(fd: u64, e: Entry) {
-    if USED.load(Ordering::Acquire) == 0 || !e.is_network() || fd > i32::MAX as u64 {
+    if USED.load(Ordering::Acquire) == 0 || !e.is_socket() || fd > i32::MAX as u64 {
         return;
     }
     let mut dels = [(0i32, 0u32); MAX_SETS];
@@ -430,7 +443,7 @@ pub fn on_close_forwarded(fd: u64, e: Entry) {
     if n == 0 {
         return;
     }
-    if let Ok(mut call) = Call::begin(DOMAIN_NETWORK) {
+    if let Ok(mut call) = Call::begin(e.home()) {
         for &(rep, rfd) in &dels[..n] {
             let del = libc::EPOLL_CTL_DEL as u64;
             let _ = call.result(OP_EPOLL_CTL, [rep as u64, del, rfd as u64, 0, 0, 0], false);
@@ -445,12 +458,16 @@ pub fn before_fork() {
     }
 }
 
-/// In the forked child (single-threaded); `has_network_shadow`: whether
-/// the child inherits a fork of our network shadow.
-pub fn after_fork_child(has_network_shadow: bool) {
+/// In the forked child (single-threaded); `has_shadow(domain)`: whether
+/// the child inherits a fork of our shadow in that domain.
+pub fn after_fork_child(has_shadow: impl Fn(u8) -> bool) {
     TABLE.force_unlock();
-    if !has_network_shadow && USED.load(Ordering::Acquire) > 0 {
-        with_table(|t| t.drop_remote());
+    if USED.load(Ordering::Acquire) > 0 {
+        for d in fdtable::DOMAINS {
+            if !has_shadow(d) {
+                with_table(|t| t.drop_remote(d));
+            }
+        }
     }
 }
 
@@ -513,7 +530,7 @@ pub fn ctl(args: [u64; 6]) -> Action {
         return Action::Done(EINVAL);
     }
     match fdtable::peek(fd) {
-        Some(e) if !e.is_network() => Action::Done(-(libc::EPERM as i64)),
+        Some(e) if !e.is_socket() => Action::Done(-(libc::EPERM as i64)),
         Some(e) => Action::Done(ctl_remote(epfd as u32 as i32, op, fd as u32 as i32, e, evp)),
         None => {
             if USED.load(Ordering::Acquire) == 0 || epfd > i32::MAX as u64 {
@@ -567,14 +584,22 @@ fn ctl_remote(epfd: i32, op: i32, fd: i32, e: Entry, evp: u64) -> i64 {
         }
         let (opened, stale) = with_table(|t| match t.open(epfd, false) {
             Some((_, s)) => (true, s),
-            None => (false, -1),
+            None => (false, (-1, 0)),
         });
         remote_close(stale);
         if !opened {
             return ENOSPC;
         }
     }
-    let mut call = match Call::begin(DOMAIN_NETWORK) {
+    // One domain per set: its instance cannot watch another domain's sockets.
+    let other = with_table(|t| {
+        t.get(epfd)
+            .is_some_and(|s| s.remote >= 0 && s.domain != e.home())
+    });
+    if other {
+        return -(libc::EXDEV as i64);
+    }
+    let mut call = match Call::begin(e.home()) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -594,13 +619,18 @@ fn ctl_remote(epfd: i32, op: i32, fd: i32, e: Entry, evp: u64) -> i64 {
         let (mine, cur) = with_table(|t| match t.get_mut(epfd) {
             Some(s) if s.remote < 0 => {
                 s.remote = r as i32;
+                s.domain = e.home();
                 (true, r as i32)
             }
+            Some(s) if s.domain != e.home() => (false, -2),
             Some(s) => (false, s.remote),
             None => (false, -1),
         });
         if !mine {
             let _ = call.result(libc::SYS_close as u16, [r as u64, 0, 0, 0, 0, 0], false);
+        }
+        if cur == -2 {
+            return -(libc::EXDEV as i64);
         }
         if cur < 0 {
             return EBADF;
@@ -815,7 +845,8 @@ fn wait_mixed(
     let deadline = timeout.map(|d| Instant::now() + d);
     let cap = maxevents.min(MAX_EVENTS);
     let mut sleep = sleeper(mask);
-    let mut call = match Call::begin(DOMAIN_NETWORK) {
+    let domain = with_table(|t| t.get(epfd).map_or(0, |s| s.domain));
+    let mut call = match Call::begin(domain) {
         Ok(c) => c,
         Err(e) => return e,
     };

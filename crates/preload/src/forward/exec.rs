@@ -126,7 +126,8 @@ pub fn encode(sink: &mut dyn Sink, snap: &Snapshot<'_>, entries: &mut EntrySourc
         rec[4..8].copy_from_slice(&e.remote.to_le_bytes());
         rec[8] = e.domain;
         rec[9] = e.cloexec as u8;
-        rec[10..16].fill(0);
+        rec[10] = e.socket as u8;
+        rec[11..16].fill(0);
         fill += ENTRY;
         count += 1;
         if fill == batch.len() {
@@ -250,12 +251,20 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
             || remote as u64 >= DOMAIN_FD_LIMIT
             || !fdtable::is_known_domain(rec[8])
             || rec[9] > 1
-            || rec[10..16].iter().any(|&x| x != 0)
+            || rec[10] > 1
+            || rec[11..16].iter().any(|&x| x != 0)
             || !seen.insert(fd)
         {
             return Err("bad entry");
         }
-        entries.push((fd, Entry::new(rec[8], remote, rec[9] == 1)));
+        let e = Entry::new(rec[8], remote, rec[9] == 1);
+        entries.push((
+            fd,
+            Entry {
+                socket: e.socket || rec[10] == 1,
+                ..e
+            },
+        ));
     }
     let token_at = [40usize, 64];
     let mut pending = [None; NUM_DOMAINS];

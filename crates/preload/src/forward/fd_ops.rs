@@ -3,7 +3,7 @@
 //! and the forwarded requests), close_range.
 
 use super::caller::{self, Call};
-use super::generic::{bind, forward, remote_close};
+use super::generic::{bind_as, forward, remote_close};
 use super::{epoll, fdtable, host, log, reopen, Action};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
 use virtuos_abi::DOMAIN_FD_LIMIT;
@@ -61,7 +61,13 @@ fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
         remote_close(&mut call, rnew as u64);
         return n;
     }
-    let r = bind(&mut call, n, rnew as u32, cmd == libc::F_DUPFD_CLOEXEC);
+    let r = bind_as(
+        &mut call,
+        n,
+        rnew as u32,
+        cmd == libc::F_DUPFD_CLOEXEC,
+        e.socket,
+    );
     if r >= 0 {
         reopen::on_dup(fd, r as u64);
     }
@@ -130,7 +136,11 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         remote_close(&mut call, rnew as u64);
         return Action::Done(h);
     }
-    let prev = fdtable::set(new, call.entry_for(rnew as u32, cloexec));
+    let ne = fdtable::Entry {
+        socket: oe.socket,
+        ..call.entry_for(rnew as u32, cloexec)
+    };
+    let prev = fdtable::set(new, ne);
     if let Ok(Some(p)) = prev {
         epoll::on_close_forwarded(new, p);
     }

@@ -69,6 +69,8 @@ pub fn is_known_domain(domain: u8) -> bool {
 const VALID: u64 = 1 << 63;
 const CLOEXEC: u64 = 1 << 40;
 const EPOCH_SHIFT: u32 = 41;
+/// A socket of the storage domain (an `AF_UNIX` socket at a storage path).
+const SOCKET: u64 = 1 << 57;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -77,6 +79,9 @@ pub struct Entry {
     pub cloexec: bool,
     /// The domain's session epoch when the entry was made.
     pub epoch: u16,
+    /// A socket (every network entry; `AF_UNIX` sockets of the storage
+    /// domain), not a file.
+    pub socket: bool,
 }
 
 impl Entry {
@@ -95,11 +100,17 @@ impl Entry {
             remote,
             cloexec,
             epoch: epoch(domain),
+            socket: domain == DOMAIN_NETWORK,
         }
     }
 
     pub fn is_network(&self) -> bool {
         self.domain == DOMAIN_NETWORK
+    }
+
+    /// A socket of any domain (stale or not).
+    pub fn is_socket(&self) -> bool {
+        self.socket || self.home() == DOMAIN_NETWORK
     }
 
     /// Made in an epoch that ended (its domain failed since).
@@ -117,6 +128,7 @@ impl Entry {
             | (self.home() as u64) << 32
             | if self.cloexec { CLOEXEC } else { 0 }
             | (self.epoch as u64) << EPOCH_SHIFT
+            | if self.socket { SOCKET } else { 0 }
             | self.remote as u64
     }
 
@@ -127,6 +139,7 @@ impl Entry {
             remote: v as u32,
             cloexec: v & CLOEXEC != 0,
             epoch: (v >> EPOCH_SHIFT) as u16,
+            socket: v & SOCKET != 0,
         })
     }
 
@@ -387,6 +400,13 @@ mod tests {
     fn encode_decode_and_capacity() {
         let e = Entry::storage(12345, true);
         assert_eq!(Entry::decode(e.encode()), Some(e));
+        let sock = Entry {
+            socket: true,
+            ..Entry::storage(7, false)
+        };
+        assert_eq!(Entry::decode(sock.encode()), Some(sock));
+        assert!(sock.is_socket() && !e.is_socket());
+        assert!(Entry::network(3, false).is_socket());
         assert_eq!(Entry::decode(0), None);
         assert_eq!(
             set(CAPACITY as u64, e),

@@ -360,6 +360,11 @@ fn open_cloexec(nr: u64, a: &[u64; 6]) -> bool {
 
 /// Give remote descriptor `rfd` a user number (a fresh placeholder).
 pub fn install(call: &mut Call, rfd: i64, cloexec: bool) -> i64 {
+    install_as(call, rfd, cloexec, false)
+}
+
+/// `install`; `socket`: `rfd` is a socket (always so in the network domain).
+pub fn install_as(call: &mut Call, rfd: i64, cloexec: bool, socket: bool) -> i64 {
     if rfd < 0 {
         return rfd;
     }
@@ -371,12 +376,22 @@ pub fn install(call: &mut Call, rfd: i64, cloexec: bool) -> i64 {
         remote_close(call, rfd as u64);
         return ph;
     }
-    bind(call, ph, rfd as u32, cloexec)
+    bind_as(call, ph, rfd as u32, cloexec, socket)
 }
 
 /// Record user fd `ph` (a placeholder we own) as remote `rfd`.
 pub fn bind(call: &mut Call, ph: i64, rfd: u32, cloexec: bool) -> i64 {
-    match fdtable::set(ph as u64, call.entry_for(rfd, cloexec)) {
+    bind_as(call, ph, rfd, cloexec, false)
+}
+
+/// `bind`; `socket`: `rfd` is a socket.
+pub fn bind_as(call: &mut Call, ph: i64, rfd: u32, cloexec: bool, socket: bool) -> i64 {
+    let e = call.entry_for(rfd, cloexec);
+    let e = fdtable::Entry {
+        socket: e.socket || socket,
+        ..e
+    };
+    match fdtable::set(ph as u64, e) {
         Ok(prev) => {
             if let Some(p) = prev {
                 // A stale entry for a number the kernel considered free.

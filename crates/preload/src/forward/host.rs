@@ -76,8 +76,20 @@ pub fn open_placeholder(cloexec: bool) -> i64 {
     } else {
         open_cstr(&path, flags, 0)
     };
-    sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
-    ph
+    if ph < 0 {
+        sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
+        return ph;
+    }
+    // The placeholder takes the memory file's number (the lowest free one,
+    // as natively a new descriptor gets), replacing it atomically.
+    let fdflags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    let r = dup3(ph as i32, memfd as i32, fdflags);
+    sys(libc::SYS_close, [ph as u64, 0, 0, 0, 0, 0]);
+    if r < 0 {
+        sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
+        return r;
+    }
+    memfd
 }
 
 /// The host path of local descriptor `fd` (what `/proc/self/fd/N` links

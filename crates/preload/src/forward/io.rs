@@ -22,8 +22,8 @@ pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let a = rw_inner(nr, args, e);
     if let Action::Done(r) = a {
         match nr as i64 {
-            libc::SYS_read if !e.is_network() => reopen::moved(args[0], r, false),
-            libc::SYS_write if !e.is_network() => reopen::moved(args[0], r, true),
+            libc::SYS_read if !e.is_socket() => reopen::moved(args[0], r, false),
+            libc::SYS_write if !e.is_socket() => reopen::moved(args[0], r, true),
             _ => {}
         }
     }
@@ -42,7 +42,7 @@ fn rw_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let (buf, total, pos) = (args[1], args[2], args[3]);
     let mut a = [e.remote as u64, buf, total, pos, 0, 0];
     let is_read = matches!(nr as i64, libc::SYS_read | libc::SYS_pread64);
-    if total <= CHUNK_SIZE as u64 || (e.is_network() && is_read) {
+    if total <= CHUNK_SIZE as u64 || (e.is_socket() && is_read) {
         // (One chunk at most: the shape clamps the read.)
         return Action::Done(marshal::call_shaped(&mut call, nr as u16, &sh, &a));
     }
@@ -178,7 +178,7 @@ pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
         _ => false,
     };
     if let Action::Done(r) = a {
-        if at_offset && !e.is_network() {
+        if at_offset && !e.is_socket() {
             reopen::moved(args[0], r, write);
         }
     }
@@ -222,7 +222,7 @@ fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let Some(chunk) = call.chunk() else {
         return Action::Done(EIO);
     };
-    let one_piece = e.is_network() && !write;
+    let one_piece = e.is_socket() && !write;
     let mut cur = Iov {
         base: iov,
         count: cnt as usize,

@@ -11,12 +11,15 @@
 //! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
 //! (splitting, vectored, cross-domain copies), `net` (sockets of the
 //! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
+//! `unix` (AF_UNIX sockets at storage paths move to the storage domain),
 //! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `wake` (one wait
 //! for a remote call and host descriptors), `unsupported`, `exec`,
 //! `reopen` (storage files re-opened after a restart of the domain).
 //!
 //! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
-//! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; a call
+//! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; an
+//! AF_UNIX socket given a storage path (`bind`, `connect`, `sendto`) to
+//! storage; a call
 //! on a forwarded descriptor goes to the domain of that descriptor. Unsafe code lives only in `sync`, `host`,
 //! `usermem` and the table mapping in `fdtable`.
 //!
@@ -45,6 +48,7 @@ pub mod route;
 pub mod session;
 pub mod state;
 pub mod sync;
+pub mod unix;
 pub mod unsupported;
 pub mod usermem;
 pub mod wake;
@@ -101,14 +105,21 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         libc::SYS_copy_file_range | libc::SYS_sendfile | libc::SYS_splice => io::transfer(nr, a),
         libc::SYS_mmap => mmap::mmap(a),
         libc::SYS_socket => net::socket(a),
+        libc::SYS_bind | libc::SYS_connect => match unix::bind_connect(nr, a) {
+            Action::Local => shaped_or_local(nr, a),
+            done => done,
+        },
+        libc::SYS_listen | libc::SYS_shutdown | libc::SYS_setsockopt => {
+            net::on_fd(nr, a, net::plain)
+        }
         libc::SYS_accept | libc::SYS_accept4 => net::on_fd(nr, a, net::accept),
         libc::SYS_getsockname | libc::SYS_getpeername => net::on_fd(nr, a, net::sockname),
         libc::SYS_getsockopt => net::on_fd(nr, a, net::getsockopt),
         libc::SYS_recvfrom => net::on_fd(nr, a, net::recvfrom),
-        libc::SYS_sendto => net::on_fd(nr, a, net::sendto),
-        libc::SYS_sendmsg => net::on_fd(nr, a, net::sendmsg),
+        libc::SYS_sendto => net::on_fd_or(nr, a, net::sendto, unix::sendto_local),
+        libc::SYS_sendmsg => net::on_fd_or(nr, a, net::sendmsg, unix::sendmsg_local),
         libc::SYS_recvmsg => net::on_fd(nr, a, net::recvmsg),
-        libc::SYS_sendmmsg => net::on_fd(nr, a, net::sendmmsg),
+        libc::SYS_sendmmsg => net::on_fd_or(nr, a, net::sendmmsg, unix::sendmsg_local),
         libc::SYS_recvmmsg => net::on_fd(nr, a, net::recvmmsg),
         libc::SYS_poll | libc::SYS_ppoll => poll::poll(nr, a),
         libc::SYS_select | libc::SYS_pselect6 => poll::select(nr, a),
@@ -176,8 +187,11 @@ pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
 
 /// In the child (a separate process) right after the fork syscall.
 pub fn after_fork_child(ticket: ForkTicket) {
-    let net = fdtable::slot_of(fdtable::DOMAIN_NETWORK).and_then(|k| ticket.tokens.get(k).copied());
-    epoll::after_fork_child(matches!(net, Some(Some(_))));
+    let tokens = ticket.tokens;
+    epoll::after_fork_child(|d| {
+        let t = fdtable::slot_of(d).and_then(|k| tokens.get(k).copied());
+        matches!(t, Some(Some(_)))
+    });
     wake::reset_after_fork();
     session::after_fork_child(ticket.tokens);
 }

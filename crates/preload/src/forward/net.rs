@@ -10,15 +10,17 @@
 //! the program gets back `min(reported, its *len)` bytes and the reported
 //! length (POSIX truncation semantics).
 //!
-//! AF_UNIX, AF_NETLINK and every other family stay on the host, as do
-//! `socketpair`, pipes, eventfd, signalfd and timerfd. When the daemon
+//! AF_UNIX sockets stay on the host unless the program names a storage
+//! path (`unix`: then they move to the storage domain, and every call here
+//! serves them as well); AF_NETLINK and every other family stay on the
+//! host, as do `socketpair`, pipes, eventfd, signalfd and timerfd. When the daemon
 //! runs no network domain (`virtuos up --no-network`, its answer is
 //! "unknown domain"), AF_INET/AF_INET6 sockets stay on the host too.
 //! Allocation-free except the first registration.
 
 use super::caller::Call;
-use super::fdtable::{self, Entry, DOMAIN_NETWORK};
-use super::generic::install;
+use super::fdtable::{self, Entry, DOMAIN_NETWORK, DOMAIN_STORAGE};
+use super::generic::{install, install_as};
 use super::io::{gather, iov_total, scatter};
 use super::usermem::{self, ChunkRef};
 use super::{session, Action};
@@ -64,14 +66,35 @@ pub fn socket(a: [u64; 6]) -> Action {
 
 /// Run `f` for a call whose first argument is a descriptor: local
 /// descriptors stay on the host, a forwarded file is ENOTSOCK (natively
-/// too), a network socket is marshalled by `f`.
+/// too), a socket (of the network domain, or a Unix socket of the storage
+/// domain) is marshalled by `f`.
 pub fn on_fd(nr: u64, a: [u64; 6], f: fn(u64, [u64; 6], Entry) -> i64) -> Action {
+    on_fd_or(nr, a, f, |_, _| Action::Local)
+}
+
+/// `on_fd`, with `local` for host descriptors.
+pub fn on_fd_or(
+    nr: u64,
+    a: [u64; 6],
+    f: fn(u64, [u64; 6], Entry) -> i64,
+    local: fn(u64, [u64; 6]) -> Action,
+) -> Action {
     match fdtable::get(a[0]) {
-        None => Action::Local,
+        None => local(nr, a),
         Some(e) if e.is_stale() => Action::Done(super::caller::stale_errno(e.domain)),
-        Some(e) if e.domain != DOMAIN_NETWORK => Action::Done(-(libc::ENOTSOCK as i64)),
+        Some(e) if !e.is_socket() => Action::Done(-(libc::ENOTSOCK as i64)),
         Some(e) => Action::Done(f(nr, a, e)),
     }
+}
+
+/// listen, shutdown, setsockopt: shaped calls on a socket.
+pub fn plain(nr: u64, a: [u64; 6], e: Entry) -> i64 {
+    let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
+        return EIO;
+    };
+    let mut args = a;
+    args[0] = e.remote as u64;
+    super::generic::forward(nr, &args, &sh, e)
 }
 
 fn begin(e: Entry) -> Result<(Call, ChunkRef<'static>), i64> {
@@ -174,7 +197,7 @@ pub fn accept(nr: u64, a: [u64; 6], e: Entry) -> i64 {
             return err;
         }
     }
-    install(&mut call, r, flags & libc::SOCK_CLOEXEC != 0)
+    install_as(&mut call, r, flags & libc::SOCK_CLOEXEC != 0, true)
 }
 
 /// getsockname / getpeername.
@@ -286,7 +309,14 @@ pub fn recvfrom(nr: u64, a: [u64; 6], e: Entry) -> i64 {
 /// sendto (and send): at most one chunk of payload (a short count, as a
 /// stream socket may return).
 pub fn sendto(nr: u64, a: [u64; 6], e: Entry) -> i64 {
-    let (buf, len, flags, addr, alen) = (a[1], a[2], a[3], a[4], a[5] as u32);
+    let (buf, len, flags, mut addr, mut alen) = (a[1], a[2], a[3], a[4], a[5] as u32);
+    let routed = match unix_addr(e, addr, alen) {
+        Ok(r) => r,
+        Err(err) => return err,
+    };
+    if let Some(ua) = &routed {
+        (addr, alen) = (ua.ptr(), ua.socklen() as u32);
+    }
     let cap = len.min(DATA_ROOM);
     if addr != 0 && alen as usize > ROOM {
         return EINVAL;
@@ -346,12 +376,29 @@ fn read_msghdr(p: u64) -> Result<MsgHdr, i64> {
     })
 }
 
+/// The address a Unix socket of the storage domain sends to (None: as
+/// the program gave it); network sockets take theirs unchanged.
+fn unix_addr(e: Entry, addr: u64, alen: u32) -> Result<Option<super::unix::UnixAddr>, i64> {
+    if e.home() != DOMAIN_STORAGE || addr == 0 {
+        return Ok(None);
+    }
+    super::unix::storage_addr(addr, alen as u64)
+}
+
 /// One sendmsg through OP_SENDMSG.
-fn send_one(call: &mut Call, chunk: &ChunkRef<'_>, rfd: u32, hdr: u64, flags: u64) -> i64 {
-    let h = match read_msghdr(hdr) {
+fn send_one(call: &mut Call, chunk: &ChunkRef<'_>, e: Entry, hdr: u64, flags: u64) -> i64 {
+    let rfd = e.remote;
+    let mut h = match read_msghdr(hdr) {
         Ok(h) => h,
         Err(e) => return e,
     };
+    let routed = match unix_addr(e, h.name, h.namelen) {
+        Ok(r) => r,
+        Err(err) => return err,
+    };
+    if let Some(ua) = &routed {
+        (h.name, h.namelen) = (ua.ptr(), ua.socklen() as u32);
+    }
     let namelen = if h.name != 0 { h.namelen as usize } else { 0 };
     if namelen > msg::NAME_MAX {
         return EINVAL;
@@ -490,7 +537,7 @@ fn recv_one(call: &mut Call, chunk: &ChunkRef<'_>, rfd: u32, hdr: u64, flags: u6
 
 pub fn sendmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
     match begin(e) {
-        Ok((mut call, chunk)) => send_one(&mut call, &chunk, e.remote, a[1], a[2]),
+        Ok((mut call, chunk)) => send_one(&mut call, &chunk, e, a[1], a[2]),
         Err(err) => err,
     }
 }
@@ -510,9 +557,7 @@ pub fn sendmmsg(_nr: u64, a: [u64; 6], e: Entry) -> i64 {
         Ok(x) => x,
         Err(err) => return err,
     };
-    each_message(vec, vlen, |hdr| {
-        send_one(&mut call, &chunk, e.remote, hdr, flags)
-    })
+    each_message(vec, vlen, |hdr| send_one(&mut call, &chunk, e, hdr, flags))
 }
 
 /// Run `one` on each `struct mmsghdr` of `vec` (its result is the byte

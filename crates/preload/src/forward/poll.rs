@@ -5,10 +5,12 @@
 //! EPERM). We report exactly that for them and run the local part of the
 //! set natively (with a zero timeout when something is already ready).
 //!
-//! Sockets of the network domain are not always ready: a set that holds
-//! one is waited for by polling the network domain (`OP_POLL`, the
-//! sockets' remote numbers in the chunk). A set of only network sockets
-//! (and storage files) is one remote poll with the program's timeout. A
+//! Sockets (of the network domain, and Unix sockets of the storage domain)
+//! are not always ready: a set that holds one is waited for by polling its
+//! domain (`OP_POLL`, the sockets' remote numbers in the chunk). A set of
+//! only sockets of one domain (and storage files) is one remote poll with
+//! the program's timeout. Sockets of the other domain in the same set are
+//! polled with a zero timeout between slices of the first domain's wait. A
 //! set that also holds local descriptors gets a zero-timeout pass over
 //! both first; then the remote poll is started with the whole timeout and
 //! `wake::wait` sleeps once for its completion, the local descriptors
@@ -64,7 +66,53 @@ fn write_revents(base: u64, i: usize, rev: i16) {
 /// failed is stale (ready, with an error), found out here without waiting
 /// for a restarted domain (a VM takes seconds).
 fn live_socket(e: fdtable::Entry) -> bool {
-    e.is_network() && !super::session::epoch_over(DOMAIN_NETWORK, e.epoch)
+    e.is_socket() && !e.is_stale() && !super::session::epoch_over(e.home(), e.epoch)
+}
+
+/// The domains of the live sockets among the forwarded descriptors `fds`:
+/// the first one's (the primary, waited in), and whether the other
+/// domain has some too (then it is polled between slices).
+fn socket_domains(fds: impl Iterator<Item = u64>) -> Option<(u8, bool)> {
+    let mut first: Option<u8> = None;
+    for fd in fds {
+        if let Some(e) = fdtable::get(fd).filter(|&e| live_socket(e)) {
+            match first {
+                None => first = Some(e.home()),
+                Some(d) if d != e.home() => return Some((d, true)),
+                Some(_) => {}
+            }
+        }
+    }
+    first.map(|d| (d, false))
+}
+
+/// Where one forwarded member of a set is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// A file (always ready) or a socket of a failed domain (error).
+    Now,
+    /// Polled in the primary domain.
+    Primary,
+    /// Polled in the other domain.
+    Other,
+}
+
+fn side_of(e: Option<fdtable::Entry>, primary: u8) -> Side {
+    match e {
+        Some(e) if !e.is_socket() || e.is_stale() => Side::Now,
+        Some(e) if e.home() != primary => Side::Other,
+        // Closed meanwhile: polled as -1 (the kernel would say POLLNVAL).
+        _ => Side::Primary,
+    }
+}
+
+/// The session of the other socket domain than `primary`.
+fn other_domain(primary: u8) -> u8 {
+    if primary == DOMAIN_NETWORK {
+        DOMAIN_STORAGE
+    } else {
+        DOMAIN_NETWORK
+    }
 }
 
 pub fn poll(nr: u64, args: [u64; 6]) -> Action {
@@ -93,18 +141,12 @@ pub fn poll(nr: u64, args: [u64; 6]) -> Action {
     if nfds > MAX_POLL {
         return Action::Done(-(libc::EINVAL as i64));
     }
-    if fdtable::count_in(DOMAIN_NETWORK) > 0 {
-        let mut any_net = false;
-        for i in 0..nfds {
-            if mask[i / 64] & (1 << (i % 64)) != 0 {
-                if let Some((fd, _, _)) = read_pollfd(fds, i) {
-                    any_net |= fdtable::get(fd as u64).is_some_and(live_socket);
-                }
-            }
-        }
-        if any_net {
-            return Action::Done(poll_net(nr, args, &mask));
-        }
+    let members = (0..nfds)
+        .filter(|i| mask[i / 64] & (1 << (i % 64)) != 0)
+        .filter_map(|i| read_pollfd(fds, i))
+        .map(|(fd, _, _)| fd as u64);
+    if let Some(doms) = socket_domains(members) {
+        return Action::Done(poll_net(nr, args, &mask, doms));
     }
     // Hide forwarded entries from the kernel (negative fds are ignored).
     let mut ready = 0i64;
@@ -164,7 +206,7 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
         return Action::Local;
     }
     let (rset, wset, eset) = (args[1], args[2], args[3]);
-    if fdtable::count_in(DOMAIN_NETWORK) > 0 {
+    {
         let word = |set: u64, w: usize| -> u64 {
             if set == 0 {
                 0
@@ -173,7 +215,6 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
             }
         };
         let mut net = [0u64; MAX_SELECT_FDS / 64];
-        let mut any_net = false;
         for fd in 0..nfds {
             if fwd[fd / 64] & (1 << (fd % 64)) != 0
                 && fdtable::get(fd as u64).is_some_and(live_socket)
@@ -182,12 +223,14 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
                 let bit = 1u64 << (fd % 64);
                 if (word(rset, w) | word(wset, w) | word(eset, w)) & bit != 0 {
                     net[w] |= bit;
-                    any_net = true;
                 }
             }
         }
-        if any_net {
-            return Action::Done(select_net(nr, args, nfds, &fwd, &net));
+        let members = (0..nfds)
+            .filter(|&fd| net[fd / 64] & (1 << (fd % 64)) != 0)
+            .map(|fd| fd as u64);
+        if let Some(doms) = socket_domains(members) {
+            return Action::Done(select_net(nr, args, nfds, &fwd, &net, doms));
         }
     }
     let word = |set: u64, w: usize| -> u64 {
@@ -341,8 +384,15 @@ fn chunk_revents(chunk: &ChunkRef<'_>, j: usize, events: i16) -> i16 {
     i16::from_ne_bytes(b) & (events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL)
 }
 
-/// poll/ppoll over a set with network sockets (`mask`: forwarded entries).
-fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
+/// poll/ppoll over a set with sockets of a domain (`mask`: forwarded
+/// entries; `(primary, other)`: the domain waited in, and whether the
+/// other one has sockets too).
+fn poll_net(
+    nr: u64,
+    args: [u64; 6],
+    mask: &[u64; MAX_POLL / 64],
+    (primary, other): (u8, bool),
+) -> i64 {
     let (fds, nfds) = (args[0], args[1] as usize);
     let timeout = if nr as i64 == libc::SYS_poll {
         let t = args[2] as i32;
@@ -353,17 +403,33 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
             Err(e) => return e,
         }
     };
-    let mut call = match Call::begin(DOMAIN_NETWORK) {
+    let mut call = match Call::begin(primary) {
         Ok(c) => c,
         Err(e) => return e,
     };
     let Some(chunk) = call.chunk() else {
         return -(libc::EIO as i64);
     };
+    let mut second = if other {
+        match Call::begin(other_domain(primary)) {
+            Ok(c) => Some(c),
+            Err(e) => return e,
+        }
+    } else {
+        None
+    };
+    let chunk2 = match &second {
+        Some(c) => match c.chunk() {
+            Some(ch) => Some(ch),
+            None => return -(libc::EIO as i64),
+        },
+        None => None,
+    };
     let is_fwd = |i: usize| mask[i / 64] & (1 << (i % 64)) != 0;
-    // Network entries into the chunk (in set order), storage readiness,
-    // and whether anything is left for the host.
+    // Sockets into the chunks (in set order), readiness of files and
+    // failed sockets, and whether anything is left for the host.
     let (mut n_net, mut storage_ready, mut any_local) = (0usize, 0i64, false);
+    let mut n_other = 0usize;
     let mut n_local = 0usize;
     for i in 0..nfds {
         let Some((fd, ev, _)) = read_pollfd(fds, i) else {
@@ -374,23 +440,28 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
             n_local += (fd >= 0) as usize;
             continue;
         }
-        match fdtable::get(fd as u64) {
-            Some(e) if e.domain == DOMAIN_STORAGE => {
+        let e = fdtable::get(fd as u64);
+        match (side_of(e, primary), e) {
+            // Its domain failed: always "ready" with an error, never polled.
+            (Side::Now, Some(e)) if e.is_stale() => storage_ready += 1,
+            (Side::Now, _) => {
                 if ev & READY_MASK != 0 {
                     storage_ready += 1;
                 }
             }
-            // Its domain failed: always "ready" with an error, never polled.
-            Some(e) if e.is_stale() => storage_ready += 1,
-            Some(e) => {
-                if !chunk_pollfd(&chunk, n_net, e.remote as i32, ev) {
+            (Side::Other, Some(e)) => {
+                let ok = chunk2
+                    .as_ref()
+                    .is_some_and(|c| chunk_pollfd(c, n_other, e.remote as i32, ev));
+                if !ok {
                     return -(libc::EIO as i64);
                 }
-                n_net += 1;
+                n_other += 1;
             }
-            // Closed meanwhile: nothing to poll (the kernel would say POLLNVAL).
-            None => {
-                if !chunk_pollfd(&chunk, n_net, -1, 0) {
+            (_, e) => {
+                let rfd = e.map_or(-1, |e| e.remote as i32);
+                let ev = if e.is_some() { ev } else { 0 };
+                if !chunk_pollfd(&chunk, n_net, rfd, ev) {
                     return -(libc::EIO as i64);
                 }
                 n_net += 1;
@@ -416,9 +487,12 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
     let sigmask = (sigmask_ptr != 0)
         .then(|| usermem::read_u64(sigmask_ptr))
         .flatten();
-    // A real wait for both sides (`wake`) unless the kernel cannot.
-    let mut sliced = !any_local || n_local > wake::MAX_LOCAL || !wake::maybe_available();
+    // A real wait for both sides (`wake`) unless the kernel cannot; the
+    // other domain's sockets are polled between slices.
+    let mut sliced =
+        !any_local || n_other > 0 || n_local > wake::MAX_LOCAL || !wake::maybe_available();
     let mut local_r = 0i64;
+    let mut other_r = 0i64;
     let mut first = true;
     let result = loop {
         let now_only = first || storage_ready > 0;
@@ -452,7 +526,7 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
         } else {
             let net_t = if now_only {
                 Some(0)
-            } else if any_local {
+            } else if any_local || n_other > 0 {
                 Some(deadline.slice_ms())
             } else {
                 deadline.left_ms()
@@ -462,8 +536,14 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
         if net_r < 0 {
             break net_r;
         }
+        if let Some(c2) = second.as_mut() {
+            other_r = remote_poll(c2, n_other, Some(0));
+            if other_r < 0 {
+                break other_r;
+            }
+        }
         if any_local {
-            let t_ms = if now_only || net_r > 0 || waited {
+            let t_ms = if now_only || net_r > 0 || other_r > 0 || waited {
                 0
             } else {
                 deadline.slice_ms()
@@ -482,7 +562,7 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
                 break local_r;
             }
         }
-        if net_r > 0 || local_r > 0 || storage_ready > 0 || deadline.expired() {
+        if net_r > 0 || other_r > 0 || local_r > 0 || storage_ready > 0 || deadline.expired() {
             break 0;
         }
         if signalled {
@@ -491,7 +571,7 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
     };
     // Restore the numbers and fill in the forwarded entries' revents.
     let mut count = if result < 0 { 0 } else { local_r };
-    let mut j = 0usize;
+    let (mut j, mut k) = (0usize, 0usize);
     for i in 0..nfds {
         if !is_fwd(i) {
             continue;
@@ -501,10 +581,16 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
         };
         let fd = !hidden;
         write_fd(fds, i, fd);
-        let rev = match fdtable::get(fd as u64) {
-            Some(e) if e.domain == DOMAIN_STORAGE => ev & READY_MASK,
-            Some(e) if e.is_stale() => libc::POLLERR | libc::POLLHUP,
-            _ => {
+        let e = fdtable::get(fd as u64);
+        let rev = match (side_of(e, primary), e) {
+            (Side::Now, Some(e)) if e.is_stale() => libc::POLLERR | libc::POLLHUP,
+            (Side::Now, _) => ev & READY_MASK,
+            (Side::Other, _) => {
+                let r = chunk2.as_ref().map_or(0, |c| chunk_revents(c, k, ev));
+                k += 1;
+                r
+            }
+            (Side::Primary, _) => {
                 let r = chunk_revents(&chunk, j, ev);
                 j += 1;
                 r
@@ -523,8 +609,9 @@ fn poll_net(nr: u64, args: [u64; 6], mask: &[u64; MAX_POLL / 64]) -> i64 {
     }
 }
 
-/// select/pselect6 over a set with network sockets (`fwd`: forwarded
-/// descriptors, `net`: the network ones in some set).
+/// select/pselect6 over a set with sockets of a domain (`fwd`: forwarded
+/// descriptors, `net`: the live sockets in some set; `(primary, other)` as
+/// for `poll_net`).
 #[allow(clippy::needless_range_loop)] // parallel per-word arrays
 fn select_net(
     nr: u64,
@@ -532,6 +619,7 @@ fn select_net(
     nfds: usize,
     fwd: &[u64; MAX_SELECT_FDS / 64],
     net: &[u64; MAX_SELECT_FDS / 64],
+    (primary, other): (u8, bool),
 ) -> i64 {
     let sets = [args[1], args[2], args[3]];
     let words = nfds.div_ceil(64);
@@ -570,13 +658,31 @@ fn select_net(
             orig[k][w] = read_word(set, w) & valid(w);
         }
     }
-    let mut call = match Call::begin(DOMAIN_NETWORK) {
+    let mut call = match Call::begin(primary) {
         Ok(c) => c,
         Err(e) => return e,
     };
     let Some(chunk) = call.chunk() else {
         return -(libc::EIO as i64);
     };
+    let mut second = if other {
+        match Call::begin(other_domain(primary)) {
+            Ok(c) => Some(c),
+            Err(e) => return e,
+        }
+    } else {
+        None
+    };
+    let chunk2 = match &second {
+        Some(c) => match c.chunk() {
+            Some(ch) => Some(ch),
+            None => return -(libc::EIO as i64),
+        },
+        None => None,
+    };
+    // The sockets polled in the other domain.
+    let mut oth = [0u64; MAX_SELECT_FDS / 64];
+    let mut n_other = 0usize;
     let mut n_net = 0usize;
     let mut storage = [[0u64; MAX_SELECT_FDS / 64]; 2];
     let mut storage_ready = false;
@@ -608,7 +714,16 @@ fn select_net(
             } else {
                 0
             };
-            let rfd = fdtable::get(fd as u64).map_or(-1, |e| e.remote as i32);
+            let e = fdtable::get(fd as u64);
+            if let (Side::Other, Some(e), Some(c2)) = (side_of(e, primary), e, chunk2.as_ref()) {
+                if !chunk_pollfd(c2, n_other, e.remote as i32, ev) {
+                    return -(libc::EIO as i64);
+                }
+                oth[w] |= bit;
+                n_other += 1;
+                continue;
+            }
+            let rfd = e.map_or(-1, |e| e.remote as i32);
             if !chunk_pollfd(&chunk, n_net, rfd, ev) {
                 return -(libc::EIO as i64);
             }
@@ -631,7 +746,9 @@ fn select_net(
             ((orig[0][w] | orig[1][w] | orig[2][w]) & !fwd[w] & valid(w)).count_ones() as usize
         })
         .sum();
-    let mut sliced = !any_local || n_local > wake::MAX_LOCAL || !wake::maybe_available();
+    let mut sliced =
+        !any_local || n_other > 0 || n_local > wake::MAX_LOCAL || !wake::maybe_available();
+    let mut other_r = 0i64;
     loop {
         let now_only = first || storage_ready;
         first = false;
@@ -676,7 +793,7 @@ fn select_net(
         } else {
             let net_t = if now_only {
                 Some(0)
-            } else if any_local {
+            } else if any_local || n_other > 0 {
                 Some(deadline.slice_ms())
             } else {
                 deadline.left_ms()
@@ -686,6 +803,12 @@ fn select_net(
         if net_r < 0 {
             return net_r;
         }
+        if let Some(c2) = second.as_mut() {
+            other_r = remote_poll(c2, n_other, Some(0));
+            if other_r < 0 {
+                return other_r;
+            }
+        }
         let mut local_r = 0;
         if any_local {
             for (k, &set) in sets.iter().enumerate() {
@@ -694,7 +817,7 @@ fn select_net(
                     write_word(set, w, keep);
                 }
             }
-            let t_ms = if now_only || net_r > 0 || waited {
+            let t_ms = if now_only || net_r > 0 || other_r > 0 || waited {
                 0
             } else {
                 deadline.slice_ms()
@@ -715,7 +838,7 @@ fn select_net(
             }
             ran_local = true;
         }
-        if net_r > 0 || local_r > 0 || storage_ready || deadline.expired() {
+        if net_r > 0 || other_r > 0 || local_r > 0 || storage_ready || deadline.expired() {
             break;
         }
         if signalled {
@@ -743,15 +866,23 @@ fn select_net(
         result[0][w] |= storage[0][w];
         result[1][w] |= storage[1][w];
     }
-    let mut j = 0usize;
+    let (mut j, mut k) = (0usize, 0usize);
+    let asked = libc::POLLIN | libc::POLLOUT | libc::POLLPRI;
     for w in 0..words {
         let mut bits = net[w] & valid(w);
         while bits != 0 {
             let b = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let bit = 1u64 << b;
-            let rev = chunk_revents(&chunk, j, libc::POLLIN | libc::POLLOUT | libc::POLLPRI);
-            j += 1;
+            let rev = if oth[w] & bit != 0 {
+                k += 1;
+                chunk2
+                    .as_ref()
+                    .map_or(0, |c| chunk_revents(c, k - 1, asked))
+            } else {
+                j += 1;
+                chunk_revents(&chunk, j - 1, asked)
+            };
             if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 result[0][w] |= orig[0][w] & bit;
             }
