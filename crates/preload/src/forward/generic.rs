@@ -66,6 +66,10 @@ pub fn decide(
         {
             return Decision::Fail(-(libc::ENOTDIR as i64));
         }
+        if ptr == 0 && !null_path_allowed(nr) {
+            // As the kernel, which copies path strings first.
+            return Decision::Fail(-(libc::EFAULT as i64));
+        }
         match route::classify(dirfd, ptr, follows_final_link(nr, args), s) {
             Err(e) => return Decision::Fail(e),
             Ok(PathRoute::Local) => any_local = true,
@@ -115,6 +119,14 @@ pub fn decide(
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
     }
+}
+
+/// Calls whose path may be NULL (they then act on their dirfd).
+fn null_path_allowed(nr: u64) -> bool {
+    matches!(
+        nr as i64,
+        libc::SYS_utimensat | libc::SYS_futimesat | libc::SYS_fanotify_mark
+    )
 }
 
 /// Whether call `nr` follows a symlink in the last component of its path

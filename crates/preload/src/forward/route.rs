@@ -168,12 +168,18 @@ pub fn classify(
     }
     // Read the user path into the upper half, leaving room for a cwd.
     let (_, hi) = s.buf.split_at_mut(PATH_MAX + 4);
-    let Some(n) = usermem::read_cstr(ptr, &mut hi[..PATH_MAX]) else {
-        // Too long: the kernel (or the domain) says ENAMETOOLONG.
-        if remote_dirfd(dirfd).is_some() || (dirfd.is_none_or(is_at_fdcwd) && cwd::is_remote()) {
-            return Err(-(libc::ENAMETOOLONG as i64));
+    let n = match usermem::read_cstr_checked(ptr, &mut hi[..PATH_MAX]) {
+        Ok(n) => n,
+        Err(e) if e == -(libc::ENAMETOOLONG as i64) => {
+            // Too long: the kernel (or the domain) says ENAMETOOLONG.
+            if remote_dirfd(dirfd).is_some() || (dirfd.is_none_or(is_at_fdcwd) && cwd::is_remote())
+            {
+                return Err(e);
+            }
+            return Ok(PathRoute::Local);
         }
-        return Ok(PathRoute::Local);
+        // A bad address: EFAULT, wherever the call would have run.
+        Err(e) => return Err(e),
     };
     if let Some(fd) = super::procfs::fd_of_path(&hi[..n]).filter(|_| follow) {
         if let Some(e) = fdtable::get(fd as u64) {
@@ -220,11 +226,11 @@ pub fn classify(
         return Ok(PathRoute::Local);
     };
     // Join into the whole buffer: cwd, '/', then the relative path (moved
-    // down from the upper half).
+    // down from the upper half). Only to decide where it lands: a path for
+    // the domain travels as the program wrote it (relative to the shadow's
+    // cwd, which follows ours), so the kernel applies its limits to that
+    // string alone, and `..` after a symlink resolves as natively.
     let total = clen + 1 + n;
-    if total >= PATH_MAX {
-        return Err(-(libc::ENAMETOOLONG as i64));
-    }
     let start_hi = PATH_MAX + 4;
     s.buf.copy_within(start_hi..start_hi + n, clen + 1);
     s.buf[..clen].copy_from_slice(&cwd_buf[..clen]);
@@ -235,6 +241,9 @@ pub fn classify(
         Ok(PathRoute::Remote {
             dirfd: AT_FDCWD_ARG,
         })
+    } else if m >= PATH_MAX {
+        // Climbs out to the host with more than a path's length left.
+        Err(-(libc::ENAMETOOLONG as i64))
     } else {
         s.buf[m] = 0;
         s.len = m;
