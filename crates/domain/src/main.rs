@@ -25,6 +25,7 @@ mod backend;
 mod exec;
 mod heartbeat;
 mod log;
+mod pidmap;
 mod proto;
 mod role;
 mod server;

@@ -113,6 +113,9 @@ impl Server {
         if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
             tracing::warn!("cannot become a child subreaper: {e}");
         }
+        if let Err(e) = crate::pidmap::init() {
+            tracing::warn!("no shadow pid table (F_GETLK reports holder pid 0): {e}");
+        }
         control::send(
             self.ctl.as_fd(),
             &DomainReply::Ready { cpus: self.cpus },
@@ -367,6 +370,7 @@ impl Server {
             uid = creds.uid,
             "shadow started"
         );
+        crate::pidmap::set(child, pid);
         self.clients.insert(client_id, proc_);
         Ok(())
     }
@@ -418,13 +422,17 @@ impl Server {
             parent = parent_client_id,
             "forked shadow attached"
         );
+        crate::pidmap::set(proc_.pid, pid);
         self.clients.insert(client_id, proc_);
         Ok(())
     }
 
     fn remove_client(&mut self, client_id: u64) -> Result<()> {
         match self.clients.remove(&client_id) {
-            Some(proc_) => proc_.kill_and_reap(),
+            Some(proc_) => {
+                crate::pidmap::remove(proc_.pid);
+                proc_.kill_and_reap()
+            }
             None if self.dead.remove(&client_id) => {}
             None => bail!("unknown client {client_id}"),
         }
@@ -498,6 +506,7 @@ impl Server {
             Ok(None) => {
                 tracing::warn!(client = client_id, "shadow exited");
                 if let Some(p) = self.clients.remove(&client_id) {
+                    crate::pidmap::remove(p.pid);
                     p.kill();
                 }
                 self.dead.insert(client_id);

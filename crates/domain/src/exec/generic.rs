@@ -128,6 +128,9 @@ pub(crate) fn execute(region: &ClientRegion, fd_limit: u64, req: &Request) -> i6
     if let Some(l) = len {
         l.finish(region);
     }
+    if r == 0 && nr == libc::SYS_fcntl && args[1] as i32 == libc::F_GETLK {
+        fcntl::holder_to_client(region, req.chunk, args[2]);
+    }
     drop(strings);
     r
 }
