@@ -282,7 +282,28 @@ fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, t: Target) -> i64 {
     if family(nr as u16) == Some(Family::Socket) && t.domain != fdtable::DOMAIN_NETWORK {
         return -(libc::ENOTSOCK as i64);
     }
+    if family(nr as u16) == Some(Family::File) && t.domain == fdtable::DOMAIN_NETWORK {
+        // The network domain runs no file calls: what the kernel answers
+        // for a socket.
+        if let Some(e) = file_call_on_socket(nr) {
+            return e;
+        }
+    }
     forward(nr, a, sh, t)
+}
+
+/// The errno of file call `nr` on a socket, where it always fails.
+fn file_call_on_socket(nr: u64) -> Option<i64> {
+    let e = match nr as i64 {
+        libc::SYS_ftruncate | libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_readahead => {
+            libc::EINVAL
+        }
+        libc::SYS_lseek | libc::SYS_fadvise64 | libc::SYS_sync_file_range => libc::ESPIPE,
+        libc::SYS_getdents64 => libc::ENOTDIR,
+        libc::SYS_fallocate => libc::ENODEV,
+        _ => return None,
+    };
+    Some(-(e as i64))
 }
 
 /// Forward a shaped call to `domain` and apply its effects on our state.

@@ -398,6 +398,24 @@ fn transfer_inner(nr: u64, args: [u64; 6]) -> Action {
     if nr as i64 == libc::SYS_copy_file_range && args[5] != 0 {
         return Action::Done(EINVAL);
     }
+    // A local side must be open the right way round, as the kernel checks
+    // before moving anything (EBADF).
+    for (fd, e, want_write) in [(fd_in, ein, false), (fd_out, eout, true)] {
+        if e.is_none() {
+            let fl = super::host::fcntl(fd as i32, libc::F_GETFL, 0);
+            let mode = fl as i32 & libc::O_ACCMODE;
+            let ok = fl >= 0
+                && fl as i32 & libc::O_PATH == 0
+                && if want_write {
+                    mode != libc::O_RDONLY
+                } else {
+                    mode != libc::O_WRONLY
+                };
+            if !ok {
+                return Action::Done(-(libc::EBADF as i64));
+            }
+        }
+    }
     let src = ein.map_or(Side::Local(fd_in as i32), |e| Side::Remote(e, e.remote));
     let dst = eout.map_or(Side::Local(fd_out as i32), |e| Side::Remote(e, e.remote));
     let read_off = |p: u64| -> Result<Option<i64>, i64> {
