@@ -103,3 +103,19 @@ fn descriptor_numbers_as_natively() {
         )
     });
 }
+
+#[test]
+fn descriptor_paths_cross_names_and_epoll_as_natively() {
+    // `/proc/self/fd/N/name` through a directory descriptor; linkat and
+    // renameat with bad descriptors or a missing source are EBADF,
+    // ENOTDIR, ENOENT (not EXDEV); epoll_ctl of an O_PATH descriptor is
+    // EBADF; sendfile checks its host descriptors.
+    case("misc", |p| {
+        format!(
+            r#"
+            mkdir "$ROOT/m" "$TMP/h"
+            "{p}" "$ROOT/m" "$TMP/h"
+            "#
+        )
+    });
+}

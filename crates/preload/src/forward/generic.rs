@@ -108,7 +108,7 @@ pub fn decide(
         }
     }
     match (any_remote, any_local) {
-        (true, true) => Decision::Fail(-(libc::EXDEV as i64)),
+        (true, true) => Decision::Fail(mixed_errno(nr, args, paths, &local)),
         (true, false) => Decision::Remote(
             remote,
             Target {
@@ -119,6 +119,78 @@ pub fn decide(
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
     }
+}
+
+/// A call whose names lie on both sides (host and domain): EXDEV, as
+/// across mounts, unless the kernel would have failed first: a bad or
+/// non-directory dirfd (EBADF, ENOTDIR), or a source name that does not
+/// resolve (link, rename). `local` holds the arguments as the host would
+/// run them.
+fn mixed_errno(
+    nr: u64,
+    args: &[u64; 6],
+    paths: &[(Option<usize>, usize)],
+    local: &[u64; 6],
+) -> i64 {
+    for &(dirslot, pslot) in paths {
+        let Some(d) = dirslot.map(|d| args[d]) else {
+            continue;
+        };
+        if d as i32 == libc::AT_FDCWD || fdtable::peek(d).is_some() {
+            continue;
+        }
+        let mut first = [0u8; 1];
+        let absolute = usermem::read_user(args[pslot], &mut first) && first[0] == b'/';
+        if absolute {
+            continue;
+        }
+        match crate::sys::kernel::fd_type(d) {
+            None => return -(libc::EBADF as i64),
+            Some(t) if t != libc::S_IFDIR && first[0] != 0 => return -(libc::ENOTDIR as i64),
+            _ => {}
+        }
+    }
+    // The source must exist (link and rename look it up before the
+    // target's mount is compared).
+    let source = match nr as i64 {
+        libc::SYS_link | libc::SYS_rename => Some((None, 0)),
+        libc::SYS_linkat | libc::SYS_renameat | libc::SYS_renameat2 => Some((Some(0), 1)),
+        _ => None,
+    };
+    if let Some((dirslot, pslot)) = source {
+        let dirfd = dirslot.map_or(libc::AT_FDCWD as i64 as u64, |d| local[d]);
+        let mut st = [0u8; 256];
+        let flags = libc::AT_SYMLINK_NOFOLLOW as u64;
+        let user_dirfd = dirslot.map(|d| args[d]);
+        let mut scratch = PathScratch::new();
+        let stat = libc::SYS_newfstatat as u64;
+        let buf = st.as_mut_ptr() as u64;
+        let r = match route::classify(user_dirfd, args[pslot], false, &mut scratch) {
+            Ok(PathRoute::Local | PathRoute::Rewrite) => {
+                host::reissue(stat, [dirfd, local[pslot], buf, flags, 0, 0])
+            }
+            Ok(route) => {
+                let (rdir, path) = match route {
+                    PathRoute::Remote { dirfd } => (dirfd, args[pslot]),
+                    _ => (AT_FDCWD_ARG, scratch.rewritten().as_ptr() as u64),
+                };
+                match virtuos_abi::shape::shape(stat as u16) {
+                    Some(sh) => forward(
+                        stat,
+                        &[rdir, path, buf, flags, 0, 0],
+                        &sh,
+                        fdtable::DOMAIN_STORAGE,
+                    ),
+                    None => 0,
+                }
+            }
+            Err(e) => e,
+        };
+        if r < 0 {
+            return r;
+        }
+    }
+    -(libc::EXDEV as i64)
 }
 
 /// Calls whose path may be NULL (they then act on their dirfd).

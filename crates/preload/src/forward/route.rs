@@ -181,16 +181,31 @@ pub fn classify(
         // A bad address: EFAULT, wherever the call would have run.
         Err(e) => return Err(e),
     };
-    if let Some(fd) = super::procfs::fd_of_path(&hi[..n]).filter(|_| follow) {
+    // The link itself only when followed; a path through it (a directory
+    // descriptor's `/proc/self/fd/N/name`) always goes through it.
+    let via_fd = super::procfs::split_fd_path(&hi[..n])
+        .filter(|(_, rest)| follow || !rest.is_empty())
+        .map(|(fd, rest)| (fd, rest.len()));
+    if let Some((fd, rest_len)) = via_fd {
         if let Some(e) = fdtable::get(fd as u64) {
             if e.domain != fdtable::DOMAIN_STORAGE {
                 // A socket of the network domain: natively, following its
-                // /proc link cannot open it either.
-                return Err(-(libc::ENXIO as i64));
+                // /proc link cannot open it either (nor look inside).
+                return Err(-(if rest_len == 0 {
+                    libc::ENXIO
+                } else {
+                    libc::ENOTDIR
+                } as i64));
             }
             let len = super::procfs::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
-            s.buf[len] = 0;
-            s.len = len;
+            let total = len + rest_len;
+            if total >= PATH_MAX {
+                return Err(-(libc::ENAMETOOLONG as i64));
+            }
+            let (lo, hi) = s.buf.split_at_mut(PATH_MAX + 4);
+            lo[len..total].copy_from_slice(&hi[n - rest_len..n]);
+            s.buf[total] = 0;
+            s.len = total;
             return Ok(PathRoute::RemoteRewritten);
         }
     }
