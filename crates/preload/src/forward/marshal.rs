@@ -287,7 +287,7 @@ mod tests {
         // renameat(dirfd, "abc", dirfd, "defgh")
         let s = sh(libc::SYS_renameat);
         let l = plan(&s, &[3, 0x1000, 4, 0x2000, 0, 0], &mut |p| {
-            Some(if p == 0x1000 { 3 } else { 5 })
+            Ok(if p == 0x1000 { 3 } else { 5 })
         })
         .unwrap();
         assert_eq!(l.slots[1], Slot::Data { off: 0, len: 4 });
