@@ -89,7 +89,7 @@ fn inode_of(fd: i32) -> Option<u64> {
         libc::SYS_fstat,
         [fd as u64, &mut st as *mut libc::stat as u64, 0, 0, 0, 0],
     );
-    (r == 0).then(|| st.st_ino ^ (st.st_dev << 48))
+    (r == 0).then_some(st.st_ino ^ (st.st_dev << 48))
 }
 
 fn new_placeholder(cloexec: bool) -> i64 {

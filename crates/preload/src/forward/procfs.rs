@@ -25,7 +25,7 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 /// about this process.
 pub fn fd_of_path(p: &[u8]) -> Option<u32> {
     match split_fd_path(p) {
-        Some((fd, rest)) if rest.is_empty() => Some(fd),
+        Some((fd, [])) => Some(fd),
         _ => None,
     }
 }

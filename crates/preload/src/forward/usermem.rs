@@ -43,7 +43,7 @@ pub fn read_cstr_checked(src: u64, buf: &mut [u8]) -> Result<usize, i64> {
     match usercopy::copy_str_from_user(src, Some(buf), cap) {
         Ok(n) if n < cap => Ok(n),
         Ok(_) => Err(ENAMETOOLONG),
-        Err(()) => Err(EFAULT),
+        Err(usercopy::BadAddress) => Err(EFAULT),
     }
 }
 
@@ -58,7 +58,7 @@ pub fn strlen_user_checked(src: u64, max: usize) -> Result<usize, i64> {
     match usercopy::copy_str_from_user(src, None, max) {
         Ok(n) if n < max => Ok(n),
         Ok(_) => Err(ENAMETOOLONG),
-        Err(()) => Err(EFAULT),
+        Err(usercopy::BadAddress) => Err(EFAULT),
     }
 }
 

@@ -19,6 +19,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// the vsyscall page): the kernel's `access_ok` refuses them.
 const USER_END: u64 = 1 << 63;
 
+/// A program address that cannot be read or written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadAddress;
+
 static CAUGHT: AtomicBool = AtomicBool::new(false);
 
 /// The fault handler is installed: faults in the routines below recover.
@@ -164,8 +168,12 @@ pub unsafe fn copy_to_user(dst: u64, src: *const u8, len: usize) -> usize {
 /// Copy the NUL-terminated program string at `src` into `dst` (with its
 /// NUL) if it is shorter than `dst.len()`, or measure it (`dst` empty:
 /// up to `max`). Ok(length without NUL); Ok(max) when there is no NUL in
-/// the first `max` bytes; Err(()) on a bad address.
-pub fn copy_str_from_user(src: u64, dst: Option<&mut [u8]>, max: usize) -> Result<usize, ()> {
+/// the first `max` bytes; Err on a bad address.
+pub fn copy_str_from_user(
+    src: u64,
+    dst: Option<&mut [u8]>,
+    max: usize,
+) -> Result<usize, BadAddress> {
     let (dptr, max) = match dst {
         Some(d) => (d.as_mut_ptr(), max.min(d.len())),
         None => (core::ptr::null_mut(), max),
@@ -177,7 +185,7 @@ pub fn copy_str_from_user(src: u64, dst: Option<&mut [u8]>, max: usize) -> Resul
         return vm_str(dptr, src, max);
     }
     if src >= USER_END {
-        return Err(());
+        return Err(BadAddress);
     }
     // Stop before the kernel half: bytes there are never the program's.
     let room = (USER_END - src).min(max as u64) as usize;
@@ -185,8 +193,8 @@ pub fn copy_str_from_user(src: u64, dst: Option<&mut [u8]>, max: usize) -> Resul
     // resumes in the routine and returns -1.
     let r = unsafe { virtuos_copy_user_str(dptr, src as *const u8, room) };
     match r {
-        r if r < 0 => Err(()),
-        r if (r as usize) == room && room < max => Err(()),
+        r if r < 0 => Err(BadAddress),
+        r if (r as usize) == room && room < max => Err(BadAddress),
         r => Ok(r as usize),
     }
 }
@@ -226,12 +234,12 @@ fn vm_copy(dst: u64, src: u64, len: usize, to_user: bool) -> usize {
     }
 }
 
-fn vm_str(dst: *mut u8, src: u64, max: usize) -> Result<usize, ()> {
+fn vm_str(dst: *mut u8, src: u64, max: usize) -> Result<usize, BadAddress> {
     let mut b = [0u8; 1];
     for i in 0..max {
-        let at = src.checked_add(i as u64).ok_or(())?;
+        let at = src.checked_add(i as u64).ok_or(BadAddress)?;
         if vm_copy(b.as_mut_ptr() as u64, at, 1, false) != 1 {
-            return Err(());
+            return Err(BadAddress);
         }
         if !dst.is_null() {
             // SAFETY: `dst` is valid for `max` bytes (copy_str_from_user).
