@@ -267,6 +267,9 @@ pub fn family(nr: u16) -> Option<Family> {
     })
 }
 
+/// `F_CREATED_QUERY` (Linux 6.12): whether this open created the file.
+pub const F_CREATED_QUERY: i32 = 1024 + 4;
+
 /// Third argument of `fcntl(fd, cmd, arg)` by command. None: the command is
 /// not forwarded (the client handles it, or it is unsupported: EINVAL).
 ///
@@ -275,11 +278,13 @@ pub fn family(nr: u16) -> Option<Family> {
 pub fn fcntl_arg(cmd: u64) -> Option<Arg> {
     let cmd = cmd as i32;
     Some(match cmd {
-        libc::F_GETFL | libc::F_SETFL | libc::F_GETOWN | libc::F_SETOWN | 11 /* F_SETSIG */ | 12 /* F_GETSIG */
+        libc::F_GETFL | libc::F_SETFL | libc::F_GETOWN | libc::F_SETOWN | 10 /* F_SETSIG */ | 11 /* F_GETSIG */
         | libc::F_GETLEASE | libc::F_SETLEASE | libc::F_NOTIFY | libc::F_GETPIPE_SZ | libc::F_SETPIPE_SZ
-        | libc::F_ADD_SEALS | libc::F_GET_SEALS => Val,
-        libc::F_GETLK | libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_GETLK | libc::F_OFD_SETLK
-        | libc::F_OFD_SETLKW => InOut(FLOCK),
+        | libc::F_ADD_SEALS | libc::F_GET_SEALS | F_CREATED_QUERY => Val,
+        // The kernel only reads the lock description to set a lock (it may
+        // be read-only memory) and writes it back for a query.
+        libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => In(FLOCK),
+        libc::F_GETLK | libc::F_OFD_GETLK => InOut(FLOCK),
         16 /* F_GETOWN_EX */ => Out(F_OWNER_EX),
         15 /* F_SETOWN_EX */ => In(F_OWNER_EX),
         // F_GET_RW_HINT, F_SET_RW_HINT, F_GET_FILE_RW_HINT, F_SET_FILE_RW_HINT
@@ -378,7 +383,10 @@ mod tests {
             ioctl_arg(0xc020_660b /* FS_IOC_FIEMAP: flexible array */),
             None
         );
-        assert_eq!(fcntl_arg(libc::F_SETLK as u64), Some(InOut(32)));
+        assert_eq!(fcntl_arg(libc::F_SETLK as u64), Some(In(32)));
+        assert_eq!(fcntl_arg(libc::F_GETLK as u64), Some(InOut(32)));
+        assert_eq!(fcntl_arg(10 /* F_SETSIG */), Some(Val));
+        assert_eq!(fcntl_arg(11 /* F_GETSIG */), Some(Val));
         assert_eq!(fcntl_arg(libc::F_DUPFD as u64), None);
     }
 }

@@ -124,6 +124,9 @@ impl Server {
         if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
             tracing::warn!("cannot become a child subreaper: {e}");
         }
+        if let Err(e) = crate::pidmap::init() {
+            tracing::warn!("no shadow pid table (F_GETLK reports holder pid 0): {e}");
+        }
         control::send(
             self.ctl.as_fd(),
             &DomainReply::Ready { cpus: self.cpus },
@@ -398,6 +401,7 @@ impl Server {
             uid = creds.euid(),
             "shadow started"
         );
+        crate::pidmap::set(child, pid);
         self.clients.insert(client_id, proc_);
         Ok(())
     }
@@ -463,6 +467,7 @@ impl Server {
             "forked shadow attached"
         );
         proc_.creds = Some(table);
+        crate::pidmap::set(proc_.pid, pid);
         self.clients.insert(client_id, proc_);
         Ok(())
     }
@@ -502,7 +507,10 @@ impl Server {
 
     fn remove_client(&mut self, client_id: u64) -> Result<()> {
         match self.clients.remove(&client_id) {
-            Some(proc_) => proc_.kill_and_reap(),
+            Some(proc_) => {
+                crate::pidmap::remove(proc_.pid);
+                proc_.kill_and_reap()
+            }
             None if self.dead.remove(&client_id) => {}
             None => bail!("unknown client {client_id}"),
         }
@@ -585,6 +593,7 @@ impl Server {
     /// pending forks; the daemon's `RemoveClient` finds it in `dead`.
     fn shadow_dead(&mut self, client_id: u64) {
         if let Some(p) = self.clients.remove(&client_id) {
+            crate::pidmap::remove(p.pid);
             p.kill();
         }
         self.dead.insert(client_id);

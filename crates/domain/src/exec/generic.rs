@@ -142,6 +142,9 @@ pub(crate) fn execute(region: &ClientRegion, role: Role, fd_limit: u64, req: &Re
     if let Some(l) = len {
         l.finish(region);
     }
+    if r == 0 && nr == libc::SYS_fcntl && args[1] as i32 == libc::F_GETLK {
+        fcntl::holder_to_client(region, req.chunk, args[2]);
+    }
     drop(strings);
     drop(addr);
     r

@@ -301,6 +301,16 @@ fn fcntl_and_ioctl_commands_are_checked() {
     assert_eq!(fcntl(libc::F_GETLK as u64, 1024), 0);
     assert!(f.region.read_chunk(0, 1024, &mut lk));
     assert_eq!(i16::from_ne_bytes([lk[0], lk[1]]), libc::F_UNLCK as i16);
+    // Signals for I/O readiness, and F_CREATED_QUERY (the fixture's open
+    // created the file; kernels before 6.12 do not know the command).
+    assert_eq!(fcntl(10 /* F_SETSIG */, libc::SIGUSR1 as u64), 0);
+    assert_eq!(fcntl(11 /* F_GETSIG */, 0), libc::SIGUSR1 as i64);
+    assert_eq!(fcntl(10 /* F_SETSIG */, 100), EINVAL);
+    let created = fcntl(virtuos_abi::shape::F_CREATED_QUERY as u64, 0);
+    assert!(
+        created == 1 || created == EINVAL,
+        "F_CREATED_QUERY: {created}"
+    );
 
     let ioctl = |req: u64, arg: u64| f.call(libc::SYS_ioctl, Some(0), [fd, req, arg, 0, 0, 0]);
     assert_eq!(ioctl(0x5402 /* TCSETS */, 0), ENOTTY);

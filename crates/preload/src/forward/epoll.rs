@@ -523,6 +523,22 @@ fn is_epoll(fd: u64) -> Result<(), i64> {
     }
 }
 
+/// A storage descriptor as an epoll member: EPERM, as for a regular file
+/// or directory; EBADF for an `O_PATH` one (the kernel does not let it
+/// name a file for I/O at all).
+fn storage_member_errno(e: fdtable::Entry) -> i64 {
+    let fl = super::caller::simple_call(
+        e,
+        libc::SYS_fcntl as u16,
+        [e.remote as u64, libc::F_GETFL as u64, 0, 0, 0, 0],
+    );
+    if fl >= 0 && fl as i32 & libc::O_PATH != 0 {
+        -(libc::EBADF as i64)
+    } else {
+        -(libc::EPERM as i64)
+    }
+}
+
 /// epoll_ctl: forwarded members go to the domain's instance.
 pub fn ctl(args: [u64; 6]) -> Action {
     let (epfd, op, fd, evp) = (args[0], args[1] as i32, args[2], args[3]);
@@ -530,7 +546,7 @@ pub fn ctl(args: [u64; 6]) -> Action {
         return Action::Done(EINVAL);
     }
     match fdtable::peek(fd) {
-        Some(e) if !e.is_socket() => Action::Done(-(libc::EPERM as i64)),
+        Some(e) if !e.is_socket() => Action::Done(storage_member_errno(e)),
         Some(e) => Action::Done(ctl_remote(epfd as u32 as i32, op, fd as u32 as i32, e, evp)),
         None => {
             if USED.load(Ordering::Acquire) == 0 || epfd > i32::MAX as u64 {

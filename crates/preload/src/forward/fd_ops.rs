@@ -46,20 +46,21 @@ fn remote_dup(call: &mut Call, rfd: u32) -> i64 {
     r
 }
 
-/// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`.
+/// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`. The host side first:
+/// the number (and EMFILE, EINVAL) is the kernel's, as natively.
 fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
     let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let rnew = remote_dup(&mut call, e.remote);
-    if rnew < 0 {
-        return rnew;
-    }
     let n = host::fcntl(fd as i32, cmd, min);
     if n < 0 {
-        remote_close(&mut call, rnew as u64);
         return n;
+    }
+    let rnew = remote_dup(&mut call, e.remote);
+    if rnew < 0 {
+        host::close(n as i32);
+        return rnew;
     }
     let r = bind_as(
         &mut call,

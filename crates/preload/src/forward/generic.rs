@@ -66,6 +66,10 @@ pub fn decide(
         {
             return Decision::Fail(-(libc::ENOTDIR as i64));
         }
+        if ptr == 0 && !null_path_allowed(nr) {
+            // As the kernel, which copies path strings first.
+            return Decision::Fail(-(libc::EFAULT as i64));
+        }
         match route::classify(dirfd, ptr, follows_final_link(nr, args), s) {
             Err(e) => return Decision::Fail(e),
             Ok(PathRoute::Local) => any_local = true,
@@ -104,7 +108,7 @@ pub fn decide(
         }
     }
     match (any_remote, any_local) {
-        (true, true) => Decision::Fail(-(libc::EXDEV as i64)),
+        (true, true) => Decision::Fail(mixed_errno(nr, args, paths, &local)),
         (true, false) => Decision::Remote(
             remote,
             Target {
@@ -115,6 +119,86 @@ pub fn decide(
         (false, _) if rewritten => Decision::LocalRewritten(local),
         _ => Decision::Local,
     }
+}
+
+/// A call whose names lie on both sides (host and domain): EXDEV, as
+/// across mounts, unless the kernel would have failed first: a bad or
+/// non-directory dirfd (EBADF, ENOTDIR), or a source name that does not
+/// resolve (link, rename). `local` holds the arguments as the host would
+/// run them.
+fn mixed_errno(
+    nr: u64,
+    args: &[u64; 6],
+    paths: &[(Option<usize>, usize)],
+    local: &[u64; 6],
+) -> i64 {
+    for &(dirslot, pslot) in paths {
+        let Some(d) = dirslot.map(|d| args[d]) else {
+            continue;
+        };
+        if d as i32 == libc::AT_FDCWD || fdtable::peek(d).is_some() {
+            continue;
+        }
+        let mut first = [0u8; 1];
+        let absolute = usermem::read_user(args[pslot], &mut first) && first[0] == b'/';
+        if absolute {
+            continue;
+        }
+        match crate::sys::kernel::fd_type(d) {
+            None => return -(libc::EBADF as i64),
+            Some(t) if t != libc::S_IFDIR && first[0] != 0 => return -(libc::ENOTDIR as i64),
+            _ => {}
+        }
+    }
+    // The source must exist (link and rename look it up before the
+    // target's mount is compared).
+    let source = match nr as i64 {
+        libc::SYS_link | libc::SYS_rename => Some((None, 0)),
+        libc::SYS_linkat | libc::SYS_renameat | libc::SYS_renameat2 => Some((Some(0), 1)),
+        _ => None,
+    };
+    if let Some((dirslot, pslot)) = source {
+        let dirfd = dirslot.map_or(libc::AT_FDCWD as i64 as u64, |d| local[d]);
+        let mut st = [0u8; 256];
+        let flags = libc::AT_SYMLINK_NOFOLLOW as u64;
+        let user_dirfd = dirslot.map(|d| args[d]);
+        let mut scratch = PathScratch::new();
+        let stat = libc::SYS_newfstatat as u64;
+        let buf = st.as_mut_ptr() as u64;
+        let r = match route::classify(user_dirfd, args[pslot], false, &mut scratch) {
+            Ok(PathRoute::Local | PathRoute::Rewrite) => {
+                host::reissue(stat, [dirfd, local[pslot], buf, flags, 0, 0])
+            }
+            Ok(route) => {
+                let (rdir, path) = match route {
+                    PathRoute::Remote { dirfd } => (dirfd, args[pslot]),
+                    _ => (AT_FDCWD_ARG, scratch.rewritten().as_ptr() as u64),
+                };
+                match virtuos_abi::shape::shape(stat as u16) {
+                    Some(sh) => forward(
+                        stat,
+                        &[rdir, path, buf, flags, 0, 0],
+                        &sh,
+                        fdtable::DOMAIN_STORAGE,
+                    ),
+                    None => 0,
+                }
+            }
+            Err(e) => e,
+        };
+        if r < 0 {
+            return r;
+        }
+    }
+    -(libc::EXDEV as i64)
+}
+
+/// Calls whose path may be NULL (they then act on their dirfd).
+fn null_path_allowed(nr: u64) -> bool {
+    matches!(
+        nr as i64,
+        libc::SYS_utimensat | libc::SYS_futimesat | libc::SYS_fanotify_mark
+    )
 }
 
 /// Whether call `nr` follows a symlink in the last component of its path
@@ -270,7 +354,28 @@ fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, t: Target) -> i64 {
     if family(nr as u16) == Some(Family::Socket) && t.domain != fdtable::DOMAIN_NETWORK {
         return -(libc::ENOTSOCK as i64);
     }
+    if family(nr as u16) == Some(Family::File) && t.domain == fdtable::DOMAIN_NETWORK {
+        // The network domain runs no file calls: what the kernel answers
+        // for a socket.
+        if let Some(e) = file_call_on_socket(nr) {
+            return e;
+        }
+    }
     forward(nr, a, sh, t)
+}
+
+/// The errno of file call `nr` on a socket, where it always fails.
+fn file_call_on_socket(nr: u64) -> Option<i64> {
+    let e = match nr as i64 {
+        libc::SYS_ftruncate | libc::SYS_fsync | libc::SYS_fdatasync | libc::SYS_readahead => {
+            libc::EINVAL
+        }
+        libc::SYS_lseek | libc::SYS_fadvise64 | libc::SYS_sync_file_range => libc::ESPIPE,
+        libc::SYS_getdents64 => libc::ENOTDIR,
+        libc::SYS_fallocate => libc::ENODEV,
+        _ => return None,
+    };
+    Some(-(e as i64))
 }
 
 /// Forward a shaped call to `domain` and apply its effects on our state.

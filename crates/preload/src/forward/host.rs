@@ -9,6 +9,7 @@
 //! memory.
 
 use crate::sys::raw::syscall6;
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 fn sys(nr: i64, args: [u64; 6]) -> i64 {
     // SAFETY: see the module comment: callers pass only scalars and pointers
@@ -47,7 +48,51 @@ pub const PLACEHOLDER_NAME: &str = "virtuos-placeholder";
 /// read, a write, or `chmod("/proc/self/fd/N")` — touches only that file:
 /// never a shared host object (an earlier `/dev/null` placeholder let a
 /// leaked chmod change the host's `/dev/null`).
+///
+/// It gets the number the kernel would have given a native open: the
+/// lowest free one. Usually a duplicate of the last placeholder made (one
+/// `F_DUPFD` and an `fstat` to check that number still holds one of ours);
+/// otherwise a fresh memory file, whose number the `O_PATH` descriptor
+/// then takes over.
 pub fn open_placeholder(cloexec: bool) -> i64 {
+    let last = LAST_PLACEHOLDER.load(Ordering::Acquire);
+    if last >= 0 {
+        let cmd = if cloexec {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
+        let fd = fcntl(last, cmd, 0);
+        if fd < 0 && fd != -(libc::EBADF as i64) {
+            return fd;
+        }
+        if fd >= 0 {
+            if inode_of(fd as i32) == Some(PLACEHOLDER_INODE.load(Ordering::Acquire)) {
+                return fd;
+            }
+            // That number was closed and reused: not ours to copy.
+            close(fd as i32);
+        }
+    }
+    new_placeholder(cloexec)
+}
+
+/// The last placeholder made from a fresh memory file (-1: none yet), and
+/// (device, inode) of that file, packed.
+static LAST_PLACEHOLDER: AtomicI32 = AtomicI32::new(-1);
+static PLACEHOLDER_INODE: AtomicU64 = AtomicU64::new(0);
+
+fn inode_of(fd: i32) -> Option<u64> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let r = sys(
+        libc::SYS_fstat,
+        [fd as u64, &mut st as *mut libc::stat as u64, 0, 0, 0, 0],
+    );
+    (r == 0).then_some(st.st_ino ^ (st.st_dev << 48))
+}
+
+fn new_placeholder(cloexec: bool) -> i64 {
     const NAME: &[u8] = b"virtuos-placeholder\0";
     let memfd = sys(
         libc::SYS_memfd_create,
@@ -70,24 +115,27 @@ pub fn open_placeholder(cloexec: bool) -> i64 {
     let mut path = *b"/proc/self/fd/0000000000\0";
     let digits = fmt_u32(memfd as u32, &mut path[14..24]);
     path[14 + digits] = 0;
-    let flags = libc::O_PATH | if cloexec { libc::O_CLOEXEC } else { 0 };
     let ph = if sealed < 0 {
         sealed
     } else {
-        open_cstr(&path, flags, 0)
+        open_cstr(&path, libc::O_PATH | libc::O_CLOEXEC, 0)
     };
     if ph < 0 {
-        sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
+        close(memfd as i32);
         return ph;
     }
-    // The placeholder takes the memory file's number (the lowest free one,
-    // as natively a new descriptor gets), replacing it atomically.
-    let fdflags = if cloexec { libc::O_CLOEXEC } else { 0 };
-    let r = dup3(ph as i32, memfd as i32, fdflags);
-    sys(libc::SYS_close, [ph as u64, 0, 0, 0, 0, 0]);
+    // The memory file holds the lowest free number: the placeholder
+    // replaces it there.
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    let r = dup3(ph as i32, memfd as i32, flags);
+    close(ph as i32);
     if r < 0 {
-        sys(libc::SYS_close, [memfd as u64, 0, 0, 0, 0, 0]);
+        close(memfd as i32);
         return r;
+    }
+    if let Some(ino) = inode_of(memfd as i32) {
+        PLACEHOLDER_INODE.store(ino, Ordering::Release);
+        LAST_PLACEHOLDER.store(memfd as i32, Ordering::Release);
     }
     memfd
 }

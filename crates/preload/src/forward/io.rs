@@ -238,6 +238,7 @@ fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
             (true, None) => (libc::SYS_write, 0),
             (true, Some(o)) => (libc::SYS_pwrite64, o as u64),
         };
+        let mut faulted = false;
         let r = if write {
             // Gather up to `want` bytes into the chunk.
             let mut filled = 0u64;
@@ -246,11 +247,24 @@ fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
                 let Some((b, n)) = probe.next(want - filled) else {
                     break;
                 };
-                if !chunk.from_user(filled as usize, b, n as usize) {
-                    return Action::Done(-(libc::EFAULT as i64));
+                let got = chunk
+                    .from_user_partial(filled as usize, b, n as usize)
+                    .unwrap_or(0) as u64;
+                filled += got;
+                if got < n {
+                    // The kernel writes what it could copy before the bad
+                    // address (EFAULT if nothing).
+                    faulted = true;
+                    break;
                 }
                 probe.advance(n);
-                filled += n;
+            }
+            if filled == 0 && faulted {
+                return Action::Done(if done > 0 {
+                    done as i64
+                } else {
+                    -(libc::EFAULT as i64)
+                });
             }
             let r = call.result(op as u16, [e.remote as u64, 0, filled, pos, 0, 0], true);
             if r >= 0 && r as u64 > filled {
@@ -271,11 +285,39 @@ fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
                 let Some((b, n)) = cur.next(r as u64 - copied) else {
                     break;
                 };
-                if !chunk.to_user(copied as usize, b, n as usize) {
-                    return Action::Done(-(libc::EFAULT as i64));
+                let got = chunk
+                    .to_user_partial(copied as usize, b, n as usize)
+                    .unwrap_or(0) as u64;
+                copied += got;
+                if got < n {
+                    faulted = true;
+                    break;
                 }
                 cur.advance(n);
-                copied += n;
+            }
+            if faulted {
+                // As a read into a partly bad buffer: what was copied, and
+                // the position moved only by that much.
+                if offset.is_none() {
+                    call.result(
+                        libc::SYS_lseek as u16,
+                        [
+                            e.remote as u64,
+                            (copied as i64 - r) as u64,
+                            libc::SEEK_CUR as u64,
+                            0,
+                            0,
+                            0,
+                        ],
+                        false,
+                    );
+                }
+                let total = done + copied;
+                return Action::Done(if total > 0 {
+                    total as i64
+                } else {
+                    -(libc::EFAULT as i64)
+                });
             }
             r
         };
@@ -286,7 +328,7 @@ fn vectored_inner(nr: u64, args: [u64; 6], e: Entry) -> Action {
         if let Some(o) = offset.as_mut() {
             *o += r;
         }
-        if (r as u64) < want || one_piece {
+        if (r as u64) < want || one_piece || faulted {
             break;
         }
     }
@@ -355,6 +397,24 @@ fn transfer_inner(nr: u64, args: [u64; 6]) -> Action {
     }
     if nr as i64 == libc::SYS_copy_file_range && args[5] != 0 {
         return Action::Done(EINVAL);
+    }
+    // A local side must be open the right way round, as the kernel checks
+    // before moving anything (EBADF).
+    for (fd, e, want_write) in [(fd_in, ein, false), (fd_out, eout, true)] {
+        if e.is_none() {
+            let fl = super::host::fcntl(fd as i32, libc::F_GETFL, 0);
+            let mode = fl as i32 & libc::O_ACCMODE;
+            let ok = fl >= 0
+                && fl as i32 & libc::O_PATH == 0
+                && if want_write {
+                    mode != libc::O_RDONLY
+                } else {
+                    mode != libc::O_WRONLY
+                };
+            if !ok {
+                return Action::Done(-(libc::EBADF as i64));
+            }
+        }
     }
     let src = ein.map_or(Side::Local(fd_in as i32), |e| Side::Remote(e, e.remote));
     let dst = eout.map_or(Side::Local(fd_out as i32), |e| Side::Remote(e, e.remote));

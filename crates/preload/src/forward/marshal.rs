@@ -46,11 +46,11 @@ fn align8(n: usize) -> usize {
 
 /// Compute the layout of a call with `shape` and (fd-translated) `args`.
 /// `strlen(ptr)` measures a user string (without NUL) if it is shorter than
-/// `MAX_STRING`.
+/// `MAX_STRING` (errors: ENAMETOOLONG, EFAULT).
 pub fn plan(
     shape: &Shape,
     args: &[u64; 6],
-    strlen: &mut dyn FnMut(u64) -> Option<usize>,
+    strlen: &mut dyn FnMut(u64) -> Result<usize, i64>,
 ) -> Result<Layout, i64> {
     let mut l = Layout {
         slots: [Slot::Value; 6],
@@ -76,7 +76,7 @@ pub fn plan(
                     }
                     return Err(EFAULT);
                 }
-                let n = strlen(p).ok_or(-(libc::ENAMETOOLONG as i64))?;
+                let n = strlen(p)?;
                 n + 1
             }
             Arg::InBuf(n) | Arg::OutBuf(n) => {
@@ -129,11 +129,15 @@ pub fn plan(
 }
 
 /// Copy the inputs of `layout` from user memory (`args`) into the chunk.
+/// `partial`: the call writes what it was given (write, pwrite64): an
+/// input buffer that is readable only in part becomes that part, as the
+/// kernel writes what it could copy before the bad address.
 pub fn copy_in(
     shape: &Shape,
     args: &[u64; 6],
-    l: &Layout,
+    l: &mut Layout,
     chunk: &ChunkRef<'_>,
+    partial: bool,
 ) -> Result<(), i64> {
     for i in 0..6 {
         let Slot::Data { off, len } = l.slots[i] else {
@@ -144,8 +148,18 @@ pub fn copy_in(
         if !a.copies_in() {
             continue;
         }
-        if !chunk.from_user(off, args[i], len) {
-            return Err(EFAULT);
+        let got = chunk.from_user_partial(off, args[i], len).ok_or(EFAULT)?;
+        if got < len {
+            match a {
+                Arg::InBuf(n) if partial && got > 0 => {
+                    l.remote[n as usize] = got as u64;
+                    l.slots[i] = Slot::Data {
+                        off: off as u32,
+                        len: got as u32,
+                    };
+                }
+                _ => return Err(EFAULT),
+            }
         }
         if matches!(a, Arg::Path | Arg::OptPath | Arg::Str) {
             // The string may have changed since we measured it: terminate.
@@ -159,15 +173,17 @@ pub fn copy_in(
 
 /// Copy the outputs back after the call returned `result`. Returns the
 /// result, or EIO if the domain claims more bytes than it was given.
+/// A bad output address is EFAULT, except for an `OutBuf` that could be
+/// written in part: then (`Short`) the bytes that were.
 pub fn copy_out(
     shape: &Shape,
     args: &[u64; 6],
     l: &Layout,
     chunk: &ChunkRef<'_>,
     result: i64,
-) -> i64 {
+) -> Out {
     if result < 0 {
-        return result;
+        return Out::Done(result);
     }
     for i in 0..6 {
         let Slot::Data { off, len } = l.slots[i] else {
@@ -181,17 +197,28 @@ pub fn copy_out(
                     continue;
                 }
                 if result as u64 > len as u64 {
-                    return EIO;
+                    return Out::Done(EIO);
                 }
-                if !chunk.to_user(off, args[i], result as usize) {
-                    return EFAULT;
+                let got = chunk.to_user_partial(off, args[i], result as usize);
+                match got {
+                    Some(g) if g == result as usize => {}
+                    Some(g) => return Out::Short(g),
+                    None => return Out::Done(EFAULT),
                 }
             }
-            a if a.copies_out() && !chunk.to_user(off, args[i], len) => return EFAULT,
+            a if a.copies_out() && !chunk.to_user(off, args[i], len) => return Out::Done(EFAULT),
             _ => {}
         }
     }
-    result
+    Out::Done(result)
+}
+
+/// What `copy_out` made of a call's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Out {
+    Done(i64),
+    /// The output buffer was writable for only this many bytes.
+    Short(usize),
 }
 
 /// Marshal, call and unmarshal: `args` holds user pointers and already
@@ -205,18 +232,45 @@ pub fn call_shaped_extra(call: &mut Call, nr: u16, shape: &Shape, args: &[u64; 6
     let Some(chunk) = call.chunk() else {
         return (EIO, 0);
     };
-    let l = match plan(shape, args, &mut |p| usermem::strlen_user(p, MAX_STRING)) {
+    let mut l = match plan(shape, args, &mut |p| {
+        usermem::strlen_user_checked(p, MAX_STRING)
+    }) {
         Ok(l) => l,
         Err(e) => return (e, 0),
     };
-    if let Err(e) = copy_in(shape, args, &l, &chunk) {
+    let writes = matches!(nr as i64, libc::SYS_write | libc::SYS_pwrite64);
+    if let Err(e) = copy_in(shape, args, &mut l, &chunk, writes) {
         return (e, 0);
     }
     let (r, extra) = match call.invoke(nr, l.remote, l.uses_chunk()) {
         Ok(x) => x,
         Err(e) => (e, 0),
     };
-    (copy_out(shape, args, &l, &chunk, r), extra)
+    match copy_out(shape, args, &l, &chunk, r) {
+        Out::Done(r) => (r, extra),
+        Out::Short(got) => (short_read(call, nr, &l, r, got), extra),
+    }
+}
+
+/// A read whose result (`r` bytes) fit in the program's buffer only for
+/// `got` bytes: the kernel returns what it could copy (EFAULT if nothing)
+/// and moves the file position only by that much; a plain `read` of a
+/// seekable file is moved back by the rest. (A socket's bytes are gone:
+/// the domain consumed them.)
+fn short_read(call: &mut Call, nr: u16, l: &Layout, r: i64, got: usize) -> i64 {
+    if nr as i64 == libc::SYS_read {
+        let back = r - got as i64;
+        call.result(
+            libc::SYS_lseek as u16,
+            [l.remote[0], (-back) as u64, libc::SEEK_CUR as u64, 0, 0, 0],
+            false,
+        );
+    }
+    if got > 0 {
+        got as i64
+    } else {
+        EFAULT
+    }
 }
 
 #[cfg(test)]
@@ -233,7 +287,7 @@ mod tests {
         // renameat(dirfd, "abc", dirfd, "defgh")
         let s = sh(libc::SYS_renameat);
         let l = plan(&s, &[3, 0x1000, 4, 0x2000, 0, 0], &mut |p| {
-            Some(if p == 0x1000 { 3 } else { 5 })
+            Ok(if p == 0x1000 { 3 } else { 5 })
         })
         .unwrap();
         assert_eq!(l.slots[1], Slot::Data { off: 0, len: 4 });
@@ -242,7 +296,7 @@ mod tests {
         assert!(l.uses_chunk());
         // newfstatat(dirfd, path(9 chars), statbuf, flags)
         let s = sh(libc::SYS_newfstatat);
-        let l = plan(&s, &[3, 0x1000, 0x2000, 0, 0, 0], &mut |_| Some(9)).unwrap();
+        let l = plan(&s, &[3, 0x1000, 0x2000, 0, 0, 0], &mut |_| Ok(9)).unwrap();
         assert_eq!(l.slots[2], Slot::Data { off: 16, len: 144 });
         for slot in l.slots {
             if let Slot::Data { off, .. } = slot {
@@ -255,7 +309,10 @@ mod tests {
     fn nulls_and_bounds() {
         // utimensat(fd, NULL, NULL, 0): both optional slots NULL.
         let s = sh(libc::SYS_utimensat);
-        let l = plan(&s, &[3, 0, 0, 0, 0, 0], &mut |_| None).unwrap();
+        let l = plan(&s, &[3, 0, 0, 0, 0, 0], &mut |_| {
+            Err(-(libc::ENAMETOOLONG as i64))
+        })
+        .unwrap();
         assert_eq!(l.slots[1], Slot::Null);
         assert_eq!(l.remote[1], NULL_ARG);
         assert_eq!(l.remote[2], NULL_ARG);
@@ -263,37 +320,42 @@ mod tests {
         // A NULL required path is EFAULT, a NULL stat buffer too.
         let s = sh(libc::SYS_newfstatat);
         assert_eq!(
-            plan(&s, &[3, 0, 0x10, 0, 0, 0], &mut |_| Some(1)),
+            plan(&s, &[3, 0, 0x10, 0, 0, 0], &mut |_| Ok(1)),
             Err(EFAULT)
         );
         assert_eq!(
-            plan(&s, &[3, 0x10, 0, 0, 0, 0], &mut |_| Some(1)),
+            plan(&s, &[3, 0x10, 0, 0, 0, 0], &mut |_| Ok(1)),
             Err(EFAULT)
         );
         // Too long a path.
         assert_eq!(
-            plan(&s, &[3, 0x10, 0x20, 0, 0, 0], &mut |_| None),
+            plan(&s, &[3, 0x10, 0x20, 0, 0, 0], &mut |_| Err(
+                -(libc::ENAMETOOLONG as i64)
+            )),
             Err(-(libc::ENAMETOOLONG as i64))
         );
         // A write larger than a chunk is E2BIG (split by io.rs first).
         let s = sh(libc::SYS_write);
         assert_eq!(
             plan(&s, &[3, 0x10, CHUNK_SIZE as u64 + 1, 0, 0, 0], &mut |_| {
-                None
+                Err(-(libc::ENAMETOOLONG as i64))
             }),
             Err(-(libc::E2BIG as i64))
         );
         // A getdents64 buffer larger than a chunk is clamped.
         let s = sh(libc::SYS_getdents64);
-        let l = plan(&s, &[3, 0x10, 1 << 30, 0, 0, 0], &mut |_| None).unwrap();
+        let l = plan(&s, &[3, 0x10, 1 << 30, 0, 0, 0], &mut |_| {
+            Err(-(libc::ENAMETOOLONG as i64))
+        })
+        .unwrap();
         assert_eq!(l.remote[2], CHUNK_SIZE as u64);
         // getxattr(path, name, NULL, 0): a size query is fine.
         let s = sh(libc::SYS_getxattr);
-        let l = plan(&s, &[0x10, 0x20, 0, 0, 0, 0], &mut |_| Some(4)).unwrap();
+        let l = plan(&s, &[0x10, 0x20, 0, 0, 0, 0], &mut |_| Ok(4)).unwrap();
         assert_eq!(l.slots[2], Slot::Data { off: 16, len: 0 });
         // ... but a NULL buffer with a length is EFAULT.
         assert_eq!(
-            plan(&s, &[0x10, 0x20, 0, 8, 0, 0], &mut |_| Some(4)),
+            plan(&s, &[0x10, 0x20, 0, 8, 0, 0], &mut |_| Ok(4)),
             Err(EFAULT)
         );
     }

@@ -24,6 +24,30 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 /// The descriptor number a /proc or /dev/fd link path names, if it is
 /// about this process.
 pub fn fd_of_path(p: &[u8]) -> Option<u32> {
+    match split_fd_path(p) {
+        Some((fd, [])) => Some(fd),
+        _ => None,
+    }
+}
+
+/// A path through a descriptor's link: the number and what follows it
+/// (empty, or starting with `/`: `/proc/self/fd/N/name` names `name` in
+/// the directory N).
+pub fn split_fd_path(p: &[u8]) -> Option<(u32, &[u8])> {
+    if !p.starts_with(b"/proc/") && !p.starts_with(b"/dev/") {
+        return None;
+    }
+    if let Some(fd) = fd_of_whole(p) {
+        return Some((fd, &[]));
+    }
+    // The shortest prefix that is a link: components after it are inside.
+    p.iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'/' && i > 0)
+        .find_map(|(i, _)| fd_of_whole(&p[..i]).map(|fd| (fd, &p[i..])))
+}
+
+fn fd_of_whole(p: &[u8]) -> Option<u32> {
     match p {
         b"/dev/stdin" => return Some(0),
         b"/dev/stdout" => return Some(1),
@@ -181,5 +205,13 @@ mod tests {
         assert_eq!(fd_of_path(b"/proc/self/fd/"), None);
         assert_eq!(fd_of_path(b"/proc/self/fd/5x"), None);
         assert_eq!(fd_of_path(b"/proc/self/fd/99999999999"), None);
+        assert_eq!(
+            split_fd_path(b"/proc/self/fd/7/a/b"),
+            Some((7, &b"/a/b"[..]))
+        );
+        assert_eq!(split_fd_path(b"/dev/fd/3/x"), Some((3, &b"/x"[..])));
+        assert_eq!(split_fd_path(b"/proc/self/fd/7"), Some((7, &b""[..])));
+        assert_eq!(split_fd_path(b"/proc/self/fdinfo/7/x"), None);
+        assert_eq!(split_fd_path(b"/etc/passwd"), None);
     }
 }

@@ -168,23 +168,44 @@ pub fn classify(
     }
     // Read the user path into the upper half, leaving room for a cwd.
     let (_, hi) = s.buf.split_at_mut(PATH_MAX + 4);
-    let Some(n) = usermem::read_cstr(ptr, &mut hi[..PATH_MAX]) else {
-        // Too long: the kernel (or the domain) says ENAMETOOLONG.
-        if remote_dirfd(dirfd).is_some() || (dirfd.is_none_or(is_at_fdcwd) && cwd::is_remote()) {
-            return Err(-(libc::ENAMETOOLONG as i64));
+    let n = match usermem::read_cstr_checked(ptr, &mut hi[..PATH_MAX]) {
+        Ok(n) => n,
+        Err(e) if e == -(libc::ENAMETOOLONG as i64) => {
+            // Too long: the kernel (or the domain) says ENAMETOOLONG.
+            if remote_dirfd(dirfd).is_some() || (dirfd.is_none_or(is_at_fdcwd) && cwd::is_remote())
+            {
+                return Err(e);
+            }
+            return Ok(PathRoute::Local);
         }
-        return Ok(PathRoute::Local);
+        // A bad address: EFAULT, wherever the call would have run.
+        Err(e) => return Err(e),
     };
-    if let Some(fd) = super::procfs::fd_of_path(&hi[..n]).filter(|_| follow) {
+    // The link itself only when followed; a path through it (a directory
+    // descriptor's `/proc/self/fd/N/name`) always goes through it.
+    let via_fd = super::procfs::split_fd_path(&hi[..n])
+        .filter(|(_, rest)| follow || !rest.is_empty())
+        .map(|(fd, rest)| (fd, rest.len()));
+    if let Some((fd, rest_len)) = via_fd {
         if let Some(e) = fdtable::get(fd as u64) {
             if e.domain != fdtable::DOMAIN_STORAGE {
                 // A socket of the network domain: natively, following its
-                // /proc link cannot open it either.
-                return Err(-(libc::ENXIO as i64));
+                // /proc link cannot open it either (nor look inside).
+                return Err(-(if rest_len == 0 {
+                    libc::ENXIO
+                } else {
+                    libc::ENOTDIR
+                } as i64));
             }
             let len = super::procfs::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
-            s.buf[len] = 0;
-            s.len = len;
+            let total = len + rest_len;
+            if total >= PATH_MAX {
+                return Err(-(libc::ENAMETOOLONG as i64));
+            }
+            let (lo, hi) = s.buf.split_at_mut(PATH_MAX + 4);
+            lo[len..total].copy_from_slice(&hi[n - rest_len..n]);
+            s.buf[total] = 0;
+            s.len = total;
             return Ok(PathRoute::RemoteRewritten);
         }
     }
@@ -220,11 +241,11 @@ pub fn classify(
         return Ok(PathRoute::Local);
     };
     // Join into the whole buffer: cwd, '/', then the relative path (moved
-    // down from the upper half).
+    // down from the upper half). Only to decide where it lands: a path for
+    // the domain travels as the program wrote it (relative to the shadow's
+    // cwd, which follows ours), so the kernel applies its limits to that
+    // string alone, and `..` after a symlink resolves as natively.
     let total = clen + 1 + n;
-    if total >= PATH_MAX {
-        return Err(-(libc::ENAMETOOLONG as i64));
-    }
     let start_hi = PATH_MAX + 4;
     s.buf.copy_within(start_hi..start_hi + n, clen + 1);
     s.buf[..clen].copy_from_slice(&cwd_buf[..clen]);
@@ -235,6 +256,9 @@ pub fn classify(
         Ok(PathRoute::Remote {
             dirfd: AT_FDCWD_ARG,
         })
+    } else if m >= PATH_MAX {
+        // Climbs out to the host with more than a path's length left.
+        Err(-(libc::ENAMETOOLONG as i64))
     } else {
         s.buf[m] = 0;
         s.len = m;

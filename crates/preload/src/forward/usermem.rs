@@ -1,36 +1,29 @@
 //! Copies between the program's memory (raw addresses from intercepted
 //! system call arguments) and our buffers or the request region's chunks.
 //!
-//! User addresses are trusted to be mapped, exactly as far as the program
-//! passed them to the system call it made: a bad pointer faults here (the
-//! program crashes with SIGSEGV where the kernel would have said EFAULT).
-//! NULL is always checked. Chunk ranges are always bounds-checked against
-//! the region layout (`ClientRegion::chunk_range`).
+//! Every access to the program's memory goes through `sys::usercopy`,
+//! which cannot fault: a bad address (unmapped, protected, in the kernel
+//! half) makes the copy come up short and the call fail with EFAULT, as
+//! natively. Chunk ranges are always bounds-checked against the region
+//! layout (`ClientRegion::chunk_range`).
 
+use crate::sys::usercopy;
 use core::marker::PhantomData;
 use virtuos_abi::{ClientRegion, CHUNK_SIZE};
 
-/// Copy `dst.len()` bytes from user address `src`.
+const EFAULT: i64 = -(libc::EFAULT as i64);
+const ENAMETOOLONG: i64 = -(libc::ENAMETOOLONG as i64);
+
+/// Copy `dst.len()` bytes from user address `src`; false on a bad address.
 pub fn read_user(src: u64, dst: &mut [u8]) -> bool {
-    if src == 0 {
-        return dst.is_empty();
-    }
-    // SAFETY: the program passed `src` as a buffer of at least this length
-    // (module contract); `dst` is our own memory and cannot overlap it in a
-    // way that matters for a byte copy of plain data.
-    unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
-    true
+    // SAFETY: `dst` is our own buffer of that length.
+    unsafe { usercopy::copy_from_user(dst.as_mut_ptr(), src, dst.len()) == dst.len() }
 }
 
-/// Copy `src` to user address `dst`.
+/// Copy `src` to user address `dst`; false on a bad address.
 pub fn write_user(dst: u64, src: &[u8]) -> bool {
-    if dst == 0 {
-        return src.is_empty();
-    }
-    // SAFETY: the program passed `dst` as an output buffer of at least this
-    // length (module contract).
-    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
-    true
+    // SAFETY: `src` is our own buffer of that length.
+    unsafe { usercopy::copy_to_user(dst, src.as_ptr(), src.len()) == src.len() }
 }
 
 pub fn read_u64(addr: u64) -> Option<u64> {
@@ -42,33 +35,36 @@ pub fn write_u64(addr: u64, v: u64) -> bool {
     write_user(addr, &v.to_ne_bytes())
 }
 
-/// Copy a NUL-terminated user string into `buf` (with its NUL). Returns its
-/// length without the NUL, or None when it does not fit (or `src` is NULL).
-pub fn read_cstr(src: u64, buf: &mut [u8]) -> Option<usize> {
-    if src == 0 {
-        return None;
+/// Copy a NUL-terminated user string into `buf` (with its NUL): its
+/// length without the NUL; ENAMETOOLONG when it does not fit, EFAULT on a
+/// bad address (NULL included), as the kernel's `strncpy_from_user`.
+pub fn read_cstr_checked(src: u64, buf: &mut [u8]) -> Result<usize, i64> {
+    let cap = buf.len();
+    match usercopy::copy_str_from_user(src, Some(buf), cap) {
+        Ok(n) if n < cap => Ok(n),
+        Ok(_) => Err(ENAMETOOLONG),
+        Err(usercopy::BadAddress) => Err(EFAULT),
     }
-    for (i, slot) in buf.iter_mut().enumerate() {
-        // SAFETY: reading the program's string byte by byte, stopping at the
-        // first NUL, exactly as the kernel would (module contract).
-        let b = unsafe { core::ptr::read((src as *const u8).wrapping_add(i)) };
-        *slot = b;
-        if b == 0 {
-            return Some(i);
-        }
-    }
-    None
 }
 
-/// Length of a NUL-terminated user string if it is below `max` bytes.
-pub fn strlen_user(src: u64, max: usize) -> Option<usize> {
-    if src == 0 {
-        return None;
+/// `read_cstr_checked` without the reason.
+pub fn read_cstr(src: u64, buf: &mut [u8]) -> Option<usize> {
+    read_cstr_checked(src, buf).ok()
+}
+
+/// Length of a NUL-terminated user string if it is below `max` bytes:
+/// ENAMETOOLONG if not, EFAULT on a bad address.
+pub fn strlen_user_checked(src: u64, max: usize) -> Result<usize, i64> {
+    match usercopy::copy_str_from_user(src, None, max) {
+        Ok(n) if n < max => Ok(n),
+        Ok(_) => Err(ENAMETOOLONG),
+        Err(usercopy::BadAddress) => Err(EFAULT),
     }
-    (0..max).find(|&i| {
-        // SAFETY: as in `read_cstr`.
-        unsafe { core::ptr::read((src as *const u8).wrapping_add(i)) == 0 }
-    })
+}
+
+/// `strlen_user_checked` without the reason.
+pub fn strlen_user(src: u64, max: usize) -> Option<usize> {
+    strlen_user_checked(src, max).ok()
 }
 
 /// One `struct iovec` of the user array at `iov`.
@@ -102,32 +98,38 @@ impl<'a> ChunkRef<'a> {
         Self::range(off, len).then(|| self.base.wrapping_add(off))
     }
 
-    /// Copy `len` bytes from user address `src` to `off`.
+    /// Copy `len` bytes from user address `src` to `off`; false if the
+    /// range is outside the chunk or the user range is bad.
     pub fn from_user(&self, off: usize, src: u64, len: usize) -> bool {
-        if !Self::range(off, len) || (src == 0 && len > 0) {
-            return false;
-        }
-        if len == 0 {
-            return true;
-        }
-        // SAFETY: destination range checked against the chunk, which lies in
-        // the live mapping borrowed for 'a; source per the module contract.
-        unsafe { core::ptr::copy(src as *const u8, self.base.add(off), len) };
-        true
+        self.from_user_partial(off, src, len) == Some(len)
     }
 
-    /// Copy `len` bytes at `off` to user address `dst`.
+    /// Copy up to `len` bytes from user address `src` to `off`: how many
+    /// were copied before the first bad address (None: outside the chunk).
+    pub fn from_user_partial(&self, off: usize, src: u64, len: usize) -> Option<usize> {
+        if !Self::range(off, len) {
+            return None;
+        }
+        // SAFETY: destination range checked against the chunk, which lies
+        // in the live mapping borrowed for 'a; `usercopy` checks the source.
+        Some(unsafe { usercopy::copy_from_user(self.base.add(off), src, len) })
+    }
+
+    /// Copy `len` bytes at `off` to user address `dst`; false if the range
+    /// is outside the chunk or the user range is bad.
     pub fn to_user(&self, off: usize, dst: u64, len: usize) -> bool {
-        if !Self::range(off, len) || (dst == 0 && len > 0) {
-            return false;
+        self.to_user_partial(off, dst, len) == Some(len)
+    }
+
+    /// Copy up to `len` bytes at `off` to user address `dst`: how many
+    /// were copied before the first bad address (None: outside the chunk).
+    pub fn to_user_partial(&self, off: usize, dst: u64, len: usize) -> Option<usize> {
+        if !Self::range(off, len) {
+            return None;
         }
-        if len == 0 {
-            return true;
-        }
-        // SAFETY: source range checked against the chunk; destination per
-        // the module contract.
-        unsafe { core::ptr::copy(self.base.add(off), dst as *mut u8, len) };
-        true
+        // SAFETY: source range checked against the chunk; `usercopy`
+        // checks the destination.
+        Some(unsafe { usercopy::copy_to_user(dst, self.base.add(off), len) })
     }
 
     pub fn write(&self, off: usize, src: &[u8]) -> bool {

@@ -162,6 +162,10 @@ pub extern "C" fn constructor(
     if r != 0 {
         die("cannot install the SIGTRAP handler", r);
     }
+    let r = signals::install_fault_handlers();
+    if r != 0 {
+        die("cannot install the SIGSEGV/SIGBUS handlers", r);
+    }
     signals::adopt_existing();
     // An exec'd image may inherit a mask that blocks them.
     let r = kernel::rt_sigprocmask(libc::SIG_UNBLOCK, Some(&RESERVED), None);

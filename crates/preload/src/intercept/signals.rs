@@ -7,6 +7,10 @@
 //!   runs the program's handler with the selector BLOCK (it may interrupt a
 //!   natively re-executed call, when the selector is ALLOW) and returns
 //!   through our own restorer.
+//! - SIGSEGV and SIGBUS always reach [`on_fault`] first: a fault of the
+//!   library's user-memory copy (`sys::usercopy`) resumes at its recovery
+//!   point (the call then fails with EFAULT, as natively); any other is the
+//!   program's and gets the disposition it chose (its handler, or death).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -14,6 +18,7 @@ use super::state::{current_slot, in_vm_child, BLOCK};
 use crate::sys::kernel::{
     self, sanitize, sigbit, KSigaction, SA_NODEFER, SA_RESTORER, SA_SIGINFO, SIG_DFL, SIG_IGN,
 };
+use crate::sys::usercopy;
 
 const NSIG: usize = 65;
 
@@ -95,12 +100,100 @@ pub fn install_own(
     kernel::rt_sigaction(sig, Some(&act), None)
 }
 
+/// The fault signals whose kernel handler is always [`on_fault`].
+const FAULT_SIGS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+fn is_fault_sig(sig: i32) -> bool {
+    FAULT_SIGS.contains(&sig)
+}
+
+/// The kernel disposition of a fault signal whose program disposition is
+/// `prog`: [`on_fault`], with the program handler's mask and flags (so its
+/// handler runs as if the kernel had called it), except SA_RESETHAND,
+/// which `on_fault` applies itself (the recovery must survive it).
+fn fault_action(prog: &KSigaction) -> KSigaction {
+    let own = SA_SIGINFO | SA_RESTORER;
+    let (flags, mask) = if prog.handler == SIG_DFL || prog.handler == SIG_IGN {
+        (own | libc::SA_RESTART as u64, 0)
+    } else {
+        (
+            (prog.flags & !(libc::SA_RESETHAND as u64)) | own,
+            sanitize(prog.mask),
+        )
+    };
+    KSigaction {
+        handler: on_fault as *const () as usize,
+        flags,
+        restorer: kernel::restore_rt as *const () as usize,
+        mask,
+    }
+}
+
+/// Take over SIGSEGV and SIGBUS (keeping a disposition already set: an
+/// inherited SIG_IGN, another preloaded library's handler), then let the
+/// user-memory copies rely on it.
+pub fn install_fault_handlers() -> i64 {
+    for sig in FAULT_SIGS {
+        let mut old = KSigaction::default();
+        let r = kernel::rt_sigaction(sig, None, Some(&mut old));
+        if r != 0 {
+            return r;
+        }
+        if old.handler != on_fault as *const () as usize {
+            PROG[sig as usize].store(&old);
+        }
+        let r = kernel::rt_sigaction(sig, Some(&fault_action(&old)), None);
+        if r != 0 {
+            return r;
+        }
+    }
+    crate::sys::usercopy::set_faults_caught();
+    0
+}
+
+/// The kernel handler of SIGSEGV and SIGBUS.
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // SAFETY: uc is this running handler's ucontext.
+    let ctx = unsafe { super::uctx::Ctx::new(uc) };
+    // si_code > 0: raised by the kernel for this very instruction (not kill).
+    let synchronous = code > 0;
+    if synchronous {
+        if let Some(resume) = crate::sys::usercopy::fixup(ctx.get(super::uctx::RIP) as u64) {
+            ctx.set(super::uctx::RIP, resume as i64);
+            return;
+        }
+    }
+    let a = PROG[sig as usize].load();
+    if a.handler == SIG_IGN && !synchronous {
+        return;
+    }
+    if a.handler == SIG_DFL || a.handler == SIG_IGN {
+        // The kernel's answer to a fault nobody handles (an ignored one
+        // included): the default action. A fault happens again on return.
+        if !synchronous {
+            kernel::die_of_signal(sig);
+        }
+        kernel::rt_sigaction(sig, Some(&KSigaction::default()), None);
+        return;
+    }
+    if a.flags & libc::SA_RESETHAND as u64 != 0 {
+        let dfl = KSigaction::default();
+        let _g = lock_table();
+        PROG[sig as usize].store(&dfl);
+        kernel::rt_sigaction(sig, Some(&fault_action(&dfl)), None);
+    }
+    run_program_handler(sig, &a, info, uc);
+}
+
 /// Wrap handlers already installed when the constructor runs (by another
 /// preloaded library; an exec'd image starts with SIG_DFL/SIG_IGN only).
 pub fn adopt_existing() {
     for sig in 1..NSIG as i32 {
         if sig == libc::SIGSYS
             || sig == libc::SIGTRAP
+            || is_fault_sig(sig)
             || sig == libc::SIGKILL
             || sig == libc::SIGSTOP
         {
@@ -148,6 +241,16 @@ extern "C" fn sig_wrapper(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c
         // Raced with a change of disposition; the kernel has the new one.
         return;
     }
+    run_program_handler(sig, &a, info, uc);
+}
+
+/// Run the program's handler `a` for `sig`.
+fn run_program_handler(
+    sig: i32,
+    a: &KSigaction,
+    info: *mut libc::siginfo_t,
+    uc: *mut libc::c_void,
+) {
     let slot = current_slot();
     let saved = slot.selector();
     slot.set_selector(BLOCK);
@@ -190,18 +293,36 @@ pub unsafe fn sys_rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 
         return -(libc::EINVAL as i64);
     }
     let sig = sig as i32;
-    // SAFETY: per the function contract.
-    let new: Option<KSigaction> = (act != 0).then(|| unsafe { *(act as *const KSigaction) });
-    let write_old = |a: KSigaction| {
-        if oact != 0 {
-            // SAFETY: per the function contract.
-            unsafe { *(oact as *mut KSigaction) = a };
+    let new: Option<KSigaction> = if act == 0 {
+        None
+    } else {
+        let mut n = KSigaction::default();
+        let size = core::mem::size_of::<KSigaction>();
+        // SAFETY: `n` is our own plain C struct of `size` bytes.
+        if unsafe { usercopy::copy_from_user(&mut n as *mut KSigaction as *mut u8, act, size) }
+            != size
+        {
+            return -(libc::EFAULT as i64);
+        }
+        Some(n)
+    };
+    let write_old = |a: KSigaction| -> i64 {
+        if oact == 0 {
+            return 0;
+        }
+        let size = core::mem::size_of::<KSigaction>();
+        // SAFETY: `a` is our own plain C struct of `size` bytes.
+        let done =
+            unsafe { usercopy::copy_to_user(oact, &a as *const KSigaction as *const u8, size) };
+        if done != size {
+            -(libc::EFAULT as i64)
+        } else {
+            0
         }
     };
     if sig == libc::SIGSYS {
         // Ours: pretend the change worked, report the default.
-        write_old(KSigaction::default());
-        return 0;
+        return write_old(KSigaction::default());
     }
     let vm_child = in_vm_child();
     if sig == libc::SIGTRAP {
@@ -212,11 +333,20 @@ pub unsafe fn sys_rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 
                 PROG[sig as usize].store(&n);
             }
         }
-        write_old(prev);
-        return 0;
+        return write_old(prev);
     }
     let _g = lock_table();
     let prev = PROG[sig as usize].load();
+    if is_fault_sig(sig) && !vm_child {
+        if let Some(n) = new {
+            let r = kernel::rt_sigaction(sig, Some(&fault_action(&n)), None);
+            if r != 0 {
+                return r;
+            }
+            PROG[sig as usize].store(&n);
+        }
+        return write_old(prev);
+    }
     let knew = new.map(|n| {
         if vm_child {
             // Shared memory with the parent: do not touch its table.
@@ -241,8 +371,7 @@ pub unsafe fn sys_rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> i64 
     if kold.handler == sig_wrapper as *const () as usize {
         kold = prev;
     }
-    write_old(kold);
-    0
+    write_old(kold)
 }
 
 /// Emulated rt_sigprocmask: the mask that matters is the one the kernel
@@ -267,8 +396,11 @@ pub unsafe fn sys_rt_sigprocmask(
     let cur = unsafe { maskp.read() };
     let mut next = cur;
     if set != 0 {
-        // SAFETY: per the function contract.
-        let s = unsafe { (set as *const u64).read_unaligned() };
+        let mut s = 0u64;
+        // SAFETY: `s` is our own 8-byte buffer.
+        if unsafe { usercopy::copy_from_user(&mut s as *mut u64 as *mut u8, set, 8) } != 8 {
+            return -(libc::EFAULT as i64);
+        }
         next = match how as i32 {
             libc::SIG_BLOCK => cur | s,
             libc::SIG_UNBLOCK => cur & !s,
@@ -276,13 +408,15 @@ pub unsafe fn sys_rt_sigprocmask(
             _ => return -(libc::EINVAL as i64),
         };
     }
-    if oset != 0 {
-        // SAFETY: per the function contract.
-        unsafe { (oset as *mut u64).write_unaligned(cur) };
-    }
     let unblockable = sigbit(libc::SIGKILL) | sigbit(libc::SIGSTOP);
     // SAFETY: as above.
     unsafe { maskp.write(sanitize(next) & !unblockable) };
+    // (The kernel writes the old mask after installing the new one.)
+    // SAFETY: `cur` is our own 8-byte value.
+    if oset != 0 && unsafe { usercopy::copy_to_user(oset, &cur as *const u64 as *const u8, 8) } != 8
+    {
+        return -(libc::EFAULT as i64);
+    }
     0
 }
 

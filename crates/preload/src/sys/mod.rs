@@ -9,3 +9,4 @@
 pub mod kernel;
 pub mod raw;
 pub mod uring;
+pub mod usercopy;
