@@ -494,3 +494,20 @@ fn wc_counts_bytes_words_and_lines() {
     .native_contains("588895")
     .check();
 }
+
+#[test]
+fn the_parent_of_the_storage_root_is_a_host_directory() {
+    // `/storage/..` leaves the mount: natively it goes through the mount
+    // directory, which the host does not have under virtuos.
+    Case::new(
+        r#"
+        cd "$ROOT"
+        mkdir d
+        ls -la "$ROOT" | awk 'NR > 1 {print $1, $NF}'
+        stat -c '%F' "$ROOT/.." "$ROOT/../$(basename "$ROOT")" "$ROOT/d/../.."
+        ls -ld .. | cut -c1-10
+        "#,
+    )
+    .needs(&["ls", "awk", "stat", "cut", "basename"])
+    .check();
+}

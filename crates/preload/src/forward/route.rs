@@ -63,6 +63,41 @@ pub fn is_under(path: &[u8], mount: &[u8]) -> bool {
     path == mount || (path.starts_with(mount) && path.get(mount.len()) == Some(&b'/'))
 }
 
+/// Whether the absolute path `raw`, walked component by component, is at
+/// some point `mount` or below it (`/storage/..` is, and ends at `/`).
+/// Natively such a path goes through the mount directory; on the host that
+/// directory does not exist, so a path that enters the mount and climbs
+/// back out must run with its lexically normalised form.
+pub fn enters_mount(raw: &[u8], mount: &[u8]) -> bool {
+    let mount_comp = |i: usize| mount.split(|&b| b == b'/').filter(|c| !c.is_empty()).nth(i);
+    let k = mount.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
+    if k == 0 || raw.first() != Some(&b'/') {
+        return false;
+    }
+    // `depth` components on the walk's stack, the first `good` of which
+    // are the mount's first components.
+    let (mut depth, mut good) = (0usize, 0usize);
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => continue,
+            b".." => {
+                depth = depth.saturating_sub(1);
+                good = good.min(depth);
+            }
+            _ => {
+                if good == depth && mount_comp(depth) == Some(c) {
+                    good += 1;
+                }
+                depth += 1;
+            }
+        }
+        if good == k {
+            return true;
+        }
+    }
+    false
+}
+
 /// `cwd + "/" + rel` into `out`, normalised; None if it does not fit.
 pub fn join_normalize(cwd: &[u8], rel: &[u8], out: &mut [u8]) -> Option<usize> {
     let total = cwd.len().checked_add(1)?.checked_add(rel.len())?;
@@ -211,15 +246,22 @@ pub fn classify(
     }
     let mount = state::mount();
     if hi.first() == Some(&b'/') {
+        let through_mount = enters_mount(&hi[..n], mount);
         let m = normalize_in_place(hi, n);
-        return Ok(if is_under(&hi[..m], mount) {
+        if is_under(&hi[..m], mount) {
             s.resolved = (PATH_MAX + 4, m);
-            PathRoute::Remote {
+            return Ok(PathRoute::Remote {
                 dirfd: AT_FDCWD_ARG,
-            }
-        } else {
-            PathRoute::Local
-        });
+            });
+        }
+        if !through_mount {
+            return Ok(PathRoute::Local);
+        }
+        // `/storage/..`: the host has no mount directory to climb out of.
+        s.buf.copy_within(PATH_MAX + 4..PATH_MAX + 4 + m, 0);
+        s.buf[m] = 0;
+        s.len = m;
+        return Ok(PathRoute::Rewrite);
     }
     if let Some(d) = dirfd.filter(|&d| !is_at_fdcwd(d)) {
         return Ok(match fdtable::get(d) {
@@ -364,6 +406,14 @@ mod tests {
     #[test]
     fn joins() {
         let mut out = [0u8; 64];
+        assert!(enters_mount(b"/storage/..", b"/storage"));
+        assert!(enters_mount(b"//storage/./x/../../etc", b"/storage"));
+        assert!(enters_mount(b"/a/../storage/..", b"/storage"));
+        assert!(!enters_mount(b"/storagex/..", b"/storage"));
+        assert!(!enters_mount(b"/etc/../tmp", b"/storage"));
+        assert!(!enters_mount(b"/mnt/../data", b"/mnt/data"));
+        assert!(enters_mount(b"/mnt/data/..", b"/mnt/data"));
+        assert!(!enters_mount(b"/mnt/x/../", b"/mnt/data"));
         let n = join_normalize(b"/storage/d", b"../../etc/passwd", &mut out).unwrap();
         assert_eq!(&out[..n], b"/etc/passwd");
         let n = join_normalize(b"/storage", b"", &mut out).unwrap();
