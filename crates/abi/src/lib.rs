@@ -11,6 +11,7 @@
 
 pub mod call;
 pub mod control;
+pub mod decode;
 pub mod doorbell;
 pub mod entry;
 pub mod layout;

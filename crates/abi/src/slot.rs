@@ -90,6 +90,29 @@ pub fn valid_offset(off: u64) -> bool {
             .is_some_and(|end| end <= SLOT_FILE_SIZE as u64)
 }
 
+/// Check the guest's report of where each of `count` slots' DAX view
+/// starts (`DomainReply::Slots`): every slot reported exactly once, at a
+/// valid offset. The offsets by slot index, or what is wrong.
+pub fn check_views(count: usize, views: &[crate::control::SlotView]) -> Result<Vec<u64>, String> {
+    let mut offsets: Vec<Option<u64>> = vec![None; count];
+    for v in views {
+        let seen = offsets
+            .get_mut(v.slot as usize)
+            .ok_or_else(|| format!("the guest reported slot {}, which does not exist", v.slot))?;
+        if !valid_offset(v.offset) {
+            return Err(format!("slot {}: bad offset {}", v.slot, v.offset));
+        }
+        if seen.replace(v.offset).is_some() {
+            return Err(format!("slot {} reported twice", v.slot));
+        }
+    }
+    offsets
+        .iter()
+        .enumerate()
+        .map(|(i, o)| o.ok_or_else(|| format!("the guest did not find slot {i}")))
+        .collect()
+}
+
 /// One wake across the VM boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bell {
@@ -133,6 +156,48 @@ impl Bell {
             4 if slot == 0 && entry == 0 => Some(Bell::Heartbeat),
             _ => None,
         }
+    }
+}
+
+/// Reassembles bells from a byte stream read in arbitrary pieces (a
+/// virtio-serial port delivers whatever the peer wrote, not whole bells).
+pub struct BellReader {
+    buf: [u8; 64 * BELL_SIZE],
+    have: usize,
+}
+
+impl Default for BellReader {
+    fn default() -> Self {
+        BellReader {
+            buf: [0; 64 * BELL_SIZE],
+            have: 0,
+        }
+    }
+}
+
+impl BellReader {
+    /// Where to read the next bytes into (never empty).
+    pub fn space(&mut self) -> &mut [u8] {
+        &mut self.buf[self.have..]
+    }
+
+    /// `n` bytes were read into `space()`: hand every whole bell to `each`
+    /// (`Err` with the raw bytes for one that does not decode) and keep the
+    /// partial rest. A count larger than the space is clamped to it.
+    pub fn filled(&mut self, n: usize, each: &mut dyn FnMut(Result<Bell, [u8; BELL_SIZE]>)) {
+        self.have += n.min(self.buf.len() - self.have);
+        let whole = self.have / BELL_SIZE * BELL_SIZE;
+        for b in self.buf[..whole].chunks_exact(BELL_SIZE) {
+            let raw = [b[0], b[1], b[2], b[3]];
+            each(Bell::decode(raw).ok_or(raw));
+        }
+        self.buf.copy_within(whole..self.have, 0);
+        self.have -= whole;
+    }
+
+    /// Bytes of an incomplete bell kept for the next read.
+    pub fn pending(&self) -> usize {
+        self.have
     }
 }
 

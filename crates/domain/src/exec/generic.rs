@@ -1,83 +1,13 @@
-//! Ordinary forwarded system calls, marshalled by the shape table.
+//! Ordinary forwarded system calls, marshalled by the shape table
+//! (`virtuos_abi::decode::marshal` checks every slot).
 
 use super::socket::{self, PrivateLen};
 use super::{fcntl, ioctl, neg};
 use crate::role::Role;
+use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
-use virtuos_abi::shape::{shape, Arg, Shape, MAX_STRING};
-use virtuos_abi::{ClientRegion, AT_FDCWD_ARG, DOMAIN_FD_LIMIT, NULL_ARG};
-
-/// Private copies of the call's string arguments. Strings are copied out
-/// of shared memory so that the client cannot remove the terminating NUL
-/// between the check and the kernel's read (which would let the kernel read
-/// past the chunk into the shadow's memory).
-#[derive(Default)]
-pub(crate) struct Strings {
-    bufs: Vec<Vec<u8>>,
-}
-
-impl Strings {
-    fn copy(&mut self, region: &ClientRegion, chunk: u16, off: u64) -> Result<u64, i32> {
-        let len = region
-            .chunk_strlen(chunk, off, MAX_STRING)
-            .ok_or(libc::EFAULT)?;
-        let mut buf = vec![0u8; len + 1];
-        if !region.read_chunk(chunk, off, &mut buf) {
-            return Err(libc::EFAULT);
-        }
-        buf[len] = 0;
-        let ptr = buf.as_ptr() as u64;
-        // The heap buffer does not move when `bufs` grows.
-        self.bufs.push(buf);
-        Ok(ptr)
-    }
-}
-
-/// Turn the client's six slots into kernel arguments, checking each one.
-/// Descriptors must be below `fd_limit` (itself at most `DOMAIN_FD_LIMIT`).
-/// On success the result holds pointers into the chunk or into `strings`.
-pub(crate) fn marshal(
-    region: &ClientRegion,
-    fd_limit: u64,
-    chunk: Option<u16>,
-    sh: &Shape,
-    args: &[u64; 6],
-    strings: &mut Strings,
-) -> Result<[u64; 6], i32> {
-    let fd_limit = fd_limit.min(DOMAIN_FD_LIMIT);
-    let mut out = [0u64; 6];
-    for (i, (&kind, &v)) in sh.iter().zip(args.iter()).enumerate() {
-        out[i] = match kind {
-            Arg::Unused => 0,
-            Arg::Val => v,
-            Arg::Fd if v < fd_limit => v,
-            Arg::DirFd if v < fd_limit || v == AT_FDCWD_ARG => v,
-            Arg::Fd | Arg::DirFd => return Err(libc::EBADF),
-            k if k.nullable() && v == NULL_ARG => 0,
-            Arg::Path | Arg::OptPath | Arg::Str => {
-                strings.copy(region, chunk.ok_or(libc::EFAULT)?, v)?
-            }
-            Arg::InBuf(n) | Arg::OutBuf(n) => {
-                let len = *args.get(n as usize).ok_or(libc::EFAULT)?;
-                pointer(region, chunk, v, len)?
-            }
-            Arg::In(size)
-            | Arg::OptIn(size)
-            | Arg::Out(size)
-            | Arg::InOut(size)
-            | Arg::OptInOut(size) => pointer(region, chunk, v, size as u64)?,
-        };
-    }
-    Ok(out)
-}
-
-fn pointer(region: &ClientRegion, chunk: Option<u16>, off: u64, len: u64) -> Result<u64, i32> {
-    let chunk = chunk.ok_or(libc::EFAULT)?;
-    region
-        .chunk_ptr(chunk, off, len)
-        .map(|p| p as u64)
-        .ok_or(libc::EFAULT)
-}
+use virtuos_abi::shape::shape;
+use virtuos_abi::ClientRegion;
 
 /// Validate and execute system call `req.op` for a domain of `role`.
 pub(crate) fn execute(region: &ClientRegion, role: Role, fd_limit: u64, req: &Request) -> i64 {

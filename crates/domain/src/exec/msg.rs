@@ -10,75 +10,17 @@
 
 use super::neg;
 use crate::role::Role;
+use virtuos_abi::decode::{self, check_send_control};
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::msg::{
     pack_recv_extra, CONTROL_MAX, CONTROL_OFF, DATA_MAX, DATA_OFF, NAME_MAX, NAME_OFF,
 };
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
-/// `sizeof(struct cmsghdr)` on x86_64.
-const CMSG_HDR: usize = 16;
-
-fn cmsg_align(n: usize) -> usize {
-    n.div_ceil(8) * 8
-}
-
-/// One control message header at `at` of `buf`: (len, level, type).
-fn header(buf: &[u8], at: usize) -> (usize, i32, i32) {
-    let len = u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes")) as usize;
-    let level = i32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-    let ty = i32::from_ne_bytes(buf[at + 12..at + 16].try_into().expect("4 bytes"));
-    (len, level, ty)
-}
-
-fn crosses_domains(level: i32, ty: i32) -> bool {
-    level == libc::SOL_SOCKET && (ty == libc::SCM_RIGHTS || ty == libc::SCM_CREDENTIALS)
-}
-
-/// Check outgoing ancillary data the way the kernel walks it
-/// (`for_each_cmsghdr` + `CMSG_OK`).
-pub(crate) fn check_send_control(buf: &[u8]) -> Result<(), i32> {
-    let mut at = 0;
-    while at + CMSG_HDR <= buf.len() {
-        let (len, level, ty) = header(buf, at);
-        if len < CMSG_HDR || len > buf.len() - at {
-            return Err(libc::EINVAL);
-        }
-        if crosses_domains(level, ty) {
-            return Err(libc::EINVAL);
-        }
-        at += cmsg_align(len);
-    }
-    Ok(())
-}
-
 /// Incoming ancillary data without descriptors and credentials; the
 /// descriptors of dropped `SCM_RIGHTS` messages are closed.
 pub(crate) fn filter_recv_control(buf: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(buf.len());
-    let mut at = 0;
-    while at + CMSG_HDR <= buf.len() {
-        let (len, level, ty) = header(buf, at);
-        if len < CMSG_HDR || len > buf.len() - at {
-            break;
-        }
-        let next = (at + cmsg_align(len)).min(buf.len());
-        if crosses_domains(level, ty) {
-            if ty == libc::SCM_RIGHTS {
-                for fd in buf[at + CMSG_HDR..at + len].chunks_exact(4) {
-                    let fd = i32::from_ne_bytes(fd.try_into().expect("4 bytes"));
-                    crate::sys::close_raw(fd);
-                }
-            }
-        } else {
-            if out.len() % 8 != 0 {
-                out.resize(cmsg_align(out.len()), 0);
-            }
-            out.extend_from_slice(&buf[at..next]);
-        }
-        at = next;
-    }
-    out
+    decode::filter_recv_control(buf, &mut |fd| crate::sys::close_raw(fd))
 }
 
 fn ptr(region: &ClientRegion, chunk: Option<u16>, off: usize, len: usize) -> Result<u64, i32> {

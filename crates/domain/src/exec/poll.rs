@@ -8,42 +8,19 @@
 //! Only the `revents` fields are written back.
 
 use super::neg;
+use virtuos_abi::decode::{decode_pollfds, POLLFD};
 use virtuos_abi::entry::Request;
-use virtuos_abi::{ClientRegion, CHUNK_SIZE, DOMAIN_FD_LIMIT};
-
-const POLLFD: usize = 8;
+use virtuos_abi::ClientRegion;
 
 pub(crate) fn poll(region: &ClientRegion, fd_limit: u64, req: &Request) -> i64 {
     let [nfds, timeout, ..] = req.args;
-    if nfds as usize > CHUNK_SIZE / POLLFD {
-        return neg(libc::EINVAL);
-    }
     let n = nfds as usize;
     let timeout = timeout as i64 as i32;
     let timeout = if timeout < 0 { -1 } else { timeout };
-    let mut fds: Vec<libc::pollfd> = Vec::new();
-    let mut nval: Vec<bool> = Vec::new();
-    if n > 0 {
-        let Some(chunk) = req.chunk else {
-            return neg(libc::EFAULT);
-        };
-        let mut raw = vec![0u8; n * POLLFD];
-        if !region.read_chunk(chunk, 0, &mut raw) {
-            return neg(libc::EFAULT);
-        }
-        let limit = fd_limit.min(DOMAIN_FD_LIMIT);
-        for e in raw.chunks_exact(POLLFD) {
-            let fd = i32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
-            let events = i16::from_ne_bytes([e[4], e[5]]);
-            let bad = fd >= 0 && fd as u64 >= limit;
-            nval.push(bad);
-            fds.push(libc::pollfd {
-                fd: if bad { -1 } else { fd },
-                events,
-                revents: 0,
-            });
-        }
-    }
+    let (mut fds, nval) = match decode_pollfds(region, req.chunk, nfds, fd_limit) {
+        Ok(v) => v,
+        Err(e) => return neg(e),
+    };
     let args = [
         fds.as_mut_ptr() as u64,
         n as u64,

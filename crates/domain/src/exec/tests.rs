@@ -1,11 +1,11 @@
 //! The executor against a hostile client: every bad request fails with the
 //! right errno and nothing crashes.
 
-use super::generic::{marshal, Strings};
 use super::{execute, Host};
 use crate::role::Role;
 use proptest::prelude::*;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::mapping::create_memfd;
 use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};

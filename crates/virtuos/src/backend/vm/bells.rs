@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use virtuos_abi::region::StatePage;
-use virtuos_abi::slot::{Bell, BELL_SIZE};
+use virtuos_abi::slot::{Bell, BellReader};
 
 /// Longest `futex_waitv` sleep, so that a stopped relay ends soon.
 const WATCH_SLICE: Duration = Duration::from_millis(500);
@@ -75,26 +75,24 @@ impl Drop for Relay {
 
 /// Guest -> host: futex wakes for completed calls, heartbeats.
 fn relay_up(pool: &SlotPool, mut stream: UnixStream, heartbeat: &StatePage) {
-    let mut buf = [0u8; 64 * BELL_SIZE];
-    let mut have = 0;
+    let mut reader = BellReader::default();
     let mut bad = 0u64;
     loop {
-        match stream.read(&mut buf[have..]) {
+        let n = match stream.read(reader.space()) {
             Ok(0) => break,
-            Ok(n) => have += n,
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::debug!("bell port: {e}");
                 break;
             }
-        }
-        let whole = have / BELL_SIZE * BELL_SIZE;
-        for b in buf[..whole].chunks_exact(BELL_SIZE) {
-            let entry = match Bell::decode([b[0], b[1], b[2], b[3]]) {
-                Some(Bell::Complete { slot, entry }) => pool.entry(slot as u32, entry),
-                Some(Bell::Heartbeat) => {
+        };
+        reader.filled(n, &mut |bell| {
+            let entry = match bell {
+                Ok(Bell::Complete { slot, entry }) => pool.entry(slot as u32, entry),
+                Ok(Bell::Heartbeat) => {
                     heartbeat.get().heartbeat.fetch_add(1, Ordering::Release);
-                    continue;
+                    return;
                 }
                 _ => None,
             };
@@ -103,13 +101,11 @@ fn relay_up(pool: &SlotPool, mut stream: UnixStream, heartbeat: &StatePage) {
                 None => {
                     bad += 1;
                     if bad == 1 {
-                        tracing::warn!(bell = ?b, "bad bell from the VM (dropped)");
+                        tracing::warn!(bell = ?bell, "bad bell from the VM (dropped)");
                     }
                 }
             }
-        }
-        buf.copy_within(whole..have, 0);
-        have -= whole;
+        });
     }
     tracing::debug!(bad, "up-bell relay ended");
 }
@@ -181,6 +177,7 @@ fn deadline_after(d: Duration) -> Timespec {
 mod tests {
     use super::*;
     use virtuos_abi::control::SlotView;
+    use virtuos_abi::slot::BELL_SIZE;
 
     /// Both directions over a socketpair standing in for the bell port.
     #[test]

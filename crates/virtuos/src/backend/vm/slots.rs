@@ -129,23 +129,11 @@ impl SlotPool {
     /// Take the guest's report of where each slot's view starts. Every
     /// slot must be reported once, at a sane offset.
     pub fn set_views(&self, views: &[SlotView]) -> Result<(), String> {
-        for v in views {
-            let s = self.slots.get(v.slot as usize).ok_or_else(|| {
-                format!("the guest reported slot {}, which does not exist", v.slot)
-            })?;
-            if !slot::valid_offset(v.offset) {
-                return Err(format!("slot {}: bad offset {}", v.slot, v.offset));
+        let offsets = slot::check_views(self.slots.len(), views)?;
+        for (i, (s, off)) in self.slots.iter().zip(offsets).enumerate() {
+            if s.offset.swap(off, Ordering::AcqRel) != NO_OFFSET {
+                return Err(format!("slot {i} reported twice"));
             }
-            if s.offset.swap(v.offset, Ordering::AcqRel) != NO_OFFSET {
-                return Err(format!("slot {} reported twice", v.slot));
-            }
-        }
-        if let Some(i) = self
-            .slots
-            .iter()
-            .position(|s| s.offset.load(Ordering::Acquire) == NO_OFFSET)
-        {
-            return Err(format!("the guest did not find slot {i}"));
         }
         Ok(())
     }
