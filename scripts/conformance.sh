@@ -54,6 +54,7 @@ total() { sed -nE 's/^Files=[0-9]+, Tests=([0-9]+).*/\1/p' "$1"; }
 
 echo "== native (tmpfs)"
 native_dir=$(mktemp -d /dev/shm/virtuos-conformance-XXXXXX)
+chmod 755 "$native_dir"   # the suite's other users must reach it (mktemp: 0700)
 t0=$(date +%s)
 (cd "$native_dir" && prove -r "${tests[@]}") >"$work/native.log" 2>&1 || true
 t1=$(date +%s)
