@@ -119,3 +119,20 @@ fn descriptor_paths_cross_names_and_epoll_as_natively() {
         )
     });
 }
+
+#[test]
+fn tmpfile_then_link_as_natively() {
+    // O_TMPFILE, then linkat of /proc/self/fd/N (AT_SYMLINK_FOLLOW) or
+    // of the descriptor itself (AT_EMPTY_PATH) gives the file its name
+    // (not EXDEV); O_EXCL, unlinked files and directories fail as the
+    // kernel says; a non-root caller links through /proc but not with
+    // AT_EMPTY_PATH.
+    case("linkfd", |p| {
+        format!(
+            r#"
+            mkdir "$ROOT/l"
+            "{p}" "$ROOT/l" nobody
+            "#
+        )
+    });
+}

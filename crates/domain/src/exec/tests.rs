@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::mapping::create_memfd;
-use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::ops::{OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
 use virtuos_abi::shape::{shape, Arg, MAX_STRING};
 use virtuos_abi::{
     ClientRegion, AT_FDCWD_ARG, CHUNK_SIZE, DOMAIN_FD_LIMIT, NULL_ARG, NUM_CHUNKS, REGION_SIZE,
@@ -854,4 +854,61 @@ mod sockets {
             "the received descriptor must be closed"
         );
     }
+}
+
+#[test]
+fn fd_link_names_a_tmpfile_and_checks_its_arguments() {
+    let f = Fixture::new("fdlink");
+    let off = f.path(0, 0, "");
+    let flags = (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64;
+    let fd = f.call(
+        libc::SYS_openat,
+        Some(0),
+        [AT_FDCWD_ARG, off, flags, 0o600, 0, 0],
+    );
+    assert!(fd >= 0, "O_TMPFILE: {fd}");
+    let fd = fd as u64;
+    let name = f.path(1, 0, "named");
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, AT_FDCWD_ARG, name, 0, 0, 0]),
+        0
+    );
+    assert!(f.dir.join("named").exists());
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, AT_FDCWD_ARG, name, 0, 0, 0]),
+        -(libc::EEXIST as i64)
+    );
+    // Descriptors of the shadow's own range, a path outside the chunk, no
+    // chunk at all.
+    assert_eq!(
+        f.call(
+            OP_FD_LINK,
+            Some(1),
+            [DOMAIN_FD_LIMIT, AT_FDCWD_ARG, name, 0, 0, 0]
+        ),
+        EBADF
+    );
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, DOMAIN_FD_LIMIT, name, 0, 0, 0]),
+        EBADF
+    );
+    assert_eq!(
+        f.call(
+            OP_FD_LINK,
+            Some(1),
+            [fd, AT_FDCWD_ARG, CHUNK_SIZE as u64, 0, 0, 0]
+        ),
+        EFAULT
+    );
+    assert_eq!(
+        f.call(OP_FD_LINK, None, [fd, AT_FDCWD_ARG, 0, 0, 0, 0]),
+        EFAULT
+    );
+    f.close(fd);
+    // Only a storage domain links files.
+    let n = Fixture::network("fdlink-net");
+    assert_eq!(
+        n.call(OP_FD_LINK, Some(1), [0, AT_FDCWD_ARG, 0, 0, 0, 0]),
+        -(libc::ENOSYS as i64)
+    );
 }
