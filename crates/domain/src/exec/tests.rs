@@ -655,6 +655,49 @@ mod sockets {
     }
 
     #[test]
+    fn network_setsockopt_is_an_allow_list() {
+        let f = Fixture::network("sockopt-net");
+        let s = f.socket(libc::SOCK_STREAM);
+        let set = |level: i32, name: i32, len: u64| {
+            f.call(
+                libc::SYS_setsockopt,
+                Some(2),
+                [s, level as u64, name as u64, 0, len, 0],
+            )
+        };
+        f.put_u32(2, 0, 1);
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            (libc::IPPROTO_IP, libc::IP_TOS),
+        ] {
+            assert_eq!(set(level, name, 4), 0, "{level}/{name}");
+        }
+        // Values with pointers, descriptors or kernel code are refused
+        // before the kernel sees them.
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_ATTACH_FILTER),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_BPF),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF),
+            (libc::IPPROTO_TCP, libc::TCP_ULP),
+            (libc::IPPROTO_IP, libc::IP_IPSEC_POLICY),
+            (libc::IPPROTO_IPV6, libc::IPV6_XFRM_POLICY),
+            (libc::SOL_TLS, 1),
+        ] {
+            assert_eq!(
+                set(level, name, 16),
+                -(libc::ENOPROTOOPT as i64),
+                "{level}/{name}"
+            );
+        }
+        f.close(s);
+    }
+
+    #[test]
     fn lying_lengths_are_clamped() {
         let f = Fixture::network("clamp");
         let (fd, port) = f.udp_bound();
