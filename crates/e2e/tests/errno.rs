@@ -136,3 +136,11 @@ fn tmpfile_then_link_as_natively() {
         )
     });
 }
+
+#[test]
+fn socket_options_and_interface_ioctls_as_natively() {
+    // The options servers set on network-domain sockets pass the domain's
+    // allow-list; interface ioctls that work on any socket (SIOCGIF*,
+    // SIOCSIFMTU: EPERM without CAP_NET_ADMIN) are answered, not ENOTTY.
+    case("netopts", |p| format!(r#""{p}""#));
+}
