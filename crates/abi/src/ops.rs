@@ -34,6 +34,13 @@ pub const FD_LINK_SHAPE: crate::shape::Shape = {
     [Fd, DirFd, Path, Unused, Unused, Unused]
 };
 
+/// Open what `/proc/self/fdinfo/<fd>` shows in the domain (position,
+/// flags, the mount id and inode the domain's `statx` reports, locks):
+/// `args = [fd, flags]` (only the access mode and `O_NONBLOCK`/`O_CLOEXEC`/
+/// `O_NOFOLLOW`/`O_DIRECTORY`/`O_NOATIME` are used). Result: the new
+/// descriptor, read like any forwarded file.
+pub const OP_FDINFO_OPEN: u16 = 0x800B;
+
 /// Whether `op` opens a file (open, creat, openat, openat2): on success the
 /// domain answers the new descriptor and, as extra, the file's identity
 /// (`file_identity`), which a client can compare when it re-opens the same

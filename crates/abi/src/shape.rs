@@ -428,7 +428,7 @@ mod tests {
             libc::SIOCDIFADDR,
             libc::SIOCSIFDSTADDR,
         ] {
-            assert_eq!(ioctl_arg(req as u64), None, "{req:#x}");
+            assert_eq!(ioctl_arg(req), None, "{req:#x}");
         }
     }
 

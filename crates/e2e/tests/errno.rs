@@ -144,3 +144,17 @@ fn socket_options_and_interface_ioctls_as_natively() {
     // SIOCSIFMTU: EPERM without CAP_NET_ADMIN) are answered, not ENOTTY.
     case("netopts", |p| format!(r#""{p}""#));
 }
+
+#[test]
+fn fdinfo_agrees_with_statx_as_natively() {
+    // /proc/self/fdinfo/N shows the position, the open flags, and the
+    // mount id and inode that statx reports for the same descriptor.
+    case("fdinfo", |p| {
+        format!(
+            r#"
+            echo hello > "$ROOT/fi"
+            "{p}" "$ROOT/fi"
+            "#
+        )
+    });
+}

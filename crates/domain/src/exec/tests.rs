@@ -8,7 +8,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::mapping::create_memfd;
-use virtuos_abi::ops::{OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::ops::{
+    OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
+};
 use virtuos_abi::shape::{shape, Arg, MAX_STRING};
 use virtuos_abi::{
     ClientRegion, AT_FDCWD_ARG, CHUNK_SIZE, DOMAIN_FD_LIMIT, NULL_ARG, NUM_CHUNKS, REGION_SIZE,
@@ -954,4 +956,27 @@ fn fd_link_names_a_tmpfile_and_checks_its_arguments() {
         n.call(OP_FD_LINK, Some(1), [0, AT_FDCWD_ARG, 0, 0, 0, 0]),
         -(libc::ENOSYS as i64)
     );
+}
+
+#[test]
+fn fdinfo_open_reads_the_shadows_own_fdinfo() {
+    let f = Fixture::new("fdinfo");
+    let fd = f.open_file("data");
+    let info = f.call(
+        OP_FDINFO_OPEN,
+        None,
+        [fd, libc::O_RDONLY as u64, 0, 0, 0, 0],
+    );
+    assert!(info >= 0, "fdinfo: {info}");
+    assert!(f.call(libc::SYS_read, Some(2), [info as u64, 0, 64, 0, 0, 0]) > 0);
+    let mut got = [0u8; 4];
+    assert!(f.region.read_chunk(2, 0, &mut got));
+    assert_eq!(&got, b"pos:");
+    f.close(info as u64);
+    // Never about (or handing out) the shadow's own descriptors.
+    assert_eq!(
+        f.call(OP_FDINFO_OPEN, None, [DOMAIN_FD_LIMIT, 0, 0, 0, 0, 0]),
+        -(libc::ENOENT as i64)
+    );
+    f.close(fd);
 }

@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::{
-    FD_LINK_SHAPE, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_RECVMSG,
-    OP_SENDMSG,
+    FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
+    OP_RECVMSG, OP_SENDMSG,
 };
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
@@ -24,6 +24,7 @@ pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> 
         OP_PING => 0,
         OP_FD_PATH => fd_path(region, host, req),
         OP_FD_LINK => fd_link(region, host, req),
+        OP_FDINFO_OPEN => fdinfo_open(host, req),
         OP_FORK_PREPARE => host.fork_prepare(),
         OP_FORK_ABORT => host.fork_abort(req.args[0]),
         OP_SENDMSG => super::msg::sendmsg(region, host.role(), host.fd_limit(), req),
@@ -107,5 +108,39 @@ fn fd_link(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
     // `raw[1]` is a client descriptor below the limit or AT_FDCWD.
     let r = unsafe { crate::sys::syscall(libc::SYS_linkat, args) };
     drop(strings);
+    r
+}
+
+/// `[fd, flags]`: open this process's `/proc/self/fdinfo/<fd>`, so that a
+/// client reads what the domain's kernel says about its descriptor (the
+/// same mount id and inode as its `statx`). A number in the shadow's own
+/// range is never opened nor handed out.
+fn fdinfo_open(host: &dyn Host, req: &Request) -> i64 {
+    let [fd, flags, ..] = req.args;
+    let limit = host.fd_limit().min(DOMAIN_FD_LIMIT);
+    if fd >= limit {
+        return neg(libc::ENOENT);
+    }
+    let keep =
+        libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_NOATIME;
+    let flags = (flags as i32 & keep) | libc::O_CLOEXEC;
+    let name = format!("self/fdinfo/{fd}\0");
+    let procfd = host.procfd().as_raw_fd();
+    let args = [
+        procfd as i64 as u64,
+        name.as_ptr() as u64,
+        flags as u64,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: openat reads the NUL-terminated `name`, alive until the call
+    // returns.
+    let r = unsafe { crate::sys::syscall(libc::SYS_openat, args) };
+    if r >= 0 && r as u64 >= limit {
+        // SAFETY: closing the descriptor we just opened.
+        unsafe { crate::sys::syscall(libc::SYS_close, [r as u64, 0, 0, 0, 0, 0]) };
+        return neg(libc::EMFILE);
+    }
     r
 }

@@ -7,7 +7,7 @@ use super::caller::Call;
 use super::generic::{decide, install, Decision};
 use super::route::{PathScratch, PATH_MAX};
 use super::{fdtable, host, marshal, usermem, Action};
-use virtuos_abi::ops::{FD_LINK_SHAPE, OP_FD_LINK, OP_FD_PATH};
+use virtuos_abi::ops::{FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH};
 
 const EIO: i64 = -(libc::EIO as i64);
 
@@ -90,6 +90,33 @@ fn named_entry(ptr: u64) -> Option<fdtable::Entry> {
     fdtable::get(fd as u64)
 }
 
+/// The forwarded entry whose `/proc/self/fdinfo/N` (or
+/// `/proc/<our pid>/fdinfo/N`, `/proc/thread-self/fdinfo/N`) a path
+/// argument names, if any.
+fn fdinfo_entry(ptr: u64) -> Option<fdtable::Entry> {
+    if fdtable::count() == 0 {
+        return None;
+    }
+    let mut buf = [0u8; 64];
+    let n = usermem::read_cstr(ptr, &mut buf)?;
+    let p = &buf[..n];
+    let at = p.windows(8).position(|w| w == b"/fdinfo/")?;
+    // The same path with `fd` in place of `fdinfo` names our descriptor.
+    let mut alt = [0u8; 64];
+    let head = &p[..at];
+    let tail = &p[at + 8..];
+    let len = head.len() + 4 + tail.len();
+    alt.get_mut(..len)?;
+    alt[..head.len()].copy_from_slice(head);
+    alt[head.len()..head.len() + 4].copy_from_slice(b"/fd/");
+    alt[head.len() + 4..len].copy_from_slice(tail);
+    if !head.starts_with(b"/proc/") {
+        return None;
+    }
+    let fd = fd_of_path(&alt[..len])?;
+    fdtable::get(fd as u64)
+}
+
 /// OP_FD_PATH into the chunk at 0 with room `cap`; returns the length.
 fn fd_path(call: &mut Call, rfd: u32, cap: u64) -> i64 {
     let r = call.result(OP_FD_PATH, [rfd as u64, 0, cap, 0, 0, 0], true);
@@ -159,6 +186,16 @@ pub fn open(nr: u64, args: [u64; 6]) -> Option<Action> {
             )
         }
     };
+    if let Some(e) = fdinfo_entry(path) {
+        // What the domain's kernel says about the descriptor.
+        let mut call = match Call::begin(e) {
+            Ok(c) => c,
+            Err(err) => return Some(Action::Done(err)),
+        };
+        let rfd = call.result(OP_FDINFO_OPEN, [e.remote as u64, flags, 0, 0, 0, 0], false);
+        let cloexec = flags as i32 & libc::O_CLOEXEC != 0;
+        return Some(Action::Done(install(&mut call, rfd, cloexec)));
+    }
     let e = named_entry(path)?;
     if e.domain != fdtable::DOMAIN_STORAGE {
         // Opening a socket's /proc link fails natively too.
