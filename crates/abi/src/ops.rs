@@ -18,6 +18,29 @@ pub const OP_FORK_ABORT: u16 = 0x8002;
 /// the chunk (what `/proc/self/fd/N` links to in the domain). Result: length.
 pub const OP_FD_PATH: u16 = 0x8003;
 
+/// Link the file a storage descriptor names at a new name, as
+/// `linkat(AT_FDCWD, "/proc/self/fd/<fd>", newdirfd, newpath,
+/// AT_SYMLINK_FOLLOW)` does natively (an `O_TMPFILE` file, or any file
+/// that still has a name; ENOENT for an unlinked one or `O_TMPFILE |
+/// O_EXCL`). `args = [fd, newdirfd, newpath]`, marshalled by
+/// `FD_LINK_SHAPE`. The domain links through its own `/proc` (no
+/// capability needed, unlike `AT_EMPTY_PATH`). Storage domain only.
+/// Result: 0 or -errno.
+pub const OP_FD_LINK: u16 = 0x800A;
+
+/// The argument shape of `OP_FD_LINK`.
+pub const FD_LINK_SHAPE: crate::shape::Shape = {
+    use crate::shape::Arg::{DirFd, Fd, Path, Unused};
+    [Fd, DirFd, Path, Unused, Unused, Unused]
+};
+
+/// Open what `/proc/self/fdinfo/<fd>` shows in the domain (position,
+/// flags, the mount id and inode the domain's `statx` reports, locks):
+/// `args = [fd, flags]` (only the access mode and `O_NONBLOCK`/`O_CLOEXEC`/
+/// `O_NOFOLLOW`/`O_DIRECTORY`/`O_NOATIME` are used). Result: the new
+/// descriptor, read like any forwarded file.
+pub const OP_FDINFO_OPEN: u16 = 0x800B;
+
 /// Whether `op` opens a file (open, creat, openat, openat2): on success the
 /// domain answers the new descriptor and, as extra, the file's identity
 /// (`file_identity`), which a client can compare when it re-opens the same

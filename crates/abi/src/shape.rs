@@ -322,8 +322,69 @@ pub fn ioctl_arg(request: u64) -> Option<Arg> {
         FS_IOC_FSGETXATTR => Out(28),
         FS_IOC_FSSETXATTR => In(28),
         FIGETBSZ | BLKSSZGET => Out(4),
+        // Socket queries: SIOCATMARK, SIOCOUTQ (TIOCOUTQ), SIOCOUTQNSD.
+        0x8905 | 0x5411 | 0x894b => Out(4),
+        // SIOCGSTAMP, SIOCGSTAMPNS (64-bit timeval / timespec).
+        0x8906 | 0x8907 => Out(16),
+        r if ifreq_get(r) => InOut(IFREQ),
+        r if ifreq_set(r) => In(IFREQ),
         _ => return None,
     })
+}
+
+/// `sizeof(struct ifreq)`: a 16-byte name and a 24-byte union.
+pub const IFREQ: u16 = 40;
+
+/// Interface queries that work on any socket and whose `struct ifreq`
+/// union holds numbers, a name or an address (never `ifr_data`, a
+/// pointer): SIOCGIFNAME, SIOCGIF{FLAGS,ADDR,DSTADDR,BRDADDR,NETMASK,
+/// METRIC}, SIOCGIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX, SIOCGIFPFLAGS,
+/// SIOCGIFTXQLEN, SIOCGIFMAP. The kernel copies the whole struct in and
+/// out. Not SIOCGIFCONF (`struct ifconf` points to the array).
+pub fn ifreq_get(req: u32) -> bool {
+    matches!(
+        req,
+        0x8910
+            | 0x8913
+            | 0x8915
+            | 0x8917
+            | 0x8919
+            | 0x891b
+            | 0x891d
+            | 0x8921
+            | 0x8927
+            | 0x8933
+            | 0x8935
+            | 0x8942
+            | 0x8970
+    )
+}
+
+/// Interface changes with a plain `struct ifreq` (the kernel reads the
+/// whole struct and writes nothing back): SIOCSIF{FLAGS,BRDADDR,NETMASK,
+/// METRIC,MTU,NAME,HWADDR,PFLAGS,HWBROADCAST,TXQLEN,MAP},
+/// SIOC{ADD,DEL}MULTI. They need CAP_NET_ADMIN over the domain's network
+/// namespace, which its kernel checks against the caller's effective
+/// capabilities (EPERM otherwise, as natively). Not SIOCSIFADDR,
+/// SIOCSIFDSTADDR, SIOCDIFADDR: on an IPv6 socket they take the smaller
+/// `struct in6_ifreq`.
+pub fn ifreq_set(req: u32) -> bool {
+    matches!(
+        req,
+        0x8914
+            | 0x891a
+            | 0x891c
+            | 0x891e
+            | 0x8922
+            | 0x8923
+            | 0x8924
+            | 0x8931
+            | 0x8932
+            | 0x8934
+            | 0x8937
+            | 0x8943
+            | 0x8971
+    )
 }
 
 /// Encode a NULL pointer for a nullable slot.
@@ -347,6 +408,27 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn interface_ioctls_without_pointers_only() {
+        assert_eq!(ioctl_arg(libc::SIOCGIFMTU), Some(InOut(IFREQ)));
+        assert_eq!(ioctl_arg(libc::SIOCGIFINDEX), Some(InOut(IFREQ)));
+        assert_eq!(ioctl_arg(libc::SIOCSIFMTU), Some(In(IFREQ)));
+        assert_eq!(ioctl_arg(libc::SIOCSIFFLAGS), Some(In(IFREQ)));
+        // ifconf points to its array; ifr_data requests carry pointers;
+        // in6_ifreq is smaller than ifreq.
+        for req in [
+            libc::SIOCGIFCONF,
+            0x8946, /* SIOCETHTOOL */
+            0x89b0, /* SIOCSHWTSTAMP */
+            0x89f0, /* SIOCDEVPRIVATE */
+            libc::SIOCSIFADDR,
+            libc::SIOCDIFADDR,
+            libc::SIOCSIFDSTADDR,
+        ] {
+            assert_eq!(ioctl_arg(req), None, "{req:#x}");
         }
     }
 

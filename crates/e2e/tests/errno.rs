@@ -119,3 +119,42 @@ fn descriptor_paths_cross_names_and_epoll_as_natively() {
         )
     });
 }
+
+#[test]
+fn tmpfile_then_link_as_natively() {
+    // O_TMPFILE, then linkat of /proc/self/fd/N (AT_SYMLINK_FOLLOW) or
+    // of the descriptor itself (AT_EMPTY_PATH) gives the file its name
+    // (not EXDEV); O_EXCL, unlinked files and directories fail as the
+    // kernel says; a non-root caller links through /proc but not with
+    // AT_EMPTY_PATH.
+    case("linkfd", |p| {
+        format!(
+            r#"
+            mkdir "$ROOT/l"
+            "{p}" "$ROOT/l" nobody
+            "#
+        )
+    });
+}
+
+#[test]
+fn socket_options_and_interface_ioctls_as_natively() {
+    // The options servers set on network-domain sockets pass the domain's
+    // allow-list; interface ioctls that work on any socket (SIOCGIF*,
+    // SIOCSIFMTU: EPERM without CAP_NET_ADMIN) are answered, not ENOTTY.
+    case("netopts", |p| format!(r#""{p}""#));
+}
+
+#[test]
+fn fdinfo_agrees_with_statx_as_natively() {
+    // /proc/self/fdinfo/N shows the position, the open flags, and the
+    // mount id and inode that statx reports for the same descriptor.
+    case("fdinfo", |p| {
+        format!(
+            r#"
+            echo hello > "$ROOT/fi"
+            "{p}" "$ROOT/fi"
+            "#
+        )
+    });
+}

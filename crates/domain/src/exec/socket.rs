@@ -12,10 +12,16 @@
 //!   never abstract or autobind names, which would live in the domain's
 //!   namespace) of at most `sizeof(struct sockaddr_un)` bytes, and
 //!   `AF_UNSPEC` for `connect` (dissolving a datagram association).
-//! - `setsockopt` in a storage domain: an allow-list of `SOL_SOCKET`
-//!   options whose values are plain numbers (ENOPROTOOPT otherwise):
-//!   options such as `SO_ATTACH_FILTER` carry pointers the domain's kernel
-//!   would follow into the shadow.
+//! - `setsockopt`: an allow-list per role of options whose values are
+//!   plain numbers, names or structs of numbers and addresses
+//!   (ENOPROTOOPT otherwise, with one message per shadow): options such
+//!   as `SO_ATTACH_FILTER` carry pointers the domain's kernel would follow
+//!   into the shadow, `SO_ATTACH_BPF` a descriptor, `TCP_ULP` loads
+//!   kernel code. Storage: `SOL_SOCKET` options of Unix sockets. Network:
+//!   those plus what servers and clients set on internet sockets
+//!   (`network_option`). Privileged ones among them (`SO_MARK`,
+//!   `SO_BINDTODEVICE`, `SO_PRIORITY` above 6, `IP_TRANSPARENT`) are
+//!   decided by the domain's kernel with the client's capabilities.
 //! - `*addrlen` / `*optlen` (the `SOCKLEN` slot): the client may lie, so the
 //!   value is read from the chunk, clamped to the room the shape gives the
 //!   buffer (`SOCKADDR` or `SOCKOPT`) and written back; the kernel reads and
@@ -51,10 +57,173 @@ pub(crate) fn check_socket(role: Role, nr: i64, args: &[u64; 6]) -> Result<(), i
             return Err(libc::EAFNOSUPPORT);
         }
     }
-    if nr == libc::SYS_setsockopt && role == Role::Storage && !plain_option(args[1], args[2]) {
-        return Err(libc::ENOPROTOOPT);
+    if nr == libc::SYS_setsockopt {
+        let ok = match role {
+            Role::Storage => plain_option(args[1], args[2]),
+            Role::Network => network_option(args[1], args[2]),
+        };
+        if !ok {
+            refused_once(args[1], args[2]);
+            return Err(libc::ENOPROTOOPT);
+        }
     }
     Ok(())
+}
+
+/// Say once per shadow that an option was refused (a program that sets
+/// one every connection must not flood the log).
+fn refused_once(level: u64, name: u64) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            level = level as i32,
+            name = name as i32,
+            "setsockopt refused with ENOPROTOOPT: the option is not in the domain's \
+             allow-list (its value may carry pointers or descriptors); further refusals \
+             are not logged"
+        );
+    }
+}
+
+/// Options of internet sockets a network domain sets: `SOL_SOCKET`
+/// options with plain values, and the TCP, UDP, IPv4 and IPv6 options
+/// whose values are numbers, a name (`SO_BINDTODEVICE`,
+/// `TCP_CONGESTION`) or structs of numbers and addresses (`ip_mreq`,
+/// `ip_mreqn`, `ip_mreq_source`, `ipv6_mreq`, `group_req`,
+/// `group_source_req`: no pointers).
+fn network_option(level: u64, name: u64) -> bool {
+    let name = name as i32;
+    match level as i32 {
+        libc::SOL_SOCKET => {
+            plain_option(level, name as u64)
+                || matches!(
+                    name,
+                    libc::SO_REUSEPORT
+                        | libc::SO_BROADCAST
+                        | libc::SO_DONTROUTE
+                        | libc::SO_OOBINLINE
+                        | libc::SO_BINDTODEVICE
+                        | libc::SO_BINDTOIFINDEX
+                        | libc::SO_TIMESTAMP
+                        | libc::SO_TIMESTAMPNS
+                        | libc::SO_TIMESTAMPING
+                        | 63 /* SO_TIMESTAMP_NEW */
+                        | 64 /* SO_TIMESTAMPNS_NEW */
+                        | 65 /* SO_TIMESTAMPING_NEW */
+                        | libc::SO_RXQ_OVFL
+                        | libc::SO_WIFI_STATUS
+                        | libc::SO_NOFCS
+                        | libc::SO_SELECT_ERR_QUEUE
+                        | libc::SO_BUSY_POLL
+                        | libc::SO_MAX_PACING_RATE
+                        | libc::SO_INCOMING_CPU
+                        | libc::SO_ZEROCOPY
+                        | libc::SO_TXTIME
+                        | 69 /* SO_PREFER_BUSY_POLL */
+                        | 70 /* SO_BUSY_POLL_BUDGET */
+                        | 74 /* SO_RCVMARK */
+                )
+        }
+        libc::IPPROTO_TCP => matches!(
+            name,
+            libc::TCP_NODELAY
+                | libc::TCP_MAXSEG
+                | libc::TCP_CORK
+                | libc::TCP_KEEPIDLE
+                | libc::TCP_KEEPINTVL
+                | libc::TCP_KEEPCNT
+                | libc::TCP_SYNCNT
+                | libc::TCP_LINGER2
+                | libc::TCP_DEFER_ACCEPT
+                | libc::TCP_WINDOW_CLAMP
+                | libc::TCP_QUICKACK
+                | libc::TCP_CONGESTION
+                | libc::TCP_USER_TIMEOUT
+                | libc::TCP_FASTOPEN
+                | libc::TCP_FASTOPEN_CONNECT
+                | libc::TCP_FASTOPEN_NO_COOKIE
+                | libc::TCP_NOTSENT_LOWAT
+                | libc::TCP_THIN_LINEAR_TIMEOUTS
+                | libc::TCP_THIN_DUPACK
+                | libc::TCP_SAVE_SYN
+                | 37 /* TCP_TX_DELAY */
+                | libc::TCP_INQ
+                | libc::TCP_TIMESTAMP
+        ),
+        libc::IPPROTO_UDP => matches!(
+            name,
+            libc::UDP_CORK | 103 /* UDP_SEGMENT */ | 104 /* UDP_GRO */
+        ),
+        libc::IPPROTO_IP => matches!(
+            name,
+            libc::IP_TOS
+                | libc::IP_TTL
+                | libc::IP_OPTIONS
+                | libc::IP_RECVOPTS
+                | libc::IP_RETOPTS
+                | libc::IP_PKTINFO
+                | libc::IP_RECVTTL
+                | libc::IP_RECVTOS
+                | libc::IP_RECVERR
+                | libc::IP_MTU_DISCOVER
+                | libc::IP_FREEBIND
+                | libc::IP_TRANSPARENT
+                | libc::IP_RECVORIGDSTADDR
+                | libc::IP_BIND_ADDRESS_NO_PORT
+                | libc::IP_MINTTL
+                | libc::IP_NODEFRAG
+                | libc::IP_CHECKSUM
+                | libc::IP_PASSSEC
+                | libc::IP_MULTICAST_IF
+                | libc::IP_MULTICAST_TTL
+                | libc::IP_MULTICAST_LOOP
+                | libc::IP_MULTICAST_ALL
+                | libc::IP_ADD_MEMBERSHIP
+                | libc::IP_DROP_MEMBERSHIP
+                | libc::IP_ADD_SOURCE_MEMBERSHIP
+                | libc::IP_DROP_SOURCE_MEMBERSHIP
+                | libc::IP_BLOCK_SOURCE
+                | libc::IP_UNBLOCK_SOURCE
+                | libc::MCAST_JOIN_GROUP
+                | libc::MCAST_LEAVE_GROUP
+                | libc::MCAST_JOIN_SOURCE_GROUP
+                | libc::MCAST_LEAVE_SOURCE_GROUP
+                | libc::MCAST_BLOCK_SOURCE
+                | libc::MCAST_UNBLOCK_SOURCE
+                | 51 /* IP_LOCAL_PORT_RANGE */
+        ),
+        libc::IPPROTO_IPV6 => matches!(
+            name,
+            libc::IPV6_V6ONLY
+                | libc::IPV6_UNICAST_HOPS
+                | libc::IPV6_MULTICAST_IF
+                | libc::IPV6_MULTICAST_HOPS
+                | libc::IPV6_MULTICAST_LOOP
+                | libc::IPV6_ADD_MEMBERSHIP
+                | libc::IPV6_DROP_MEMBERSHIP
+                | libc::IPV6_MULTICAST_ALL
+                | libc::IPV6_RECVPKTINFO
+                | libc::IPV6_RECVHOPLIMIT
+                | libc::IPV6_RECVTCLASS
+                | libc::IPV6_RECVERR
+                | libc::IPV6_TCLASS
+                | libc::IPV6_MTU_DISCOVER
+                | libc::IPV6_DONTFRAG
+                | libc::IPV6_RECVORIGDSTADDR
+                | libc::IPV6_TRANSPARENT
+                | libc::IPV6_FREEBIND
+                | libc::IPV6_AUTOFLOWLABEL
+                | libc::IPV6_UNICAST_IF
+                | libc::MCAST_JOIN_GROUP
+                | libc::MCAST_LEAVE_GROUP
+                | libc::MCAST_JOIN_SOURCE_GROUP
+                | libc::MCAST_LEAVE_SOURCE_GROUP
+                | libc::MCAST_BLOCK_SOURCE
+                | libc::MCAST_UNBLOCK_SOURCE
+        ),
+        _ => false,
+    }
 }
 
 /// `SOL_SOCKET` options of Unix sockets whose values are numbers or

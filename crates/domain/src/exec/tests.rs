@@ -8,7 +8,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::mapping::create_memfd;
-use virtuos_abi::ops::{OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING};
+use virtuos_abi::ops::{
+    OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
+};
 use virtuos_abi::shape::{shape, Arg, MAX_STRING};
 use virtuos_abi::{
     ClientRegion, AT_FDCWD_ARG, CHUNK_SIZE, DOMAIN_FD_LIMIT, NULL_ARG, NUM_CHUNKS, REGION_SIZE,
@@ -655,6 +657,49 @@ mod sockets {
     }
 
     #[test]
+    fn network_setsockopt_is_an_allow_list() {
+        let f = Fixture::network("sockopt-net");
+        let s = f.socket(libc::SOCK_STREAM);
+        let set = |level: i32, name: i32, len: u64| {
+            f.call(
+                libc::SYS_setsockopt,
+                Some(2),
+                [s, level as u64, name as u64, 0, len, 0],
+            )
+        };
+        f.put_u32(2, 0, 1);
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+            (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+            (libc::IPPROTO_IP, libc::IP_TOS),
+        ] {
+            assert_eq!(set(level, name, 4), 0, "{level}/{name}");
+        }
+        // Values with pointers, descriptors or kernel code are refused
+        // before the kernel sees them.
+        for (level, name) in [
+            (libc::SOL_SOCKET, libc::SO_ATTACH_FILTER),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_BPF),
+            (libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF),
+            (libc::IPPROTO_TCP, libc::TCP_ULP),
+            (libc::IPPROTO_IP, libc::IP_IPSEC_POLICY),
+            (libc::IPPROTO_IPV6, libc::IPV6_XFRM_POLICY),
+            (libc::SOL_TLS, 1),
+        ] {
+            assert_eq!(
+                set(level, name, 16),
+                -(libc::ENOPROTOOPT as i64),
+                "{level}/{name}"
+            );
+        }
+        f.close(s);
+    }
+
+    #[test]
     fn lying_lengths_are_clamped() {
         let f = Fixture::network("clamp");
         let (fd, port) = f.udp_bound();
@@ -854,4 +899,84 @@ mod sockets {
             "the received descriptor must be closed"
         );
     }
+}
+
+#[test]
+fn fd_link_names_a_tmpfile_and_checks_its_arguments() {
+    let f = Fixture::new("fdlink");
+    let off = f.path(0, 0, "");
+    let flags = (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64;
+    let fd = f.call(
+        libc::SYS_openat,
+        Some(0),
+        [AT_FDCWD_ARG, off, flags, 0o600, 0, 0],
+    );
+    assert!(fd >= 0, "O_TMPFILE: {fd}");
+    let fd = fd as u64;
+    let name = f.path(1, 0, "named");
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, AT_FDCWD_ARG, name, 0, 0, 0]),
+        0
+    );
+    assert!(f.dir.join("named").exists());
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, AT_FDCWD_ARG, name, 0, 0, 0]),
+        -(libc::EEXIST as i64)
+    );
+    // Descriptors of the shadow's own range, a path outside the chunk, no
+    // chunk at all.
+    assert_eq!(
+        f.call(
+            OP_FD_LINK,
+            Some(1),
+            [DOMAIN_FD_LIMIT, AT_FDCWD_ARG, name, 0, 0, 0]
+        ),
+        EBADF
+    );
+    assert_eq!(
+        f.call(OP_FD_LINK, Some(1), [fd, DOMAIN_FD_LIMIT, name, 0, 0, 0]),
+        EBADF
+    );
+    assert_eq!(
+        f.call(
+            OP_FD_LINK,
+            Some(1),
+            [fd, AT_FDCWD_ARG, CHUNK_SIZE as u64, 0, 0, 0]
+        ),
+        EFAULT
+    );
+    assert_eq!(
+        f.call(OP_FD_LINK, None, [fd, AT_FDCWD_ARG, 0, 0, 0, 0]),
+        EFAULT
+    );
+    f.close(fd);
+    // Only a storage domain links files.
+    let n = Fixture::network("fdlink-net");
+    assert_eq!(
+        n.call(OP_FD_LINK, Some(1), [0, AT_FDCWD_ARG, 0, 0, 0, 0]),
+        -(libc::ENOSYS as i64)
+    );
+}
+
+#[test]
+fn fdinfo_open_reads_the_shadows_own_fdinfo() {
+    let f = Fixture::new("fdinfo");
+    let fd = f.open_file("data");
+    let info = f.call(
+        OP_FDINFO_OPEN,
+        None,
+        [fd, libc::O_RDONLY as u64, 0, 0, 0, 0],
+    );
+    assert!(info >= 0, "fdinfo: {info}");
+    assert!(f.call(libc::SYS_read, Some(2), [info as u64, 0, 64, 0, 0, 0]) > 0);
+    let mut got = [0u8; 4];
+    assert!(f.region.read_chunk(2, 0, &mut got));
+    assert_eq!(&got, b"pos:");
+    f.close(info as u64);
+    // Never about (or handing out) the shadow's own descriptors.
+    assert_eq!(
+        f.call(OP_FDINFO_OPEN, None, [DOMAIN_FD_LIMIT, 0, 0, 0, 0, 0]),
+        -(libc::ENOENT as i64)
+    );
+    f.close(fd);
 }

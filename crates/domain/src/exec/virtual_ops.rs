@@ -2,10 +2,13 @@
 //! system call.
 
 use super::{neg, Host};
+use crate::role::Role;
 use std::os::fd::AsRawFd;
+use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::{
-    OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_RECVMSG, OP_SENDMSG,
+    FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
+    OP_RECVMSG, OP_SENDMSG,
 };
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
@@ -20,6 +23,8 @@ pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> 
     let r = match req.op {
         OP_PING => 0,
         OP_FD_PATH => fd_path(region, host, req),
+        OP_FD_LINK => fd_link(region, host, req),
+        OP_FDINFO_OPEN => fdinfo_open(host, req),
         OP_FORK_PREPARE => host.fork_prepare(),
         OP_FORK_ABORT => host.fork_abort(req.args[0]),
         OP_SENDMSG => super::msg::sendmsg(region, host.role(), host.fd_limit(), req),
@@ -61,4 +66,81 @@ fn fd_path(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
     // call returns) and writes at most `len` bytes at `buf`, a range of the
     // call's chunk checked by `chunk_ptr`.
     unsafe { crate::sys::syscall(libc::SYS_readlinkat, args) }
+}
+
+/// `[fd, newdirfd, newpath]`: link the file `fd` names at `newpath`,
+/// through this process's `/proc/self/fd/<fd>` with `AT_SYMLINK_FOLLOW`,
+/// exactly as a program links an `O_TMPFILE` file natively. The kernel
+/// applies its own rules (ENOENT for an unlinked file or `O_TMPFILE |
+/// O_EXCL`, EPERM for a directory, EXDEV across mounts, the
+/// `protected_hardlinks` checks) with the calling thread's credentials,
+/// which are the client thread's; following the link of this very
+/// process needs no capability.
+fn fd_link(region: &ClientRegion, host: &dyn Host, req: &Request) -> i64 {
+    if host.role() != Role::Storage {
+        return neg(libc::ENOSYS);
+    }
+    let mut strings = Strings::default();
+    let raw = match marshal(
+        region,
+        host.fd_limit(),
+        req.chunk,
+        &FD_LINK_SHAPE,
+        &req.args,
+        &mut strings,
+    ) {
+        Ok(raw) => raw,
+        Err(e) => return neg(e),
+    };
+    let name = format!("self/fd/{}\0", raw[0]);
+    let procfd = host.procfd().as_raw_fd();
+    let args = [
+        procfd as i64 as u64,
+        name.as_ptr() as u64,
+        raw[1],
+        raw[2],
+        libc::AT_SYMLINK_FOLLOW as u64,
+        0,
+    ];
+    // SAFETY: linkat reads two NUL-terminated strings: `name` (alive until
+    // the call returns) and the private copy of the client's path in
+    // `strings` (checked by `marshal`, alive until after the call);
+    // `raw[1]` is a client descriptor below the limit or AT_FDCWD.
+    let r = unsafe { crate::sys::syscall(libc::SYS_linkat, args) };
+    drop(strings);
+    r
+}
+
+/// `[fd, flags]`: open this process's `/proc/self/fdinfo/<fd>`, so that a
+/// client reads what the domain's kernel says about its descriptor (the
+/// same mount id and inode as its `statx`). A number in the shadow's own
+/// range is never opened nor handed out.
+fn fdinfo_open(host: &dyn Host, req: &Request) -> i64 {
+    let [fd, flags, ..] = req.args;
+    let limit = host.fd_limit().min(DOMAIN_FD_LIMIT);
+    if fd >= limit {
+        return neg(libc::ENOENT);
+    }
+    let keep =
+        libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_NOATIME;
+    let flags = (flags as i32 & keep) | libc::O_CLOEXEC;
+    let name = format!("self/fdinfo/{fd}\0");
+    let procfd = host.procfd().as_raw_fd();
+    let args = [
+        procfd as i64 as u64,
+        name.as_ptr() as u64,
+        flags as u64,
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: openat reads the NUL-terminated `name`, alive until the call
+    // returns.
+    let r = unsafe { crate::sys::syscall(libc::SYS_openat, args) };
+    if r >= 0 && r as u64 >= limit {
+        // SAFETY: closing the descriptor we just opened.
+        unsafe { crate::sys::syscall(libc::SYS_close, [r as u64, 0, 0, 0, 0, 0]) };
+        return neg(libc::EMFILE);
+    }
+    r
 }

@@ -158,7 +158,11 @@ impl Target for Completion {
         if result < 0 {
             assert_eq!(ret, Out::Done(result));
         } else if outbuf_over {
-            assert_eq!(ret, Out::Done(EIO), "a result above the capacity must be EIO");
+            assert_eq!(
+                ret,
+                Out::Done(EIO),
+                "a result above the capacity must be EIO"
+            );
         } else {
             assert_eq!(ret, Out::Done(result));
         }

@@ -673,7 +673,7 @@ impl Target for ProcStatus {
     fn case(&mut self, rng: &mut Rng) {
         let want = credentials(rng);
         let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join("\t");
-        let mut lines = vec![
+        let mut lines = [
             "Name:\tprog".to_string(),
             format!("Tgid:\t{}", rng.u32()),
             format!("Uid:\t{}", join(&want.uids)),

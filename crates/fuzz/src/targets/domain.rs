@@ -114,7 +114,9 @@ impl Target for List {
                     assert!(!honest, "an honest list never loops");
                     assert_eq!(after, before, "a refused pop changed the head");
                     assert!(
-                        link >= 1 && link <= n && links[link - 1].load(Ordering::Relaxed) as usize == link,
+                        link >= 1
+                            && link <= n
+                            && links[link - 1].load(Ordering::Relaxed) as usize == link,
                         "refused an entry that does not link to itself"
                     );
                 }

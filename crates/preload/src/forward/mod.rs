@@ -148,6 +148,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         libc::SYS_open | libc::SYS_openat | libc::SYS_openat2 => {
             procfs::open(nr, a).unwrap_or_else(|| shaped_or_local(nr, a))
         }
+        libc::SYS_linkat => procfs::linkat(a).unwrap_or_else(|| shaped_or_local(nr, a)),
         libc::SYS_readlink | libc::SYS_readlinkat => {
             procfs::readlink(nr, a).unwrap_or_else(|| shaped_or_local(nr, a))
         }

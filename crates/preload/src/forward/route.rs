@@ -70,7 +70,10 @@ pub fn is_under(path: &[u8], mount: &[u8]) -> bool {
 /// back out must run with its lexically normalised form.
 pub fn enters_mount(raw: &[u8], mount: &[u8]) -> bool {
     let mount_comp = |i: usize| mount.split(|&b| b == b'/').filter(|c| !c.is_empty()).nth(i);
-    let k = mount.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
+    let k = mount
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .count();
     if k == 0 || raw.first() != Some(&b'/') {
         return false;
     }
