@@ -410,20 +410,13 @@ fn poll_net(
     let Some(chunk) = call.chunk() else {
         return -(libc::EIO as i64);
     };
-    let mut second = if other {
-        match Call::begin(other_domain(primary)) {
-            Ok(c) => Some(c),
-            Err(e) => return e,
-        }
-    } else {
-        None
+    let mut second = match begin_other(other, primary) {
+        Ok(c) => c,
+        Err(e) => return e,
     };
-    let chunk2 = match &second {
-        Some(c) => match c.chunk() {
-            Some(ch) => Some(ch),
-            None => return -(libc::EIO as i64),
-        },
-        None => None,
+    let chunk2 = match chunk_of(&second) {
+        Ok(ch) => ch,
+        Err(e) => return e,
     };
     let is_fwd = |i: usize| mask[i / 64] & (1 << (i % 64)) != 0;
     // Sockets into the chunks (in set order), readiness of files and
@@ -665,20 +658,13 @@ fn select_net(
     let Some(chunk) = call.chunk() else {
         return -(libc::EIO as i64);
     };
-    let mut second = if other {
-        match Call::begin(other_domain(primary)) {
-            Ok(c) => Some(c),
-            Err(e) => return e,
-        }
-    } else {
-        None
+    let mut second = match begin_other(other, primary) {
+        Ok(c) => c,
+        Err(e) => return e,
     };
-    let chunk2 = match &second {
-        Some(c) => match c.chunk() {
-            Some(ch) => Some(ch),
-            None => return -(libc::EIO as i64),
-        },
-        None => None,
+    let chunk2 = match chunk_of(&second) {
+        Ok(ch) => ch,
+        Err(e) => return e,
     };
     // The sockets polled in the other domain.
     let mut oth = [0u64; MAX_SELECT_FDS / 64];
@@ -903,4 +889,21 @@ fn select_net(
         }
     }
     count
+}
+
+/// The call in the other domain of a set with sockets in both, if needed.
+fn begin_other(other: bool, primary: u8) -> Result<Option<Call>, i64> {
+    if other {
+        Call::begin(other_domain(primary)).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The data chunk of that call (EIO: none left).
+fn chunk_of(call: &Option<Call>) -> Result<Option<super::usermem::ChunkRef<'static>>, i64> {
+    match call {
+        Some(c) => c.chunk().map(Some).ok_or(-(libc::EIO as i64)),
+        None => Ok(None),
+    }
 }
