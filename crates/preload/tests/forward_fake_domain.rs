@@ -539,10 +539,17 @@ fn directories_names_and_cross_domain_errors() {
         forwarded(libc::SYS_rename, [p(&src), p(&out), 0, 0, 0, 0]),
         -(libc::EXDEV as i64)
     );
+    // link: as natively, a missing source is ENOENT before any EXDEV.
+    assert_eq!(
+        forwarded(libc::SYS_link, [p(&out), p(&src), 0, 0, 0, 0]),
+        -(libc::ENOENT as i64)
+    );
+    std::fs::write(format!("{}/w", e.local), b"local").unwrap();
     assert_eq!(
         forwarded(libc::SYS_link, [p(&out), p(&src), 0, 0, 0, 0]),
         -(libc::EXDEV as i64)
     );
+    std::fs::remove_file(format!("{}/w", e.local)).unwrap();
     // symlink: the target is just a string.
     let link = c(&format!("{}/d/l", e.mount));
     let target = c("/etc/hostname");
