@@ -567,8 +567,9 @@ impl Server {
 }
 
 /// Check a `ForkPending` announcement: one socket attached, and `token` is
-/// a live child of the announcing shadow.
-fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
+/// a live child of the announcing shadow's zygote (a child of the shadow:
+/// `shadow::zygote`).
+fn accept_pending(shadow_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
     let [sock]: [OwnedFd; 1] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("ForkPending carries {} descriptors, not 1", v.len()))?;
@@ -577,11 +578,19 @@ fn accept_pending(parent_pid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<Shad
         .and_then(|t| Pid::from_raw(t as i32))
         .ok_or_else(|| anyhow!("bad token"))?;
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).context("pidfd_open")?;
-    // Checked after pinning the process: the pidfd names the process whose
-    // parent we read (a pid reused in between would fail the check).
-    let ppid = parent_of(token as u32).context("cannot read the child's parent")?;
-    if ppid != parent_pid {
-        bail!("process {token} is not a child of shadow {parent_pid} (parent {ppid})");
+    // Checked after pinning the processes: a pidfd names the process whose
+    // parent we read (a pid reused in between would fail the check), and a
+    // child whose zygote died meanwhile has been re-parented (to us), so
+    // the second reading of its parent tells.
+    let zygote = parent_of(token as u32).context("cannot read the child's parent")?;
+    let zygote_pid = Pid::from_raw(zygote as i32).ok_or_else(|| anyhow!("no parent"))?;
+    let _pin = pidfd_open(zygote_pid, PidfdFlags::empty()).context("pidfd_open(zygote)")?;
+    let grandparent = parent_of(zygote).context("cannot read the zygote's parent")?;
+    if grandparent != shadow_pid || parent_of(token as u32).ok() != Some(zygote) {
+        bail!(
+            "process {token} is not a child of the zygote of shadow {shadow_pid} \
+             (parent {zygote}, its parent {grandparent})"
+        );
     }
     Ok(ShadowProc {
         pid: token as u32,
@@ -652,13 +661,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_must_name_a_child_of_the_announcing_shadow() {
+    fn tokens_must_name_a_grandchild_of_the_announcing_shadow() {
+        use std::io::BufRead;
         let me = std::process::id();
-        let mut child = std::process::Command::new("sleep")
-            .arg("10")
+        // We play the shadow, `sh` its zygote, `sleep` a forked child.
+        let mut zygote = std::process::Command::new("sh")
+            .args(["-c", "sleep 10 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        assert_eq!(parent_of(child.id()).unwrap(), me);
+        let mut line = String::new();
+        std::io::BufReader::new(zygote.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child: u32 = line.trim().parse().unwrap();
+        assert_eq!(parent_of(zygote.id()).unwrap(), me);
+        assert_eq!(parent_of(child).unwrap(), zygote.id());
         let sock = || {
             let (a, _b) = socketpair(
                 AddressFamily::UNIX,
@@ -669,17 +687,20 @@ mod tests {
             .unwrap();
             a
         };
-        let ok = accept_pending(me, child.id() as u64, vec![sock()]).unwrap();
-        assert_eq!(ok.pid, child.id());
-        // Not our child, no descriptor, too many descriptors, absurd tokens.
+        let ok = accept_pending(me, child as u64, vec![sock()]).unwrap();
+        assert_eq!(ok.pid, child);
+        // Our own child (not the zygote's), the zygote's parent is not the
+        // announcer, no descriptor, too many, absurd tokens.
+        assert!(accept_pending(me, zygote.id() as u64, vec![sock()]).is_err());
+        assert!(accept_pending(zygote.id(), child as u64, vec![sock()]).is_err());
         assert!(accept_pending(me, me as u64, vec![sock()]).is_err());
         assert!(accept_pending(me, 1, vec![sock()]).is_err());
-        assert!(accept_pending(me, child.id() as u64, vec![]).is_err());
-        assert!(accept_pending(me, child.id() as u64, vec![sock(), sock()]).is_err());
+        assert!(accept_pending(me, child as u64, vec![]).is_err());
+        assert!(accept_pending(me, child as u64, vec![sock(), sock()]).is_err());
         assert!(accept_pending(me, 0, vec![sock()]).is_err());
         assert!(accept_pending(me, u64::MAX, vec![sock()]).is_err());
-        assert!(accept_pending(me + 1, child.id() as u64, vec![sock()]).is_err());
+        assert!(accept_pending(me + 1, child as u64, vec![sock()]).is_err());
         ok.kill();
-        child.wait().unwrap();
+        zygote.wait().unwrap();
     }
 }

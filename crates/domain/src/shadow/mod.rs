@@ -7,8 +7,12 @@
 //! (= BASE) keeps every descriptor the client's calls create below it; the
 //! executor refuses descriptors >= BASE. BASE is `DOMAIN_FD_LIMIT` when the
 //! hard limit can be raised past it (CAP_SYS_RESOURCE), otherwise the hard
-//! limit minus `OWN_FDS`. A forked shadow (`fork.rs`) inherits the parent's
-//! descriptor table, cwd and BASE.
+//! limit minus `OWN_FDS`. A forked shadow (`fork.rs`, `zygote.rs`) inherits
+//! the parent's descriptor table, cwd, umask and BASE.
+//!
+//! Every shadow makes its zygote (`zygote.rs`) while it is still single
+//! threaded, after taking the client's credentials and before mapping its
+//! regions; forks of the shadow are forks of the zygote.
 //!
 //! Descriptor layout of a shadow created by `AddClient`:
 //!
@@ -18,6 +22,7 @@
 //! | BASE + 0 | control socket to the main process |
 //! | BASE + 1 | `/proc` (`O_PATH`), for `OP_FD_PATH` |
 //! | BASE + 2 | log (the domain's stderr) |
+//! | above | region and state page (until mapped), bell port (vm), the zygote's socketpair |
 
 use crate::proto::{MainMsg, ShadowMsg};
 use crate::role::Role;
@@ -36,6 +41,7 @@ use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 mod fork;
 mod wake;
 mod workers;
+mod zygote;
 
 pub use wake::Waker;
 
@@ -104,6 +110,10 @@ const INTERRUPT_IDLE: std::time::Duration = std::time::Duration::from_millis(500
 
 /// How often the housekeeping thread bumps the heartbeat.
 const HEARTBEAT_MS: i64 = 50;
+/// A request left on the submit list this long, while a worker counts as
+/// idle and none took anything, means the workers are stuck: the
+/// heartbeat stops (the daemon then fails the client, see `ClaimWatch`).
+const CLAIM_STALL: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Shadow {
     client_id: u64,
@@ -129,6 +139,10 @@ pub struct Shadow {
     running: Mutex<Vec<(u32, u16)>>,
     /// How a sleeping caller is woken (futex, or a bell to the VM's host).
     waker: Waker,
+    /// The single-threaded process that forks child shadows.
+    zygote: zygote::Zygote,
+    /// Requests claimed by the workers so far (housekeeping watches it).
+    claims: std::sync::atomic::AtomicU64,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -169,8 +183,16 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
     };
     // Process lifetime: the log writer uses it by number.
     std::mem::forget(logfd);
-    match finish_setup(&a, limits, region, state) {
-        Ok((region, state)) => {
+    let inherit = zygote::Inherit {
+        client_id: a.client_id,
+        cpus: a.cpus,
+        role: a.role,
+        limits,
+        procfd: procfd.as_raw_fd(),
+        bell_port: waker.port().map(|p| p.as_raw_fd()),
+    };
+    match finish_setup(&a, inherit, region, state) {
+        Ok((region, state, zygote)) => {
             let shadow = Shadow::new(
                 a.client_id,
                 region,
@@ -178,7 +200,7 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
                 (a.cpus, a.role),
                 (control, procfd),
                 limits,
-                waker,
+                (waker, zygote),
             );
             shadow.announce_and_serve()
         }
@@ -222,18 +244,18 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     Ok((fds, limits))
 }
 
-/// Chroot, map the regions, take the client's credentials.
+/// Chroot, take the client's credentials, make the zygote, map the regions.
 fn finish_setup(
     a: &NewShadow<'_>,
-    limits: FdLimits,
+    inherit: zygote::Inherit,
     region_fd: OwnedFd,
     state_fd: OwnedFd,
-) -> Result<(ClientRegion, StatePage)> {
+) -> Result<(ClientRegion, StatePage, zygote::Zygote)> {
+    let limits = inherit.limits;
     rustix::process::chroot(a.root)
         .with_context(|| format!("chroot({}) failed", a.root.display()))?;
     rustix::process::chdir(a.mount)
         .with_context(|| format!("chdir({}) failed", a.mount.display()))?;
-    let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
     sys::drop_privileges(a.creds.uid, a.creds.gid, &a.creds.groups).with_context(|| {
         format!(
             "cannot take the client's credentials uid {} gid {}",
@@ -248,8 +270,12 @@ fn finish_setup(
         },
     )
     .context("cannot lower RLIMIT_NOFILE")?;
+    // Still single threaded; with the credentials, root, cwd and limits
+    // its children need, and without this client's regions.
+    let zygote = zygote::Zygote::start(inherit)?;
+    let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
     state.get().init(a.cpus);
-    Ok((region, state))
+    Ok((region, state, zygote))
 }
 
 /// Map and check a client's region and state page (closing the memfds).
@@ -283,11 +309,6 @@ fn with_high_fds<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T
     r
 }
 
-/// Duplicate `fd` into the shadow's own range (>= `limits.base`).
-fn dup_high(fd: BorrowedFd<'_>, limits: FdLimits) -> std::io::Result<OwnedFd> {
-    with_high_fds(|| Ok(rustix::io::fcntl_dupfd_cloexec(fd, limits.base_fd())?))
-}
-
 impl Shadow {
     fn new(
         client_id: u64,
@@ -296,7 +317,7 @@ impl Shadow {
         (cpus, role): (u32, Role),
         (control, procfd): (OwnedFd, OwnedFd),
         limits: FdLimits,
-        waker: Waker,
+        (waker, zygote): (Waker, zygote::Zygote),
     ) -> Arc<Shadow> {
         let st = state.get();
         st.workers.store(0, Ordering::Relaxed);
@@ -317,6 +338,8 @@ impl Shadow {
             limits,
             running: Mutex::new(Vec::new()),
             waker,
+            zygote,
+            claims: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -343,6 +366,7 @@ impl Shadow {
         tracing::debug!(
             client = self.client_id,
             pid = std::process::id(),
+            zygote = self.zygote.pid(),
             "shadow serving"
         );
         self.housekeeping()
@@ -401,8 +425,11 @@ impl Shadow {
             tv_sec: 0,
             tv_nsec: HEARTBEAT_MS * 1_000_000,
         };
+        let mut watch = ClaimWatch::default();
         loop {
-            st.heartbeat.fetch_add(1, Ordering::Release);
+            if watch.healthy(self) {
+                st.heartbeat.fetch_add(1, Ordering::Release);
+            }
             let mut fds = [PollFd::new(&self.control, PollFlags::IN)];
             match poll(&mut fds, Some(&period)) {
                 Ok(0) => continue,
@@ -438,6 +465,54 @@ impl Shadow {
     /// Send a message to the main process.
     fn tell_main(&self, msg: &ShadowMsg, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         control::send(self.control.as_fd(), msg, fds)
+    }
+}
+
+/// The shadow's own liveness test, run by housekeeping before each beat.
+///
+/// The heartbeat in the state page says more than "the process exists": it
+/// says "a request put on the submit list gets claimed". A shadow whose
+/// workers are stuck (deadlocked, or never started) while its housekeeping
+/// thread runs on must stop beating, or its client waits forever. Stuck
+/// means: something has been on the submit list for `CLAIM_STALL`, no
+/// request was taken meanwhile, and a worker counts as idle (so one should
+/// have taken it; with every worker busy in a long call, waiting is right).
+/// Once stuck, always stuck: the daemon fails the client and removes the
+/// shadow.
+#[derive(Default)]
+struct ClaimWatch {
+    claims: u64,
+    waiting_since: Option<std::time::Instant>,
+    stuck: bool,
+}
+
+impl ClaimWatch {
+    fn healthy(&mut self, shadow: &Shadow) -> bool {
+        if self.stuck {
+            return false;
+        }
+        let claims = shadow.claims.load(Ordering::Relaxed);
+        let progress = claims != self.claims;
+        self.claims = claims;
+        if progress || !shadow.region.has_submitted() || shadow.idle.load(Ordering::Acquire) == 0 {
+            self.waiting_since = None;
+            return true;
+        }
+        let since = *self
+            .waiting_since
+            .get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() < CLAIM_STALL {
+            return true;
+        }
+        self.stuck = true;
+        tracing::error!(
+            client = shadow.client_id,
+            workers = shadow.workers.load(Ordering::Relaxed),
+            idle = shadow.idle.load(Ordering::Relaxed),
+            "no worker took a request for {CLAIM_STALL:?}: the shadow is stuck, \
+             its heartbeat stops"
+        );
+        false
     }
 }
 

@@ -67,6 +67,7 @@ fn run(shadow: Arc<Shadow>) {
     loop {
         match shadow.region.take_submitted() {
             Ok(Some(index)) => {
+                shadow.claims.fetch_add(1, Ordering::Relaxed);
                 if handle(&shadow, index) {
                     hot = true;
                     idle_since = Instant::now();

@@ -148,13 +148,14 @@ pub struct ForkTicket {
     pub tokens: session::ForkTokens,
 }
 
-/// A process-creating clone (no CLONE_THREAD) is about to run.
-pub fn before_fork(clone_flags: u64) -> ForkTicket {
+/// A process-creating clone (no CLONE_THREAD) is about to run. Err
+/// (-errno): the fork must fail with it (`session::before_fork`).
+pub fn before_fork(clone_flags: u64) -> Result<ForkTicket, i64> {
     let _ = clone_flags;
     epoll::before_fork();
-    ForkTicket {
-        tokens: session::before_fork(),
-    }
+    Ok(ForkTicket {
+        tokens: session::before_fork()?,
+    })
 }
 
 /// In the parent after the fork syscall returned `result` (child pid or -errno).

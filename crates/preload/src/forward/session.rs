@@ -464,7 +464,15 @@ pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
 
 /// Parent, before the fork (malloc locks may be held: allocation-free).
 /// Prepares a forked shadow in every domain where we have state.
-pub fn before_fork() -> ForkTokens {
+///
+/// The preparation is not interruptible: the program's signals stay
+/// blocked until it is done (as a native fork delivers them after the
+/// child exists). An interrupted preparation used to leave the child
+/// without a shadow: cut off from the domain, refused at its exec's
+/// `Reattach` ("not registered"). If a live domain cannot prepare the
+/// child (no memory, no processes), the fork fails with EAGAIN, as a
+/// native fork does when the kernel cannot make the child. Err: -errno.
+pub fn before_fork() -> Result<ForkTokens, i64> {
     let mut tokens = [None; NUM_DOMAINS];
     FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
     for (i, d) in DOMAINS.into_iter().enumerate() {
@@ -475,19 +483,43 @@ pub fn before_fork() -> ForkTokens {
             // Nothing to inherit: the child registers afresh if it ever needs to.
             continue;
         }
-        let r = caller::simple_call(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
-        tokens[i] = (r >= 0).then_some(r as u64);
+        let r = caller::simple_call_uninterruptible(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
+        if r >= 0 {
+            tokens[i] = Some(r as u64);
+            continue;
+        }
+        if !current(d).is_some_and(|s| s.usable()) {
+            // The domain failed meanwhile: as if it had before (the
+            // child's descriptors there are stale anyway).
+            continue;
+        }
+        log::emit(format_args!(
+            "fork: the {} domain could not prepare the child's shadow (errno {}); \
+             the fork fails with EAGAIN",
+            name(d),
+            -r
+        ));
+        abort_prepared(&tokens);
+        return Err(-(libc::EAGAIN as i64));
     }
-    tokens
+    Ok(tokens)
 }
 
 pub fn after_fork_parent(tokens: ForkTokens, result: i64) {
     if result >= 0 {
         return;
     }
+    abort_prepared(&tokens);
+}
+
+fn abort_prepared(tokens: &ForkTokens) {
     for (i, d) in DOMAINS.into_iter().enumerate() {
         if let Some(t) = tokens[i] {
-            let _ = caller::simple_call(d, virtuos_abi::ops::OP_FORK_ABORT, [t, 0, 0, 0, 0, 0]);
+            let _ = caller::simple_call_uninterruptible(
+                d,
+                virtuos_abi::ops::OP_FORK_ABORT,
+                [t, 0, 0, 0, 0, 0],
+            );
         }
     }
 }

@@ -38,7 +38,10 @@ pub fn prepare_clone(ctx: &Ctx, slot: &Slot, nr: u64) -> Outcome {
     let mut vm = flags & CLONE_VM != 0;
     let mut vfork = flags & CLONE_VFORK != 0;
     if process {
-        slot.ticket.set(Some(forward::before_fork(flags)));
+        match forward::before_fork(flags) {
+            Ok(ticket) => slot.ticket.set(Some(ticket)),
+            Err(e) => return Outcome::Result(e),
+        }
         if vm && forward::has_forwarded_state() {
             // The child must not share our memory (our descriptor table and
             // domain state): turn vfork/posix_spawn into a copying fork.

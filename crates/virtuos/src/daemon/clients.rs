@@ -14,6 +14,8 @@ pub struct Client {
     /// Readable once the process exited.
     pub pidfd: Arc<OwnedFd>,
     pub regions: Regions,
+    /// The shadow's heartbeat as last seen, and when it last changed.
+    pub heartbeat: (u64, std::time::Instant),
 }
 
 #[derive(Default)]
@@ -33,6 +35,9 @@ impl Clients {
     }
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
         self.by_pid.values()
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Client> {
+        self.by_pid.values_mut()
     }
     pub fn len(&self) -> usize {
         self.by_pid.len()

@@ -116,6 +116,34 @@ impl Daemon {
             return;
         };
         tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
+        self.drop_shadow(i, &client);
+    }
+
+    /// The shadow of client `pid` of domain `i` stopped beating while its
+    /// domain runs: fail the client's calls (its state page says FAILED, so
+    /// it registers again, with a fresh shadow, at its next call) and have
+    /// the domain remove the shadow.
+    fn shadow_stalled(&self, i: usize, pid: u32, quiet: Duration) {
+        let s = self.served(i);
+        let Some(client) = s.clients().remove(pid) else {
+            return;
+        };
+        client.regions.mark_failed();
+        tracing::error!(
+            pid,
+            client_id = client.id,
+            domain = %s.domain.spec.name,
+            "the client's shadow is gone or stuck (no heartbeat for {} ms): \
+             its calls fail with EIO, it registers again at its next call",
+            quiet.as_millis()
+        );
+        self.drop_shadow(i, &client);
+    }
+
+    /// Send `RemoveClient` for `client` (no longer in the table).
+    fn drop_shadow(&self, i: usize, client: &clients::Client) {
+        let s = self.served(i);
+        let pid = client.pid;
         if s.domain.phase() == Phase::Connected {
             let epoch = s.recovery.epoch();
             let cmd = DomainCommand::RemoveClient {

@@ -94,12 +94,24 @@ impl Regions {
         }
     }
 
-    /// Tell the client its domain is gone: waiting calls fail instead of hang.
-    pub fn mark_failed(&self) {
-        let page = match self {
+    fn page(&self) -> &StatePage {
+        match self {
             Regions::Memfds { page, .. } => page,
             Regions::Slot(l) => l.state(),
-        };
-        page.get().status.store(status::FAILED, Ordering::Release);
+        }
+    }
+
+    /// Tell the client its domain is gone: waiting calls fail instead of hang.
+    pub fn mark_failed(&self) {
+        self.page()
+            .get()
+            .status
+            .store(status::FAILED, Ordering::Release);
+    }
+
+    /// The shadow's heartbeat (its housekeeping bumps it while its workers
+    /// take requests).
+    pub fn heartbeat(&self) -> u64 {
+        self.page().get().heartbeat.load(Ordering::Acquire)
     }
 }

@@ -239,6 +239,7 @@ impl Daemon {
             id: client_id,
             pid: peer.pid,
             pidfd: Arc::new(pidfd),
+            heartbeat: (regions.heartbeat(), std::time::Instant::now()),
             regions,
         };
         let granted = Self::granted(&client)?;
