@@ -17,9 +17,10 @@ pub enum ShadowMsg {
     Ready,
     /// Setup failed; the shadow exits.
     SetupFailed { message: String },
-    /// `OP_FORK_PREPARE`: a forked child shadow waits for its regions on the
-    /// attached socket (1 descriptor). `token` is the child's pid.
-    ForkPending { token: u64 },
+    /// `OP_FORK_PREPARE`: a forked child shadow, process `pid`, waits for
+    /// its regions on the attached socket (1 descriptor). `token` (random,
+    /// `sys::random_token`) is what the client claims it with.
+    ForkPending { token: u64, pid: u32 },
     /// `OP_FORK_ABORT`: drop the pending shadow `token`.
     ForkAbort { token: u64 },
 }

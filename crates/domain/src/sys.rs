@@ -178,6 +178,28 @@ pub fn file_identity(fd: RawFd) -> u64 {
     virtuos_abi::ops::file_identity(st.st_dev, st.st_ino)
 }
 
+/// A fork token: 62 random bits from the kernel, never 0 (what a client
+/// shows the daemon to claim a forked shadow: unguessable, so a claim does
+/// not depend on the parent still being alive to vouch for its child).
+pub fn random_token() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: the kernel writes at most `b.len() - got` bytes at the
+        // given offset of `b`.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += r as usize;
+    }
+    Ok((u64::from_le_bytes(b) >> 2).max(1))
+}
+
 /// Ignore signal `sig` in this process.
 pub fn ignore_signal(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: SIG_IGN installs no handler code.

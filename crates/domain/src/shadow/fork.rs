@@ -5,8 +5,8 @@
 //! (`zygote.rs`): the child is a copy of the single-threaded zygote with a
 //! copy of the shadow's descriptor table, cwd and umask as they are now, and
 //! keeps the pair's second end as its control socket. The worker passes the
-//! first end to the main process (`ShadowMsg::ForkPending { token }` with
-//! token = the child's pid) and completes the request with the token. The
+//! first end to the main process (`ShadowMsg::ForkPending { token, pid }`,
+//! token = 62 random bits) and completes the request with the token. The
 //! child makes its own zygote and blocks on its socket until the main
 //! process sends `MainMsg::Attach` with the new client's region and state
 //! page (`AttachForked`); end of file there means the fork was aborted or
@@ -26,6 +26,13 @@ fn neg(e: &std::io::Error) -> i64 {
 
 pub(super) fn prepare(shadow: &Shadow) -> i64 {
     let _guard = shadow.fork_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let token = match crate::sys::random_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(client = shadow.client_id, "fork: getrandom: {e}");
+            return neg(&e);
+        }
+    };
     let (ours, theirs) = match super::zygote::control_pair(shadow.limits) {
         Ok(pair) => pair,
         Err(e) => {
@@ -42,7 +49,7 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
     };
     // The child has its copy; ours goes.
     drop(theirs);
-    let msg = ShadowMsg::ForkPending { token: pid as u64 };
+    let msg = ShadowMsg::ForkPending { token, pid };
     if let Err(e) = shadow.tell_main(&msg, &[ours.as_fd()]) {
         tracing::warn!(
             client = shadow.client_id,
@@ -53,5 +60,5 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
         }
         return neg(&e);
     }
-    pid as i64
+    token as i64
 }

@@ -488,31 +488,92 @@ struct ClaimWatch {
 
 impl ClaimWatch {
     fn healthy(&mut self, shadow: &Shadow) -> bool {
+        let was_stuck = self.stuck;
+        let ok = self.observe(
+            shadow.claims.load(Ordering::Relaxed),
+            shadow.region.has_submitted(),
+            shadow.idle.load(Ordering::Acquire),
+            std::time::Instant::now(),
+        );
+        if !ok && !was_stuck {
+            tracing::error!(
+                client = shadow.client_id,
+                workers = shadow.workers.load(Ordering::Relaxed),
+                idle = shadow.idle.load(Ordering::Relaxed),
+                "no worker took a request for {CLAIM_STALL:?}: the shadow is stuck, \
+                 its heartbeat stops"
+            );
+        }
+        ok
+    }
+
+    /// One look: `claims` taken so far, whether the submit list holds
+    /// something, how many workers count as idle. False once stuck.
+    fn observe(
+        &mut self,
+        claims: u64,
+        submitted: bool,
+        idle: u32,
+        now: std::time::Instant,
+    ) -> bool {
         if self.stuck {
             return false;
         }
-        let claims = shadow.claims.load(Ordering::Relaxed);
         let progress = claims != self.claims;
         self.claims = claims;
-        if progress || !shadow.region.has_submitted() || shadow.idle.load(Ordering::Acquire) == 0 {
+        if progress || !submitted || idle == 0 {
             self.waiting_since = None;
             return true;
         }
-        let since = *self
-            .waiting_since
-            .get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() < CLAIM_STALL {
+        let since = *self.waiting_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < CLAIM_STALL {
             return true;
         }
         self.stuck = true;
-        tracing::error!(
-            client = shadow.client_id,
-            workers = shadow.workers.load(Ordering::Relaxed),
-            idle = shadow.idle.load(Ordering::Relaxed),
-            "no worker took a request for {CLAIM_STALL:?}: the shadow is stuck, \
-             its heartbeat stops"
-        );
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClaimWatch, CLAIM_STALL};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn claim_watch_fails_only_an_idle_shadow_that_takes_nothing() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let stall = CLAIM_STALL.as_millis() as u64;
+        // Requests keep being taken: healthy however long the list is busy.
+        let mut w = ClaimWatch::default();
+        for i in 0..100 {
+            assert!(w.observe(i, true, 1, at(i * stall)));
+        }
+        // Every worker busy in a long call: waiting is right.
+        let mut w = ClaimWatch::default();
+        for i in 0..10 {
+            assert!(w.observe(5, true, 0, at(i * stall)));
+        }
+        // Nothing submitted: nothing to take.
+        let mut w = ClaimWatch::default();
+        for i in 0..10 {
+            assert!(w.observe(5, false, 1, at(i * stall)));
+        }
+        // A request sits while a worker counts as idle: stuck after the
+        // stall time, and stays stuck.
+        let mut w = ClaimWatch::default();
+        assert!(w.observe(7, true, 1, at(0)));
+        assert!(w.observe(7, true, 1, at(1)));
+        assert!(w.observe(7, true, 1, at(stall - 1)));
+        assert!(!w.observe(7, true, 1, at(stall + 1)));
+        assert!(!w.observe(8, false, 1, at(stall + 2)));
+        // A claim in between restarts the clock.
+        let mut w = ClaimWatch::default();
+        assert!(w.observe(1, true, 1, at(0)));
+        assert!(w.observe(1, true, 1, at(stall - 10)));
+        assert!(w.observe(2, true, 1, at(stall - 5)));
+        assert!(w.observe(2, true, 1, at(stall + 10)));
+        assert!(!w.observe(2, true, 1, at(2 * stall + 10)));
     }
 }
 

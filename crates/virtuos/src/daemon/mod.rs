@@ -47,7 +47,15 @@ pub struct Served {
     error: Mutex<Option<String>>,
     /// Failures, restarts, heartbeat watch.
     recovery: recovery::Recovery,
+    /// Clients that exited lately (pid, client id, when): a child may claim
+    /// its forked shadow after its parent is gone (`requests::register`).
+    exited: Mutex<std::collections::VecDeque<(u32, u64, std::time::Instant)>>,
 }
+
+/// How long (and how many) exited clients are remembered for late claims
+/// of their forks (the domain keeps their pending shadows as long).
+const EXITED_TTL: Duration = Duration::from_secs(30);
+const EXITED_MAX: usize = 4096;
 
 impl Served {
     fn new(spec: DomainSpec) -> Served {
@@ -57,7 +65,26 @@ impl Served {
             register_lock: Mutex::new(()),
             error: Mutex::new(None),
             recovery: recovery::Recovery::new(),
+            exited: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Remember that client `id` (process `pid`) exited.
+    fn note_exit(&self, pid: u32, id: u64) {
+        let mut q = lock(&self.exited);
+        while q.len() >= EXITED_MAX || q.front().is_some_and(|(_, _, t)| t.elapsed() > EXITED_TTL) {
+            q.pop_front();
+        }
+        q.push_back((pid, id, std::time::Instant::now()));
+    }
+
+    /// The client id of process `pid` if it exited within `EXITED_TTL`.
+    fn exited_client(&self, pid: u32) -> Option<u64> {
+        lock(&self.exited)
+            .iter()
+            .rev()
+            .find(|(p, _, t)| *p == pid && t.elapsed() <= EXITED_TTL)
+            .map(|&(_, id, _)| id)
     }
 
     fn clients(&self) -> MutexGuard<'_, Clients> {
@@ -116,6 +143,7 @@ impl Daemon {
             return;
         };
         tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
+        s.note_exit(pid, client.id);
         self.drop_shadow(i, &client);
     }
 

@@ -176,17 +176,25 @@ impl Daemon {
         let parent = match fork {
             None => None,
             Some((parent_pid, token)) => {
-                if clients::parse_ppid(&status) != Some(parent_pid) {
+                // A live parent vouches for its child (the child's parent is
+                // it). A parent that exited meanwhile (a subshell that starts
+                // a job and exits) cannot: the child has been re-parented.
+                // Then the token, 62 random bits only the parent's shadow and
+                // the parent knew, is the proof; the domain checks that it
+                // names a pending shadow of that parent.
+                let (parent_id, alive) = match served.clients().get(parent_pid) {
+                    Some(c) => (Some(c.id), !clients::exited(&c.pidfd)),
+                    None => (served.exited_client(parent_pid), false),
+                };
+                let Some(parent_id) = parent_id else {
+                    return Err(error(format!("process {parent_pid} is not registered")));
+                };
+                if alive && clients::parse_ppid(&status) != Some(parent_pid) {
                     return Err(error(format!(
                         "process {} is not a child of {parent_pid}",
                         peer.pid
                     )));
                 }
-                let parent_id = served
-                    .clients()
-                    .get(parent_pid)
-                    .map(|c| c.id)
-                    .ok_or_else(|| error(format!("process {parent_pid} is not registered")))?;
                 Some((parent_id, token))
             }
         };
