@@ -33,16 +33,18 @@ WORKLOAD_EOF
 }
 
 /// The process id of the shadow serving client process `pid`: the other
-/// process that maps the client's request region (process backend: the
-/// daemon unmaps it after initialising it; a shadow's zygote and forked
-/// children never map their parent's regions).
+/// process that maps the client's request region (the same memfd: device
+/// and inode; the daemon unmaps it after initialising it, and a shadow's
+/// zygote and forked children never map their parent's regions).
 fn shadow_of(pid: u32) -> Option<u32> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let region = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|name| name.starts_with("/memfd:virtuos-region-"))?
-        .to_string();
+    let region_of = |maps: &str| -> Option<String> {
+        maps.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6 && f[5].starts_with("/memfd:virtuos-region-"))
+                .then(|| format!("{} {} {}", f[3], f[4], f[5]))
+        })
+    };
+    let region = region_of(&std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?)?;
     let mut found = None;
     for ent in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(other) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -54,9 +56,10 @@ fn shadow_of(pid: u32) -> Option<u32> {
         let Ok(m) = std::fs::read_to_string(format!("/proc/{other}/maps")) else {
             continue;
         };
-        if m.lines()
-            .any(|l| l.split_whitespace().nth(5) == Some(region.as_str()))
-        {
+        if m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 6 && format!("{} {} {}", f[3], f[4], f[5]) == region
+        }) {
             assert!(found.is_none(), "two processes besides {pid} map {region}");
             found = Some(other);
         }

@@ -534,6 +534,31 @@ impl ClaimWatch {
     }
 }
 
+impl exec::Host for Shadow {
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn fd_limit(&self) -> u64 {
+        self.limits.base
+    }
+
+    fn procfd(&self) -> BorrowedFd<'_> {
+        self.procfd.as_fd()
+    }
+
+    fn fork_prepare(&self) -> i64 {
+        fork::prepare(self)
+    }
+
+    fn fork_abort(&self, token: u64) -> i64 {
+        match self.tell_main(&ShadowMsg::ForkAbort { token }, &[]) {
+            Ok(()) => 0,
+            Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ClaimWatch, CLAIM_STALL};
@@ -574,30 +599,5 @@ mod tests {
         assert!(w.observe(2, true, 1, at(stall - 5)));
         assert!(w.observe(2, true, 1, at(stall + 10)));
         assert!(!w.observe(2, true, 1, at(2 * stall + 10)));
-    }
-}
-
-impl exec::Host for Shadow {
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn fd_limit(&self) -> u64 {
-        self.limits.base
-    }
-
-    fn procfd(&self) -> BorrowedFd<'_> {
-        self.procfd.as_fd()
-    }
-
-    fn fork_prepare(&self) -> i64 {
-        fork::prepare(self)
-    }
-
-    fn fork_abort(&self, token: u64) -> i64 {
-        match self.tell_main(&ShadowMsg::ForkAbort { token }, &[]) {
-            Ok(()) => 0,
-            Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
-        }
     }
 }

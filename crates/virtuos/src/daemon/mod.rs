@@ -144,39 +144,52 @@ impl Daemon {
         };
         tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
         s.note_exit(pid, client.id);
-        self.drop_shadow(i, &client);
+        if !client.failed {
+            self.drop_shadow(i, &client);
+        }
     }
 
     /// The shadow of client `pid` of domain `i` stopped beating while its
     /// domain runs: fail the client's calls (its state page says FAILED, so
     /// it registers again, with a fresh shadow, at its next call) and have
-    /// the domain remove the shadow.
+    /// the domain remove the shadow. The entry stays, marked `failed`
+    /// (see `clients::Client::failed`).
     fn shadow_stalled(&self, i: usize, pid: u32, quiet: Duration) {
         let s = self.served(i);
-        let Some(client) = s.clients().remove(pid) else {
-            return;
+        let id = {
+            let mut clients = s.clients();
+            let Some(client) = clients.get_mut(pid) else {
+                return;
+            };
+            if client.failed {
+                return;
+            }
+            client.failed = true;
+            client.regions.mark_failed();
+            client.id
         };
-        client.regions.mark_failed();
         tracing::error!(
             pid,
-            client_id = client.id,
+            client_id = id,
             domain = %s.domain.spec.name,
             "the client's shadow is gone or stuck (no heartbeat for {} ms): \
              its calls fail with EIO, it registers again at its next call",
             quiet.as_millis()
         );
-        self.drop_shadow(i, &client);
+        self.remove_shadow(i, pid, id);
     }
 
     /// Send `RemoveClient` for `client` (no longer in the table).
     fn drop_shadow(&self, i: usize, client: &clients::Client) {
+        self.remove_shadow(i, client.pid, client.id);
+    }
+
+    /// Send `RemoveClient` for client `id` (process `pid`).
+    fn remove_shadow(&self, i: usize, pid: u32, id: u64) {
         let s = self.served(i);
-        let pid = client.pid;
         if s.domain.phase() == Phase::Connected {
             let epoch = s.recovery.epoch();
-            let cmd = DomainCommand::RemoveClient {
-                client_id: client.id,
-            };
+            let cmd = DomainCommand::RemoveClient { client_id: id };
             match s.domain.command(&cmd, &[]) {
                 Ok(DomainReply::Ok) => {}
                 Ok(other) => tracing::warn!(pid, ?other, "domain answered RemoveClient"),

@@ -236,7 +236,7 @@ impl Daemon {
         };
         let now = Instant::now();
         let mut stalled = Vec::new();
-        for c in s.clients().iter_mut() {
+        for c in s.clients().iter_mut().filter(|c| !c.failed) {
             let beat = c.regions.heartbeat();
             if beat != c.heartbeat.0 || !domain_fresh {
                 // Unknown while the domain itself is quiet: start afresh.

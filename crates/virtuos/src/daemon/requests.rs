@@ -161,6 +161,8 @@ impl Daemon {
         // before the watcher noticed): drop it first.
         let stale = match served.clients().get(peer.pid) {
             Some(c) if clients::exited(&c.pidfd) => true,
+            // Its shadow was lost: it registers again (replaced below).
+            Some(c) if c.failed && fork.is_none() => false,
             Some(_) => {
                 return Err(error(format!(
                     "process {} is already registered (use Reattach after execve)",
@@ -243,12 +245,14 @@ impl Daemon {
                 return Err(error(e.to_string()));
             }
         }
-        let client = Client {
+        let mut client = Client {
             id: client_id,
             pid: peer.pid,
             pidfd: Arc::new(pidfd),
             heartbeat: (regions.heartbeat(), std::time::Instant::now()),
             regions,
+            failed: false,
+            retired: Vec::new(),
         };
         let granted = Self::granted(&client)?;
         tracing::debug!(
@@ -268,6 +272,12 @@ impl Daemon {
                 return Err(error(format!(
                     "the {domain} domain failed during registration"
                 )));
+            }
+            if let Some(old) = clients.remove(peer.pid) {
+                // The entry of a lost shadow (checked above, under the
+                // registration lock): its regions stay with the process.
+                client.retired = old.retired;
+                client.retired.push(old.regions);
             }
             clients.insert(client);
         }
