@@ -17,9 +17,10 @@ pub enum ShadowMsg {
     Ready,
     /// Setup failed; the shadow exits.
     SetupFailed { message: String },
-    /// `OP_FORK_PREPARE`: a forked child shadow waits for its regions on the
-    /// attached socket (1 descriptor). `token` is the child's pid.
-    ForkPending { token: u64 },
+    /// `OP_FORK_PREPARE`: a forked child shadow, process `pid`, waits for
+    /// its regions on the attached socket (1 descriptor). `token` (random,
+    /// `sys::random_token`) is what the client claims it with.
+    ForkPending { token: u64, pid: u32 },
     /// `OP_FORK_ABORT`: drop the pending shadow `token`.
     ForkAbort { token: u64 },
     /// The client's queue is malformed (a looping or broken submit list):
@@ -34,11 +35,14 @@ pub enum ShadowMsg {
 pub enum MainMsg {
     /// You serve `client_id` now; descriptors [region, state page,
     /// credentials table]. VM backend: the first two are the DAX view of
-    /// region slot `slot`.
+    /// region slot `slot`. `corrupt`: fault injection `corrupt` happened
+    /// before, misbehave from the first request.
     Attach {
         client_id: u64,
         #[serde(default)]
         slot: Option<u8>,
+        #[serde(default)]
+        corrupt: bool,
     },
     /// Fault injection (`virtuos domain crash --how corrupt`): complete
     /// every request from now on with garbage.

@@ -6,11 +6,17 @@
 //! subreaper, so shadows forked by shadows (`OP_FORK_PREPARE`) that lose
 //! their parent are reaped here.
 //!
-//! Tokens: a pending forked shadow is named by its pid. A shadow announces
-//! one with `ShadowMsg::ForkPending`; before accepting it the main process
-//! checks that the pid's parent is that shadow and pins the process with a
-//! pidfd, so a misbehaving shadow can neither name nor signal an unrelated
-//! process.
+//! Tokens: a pending forked shadow is named by a random token (what the
+//! client claims it with) and is process `pid`. A shadow announces one with
+//! `ShadowMsg::ForkPending`; before accepting it the main process checks
+//! that the pid's parent is that shadow's zygote (a child of the shadow) and
+//! pins the process with a pidfd, so a misbehaving shadow can neither name
+//! nor signal an unrelated process.
+//!
+//! A pending shadow outlives the removal of the client that forked it by
+//! `ORPHAN_TTL`: a child may claim its shadow after its parent exited (a
+//! subshell that starts a background job and exits at once; the child's
+//! claim is under way while the parent goes).
 
 use crate::backend::Root;
 use crate::creds;
@@ -32,6 +38,9 @@ use virtuos_abi::control::{self, Credentials, DomainCommand, DomainReply, Fault}
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll period of the main loop (reaping, housekeeping).
 const TICK_MS: i64 = 200;
+/// How long a pending forked shadow waits for its claim once the client
+/// that forked it is gone.
+const ORPHAN_TTL: Duration = Duration::from_secs(30);
 
 /// A running shadow.
 struct ShadowProc {
@@ -68,6 +77,8 @@ struct Pending {
     parent_client: u64,
     proc_: ShadowProc,
     created: Instant,
+    /// When the parent client was removed (the claim may still come).
+    orphaned: Option<Instant>,
 }
 
 pub struct Server {
@@ -142,6 +153,7 @@ impl Server {
         loop {
             heartbeat::beat();
             self.reap();
+            self.expire_orphans();
             let ids: Vec<(bool, u64)> = self
                 .clients
                 .keys()
@@ -364,6 +376,7 @@ impl Server {
                 root: &self.root.dir,
                 mount: &self.root.mount,
                 nproc,
+                corrupt: self.corrupt,
                 cpus: self.cpus,
                 role: self.role,
             }),
@@ -393,7 +406,6 @@ impl Server {
             proc_.kill_and_reap();
             return Err(e.context(format!("shadow for client {client_id} did not start")));
         }
-        self.tell_corrupt(client_id, &proc_);
         tracing::info!(
             client = client_id,
             client_pid = pid,
@@ -448,7 +460,11 @@ impl Server {
         proc_.client_pid = pid;
         let sent = control::send(
             proc_.sock.as_fd(),
-            &MainMsg::Attach { client_id, slot },
+            &MainMsg::Attach {
+                client_id,
+                slot,
+                corrupt: self.corrupt,
+            },
             &[region.as_fd(), state.as_fd(), table.fd()],
         );
         if let Err(e) = sent
@@ -458,7 +474,6 @@ impl Server {
             proc_.kill();
             return Err(e.context(format!("forked shadow {token} did not attach")));
         }
-        self.tell_corrupt(client_id, &proc_);
         tracing::info!(
             client = client_id,
             client_pid = pid,
@@ -496,15 +511,6 @@ impl Server {
         Ok(())
     }
 
-    /// After `Corrupt` was injected, a new shadow corrupts too.
-    fn tell_corrupt(&self, client_id: u64, p: &ShadowProc) {
-        if self.corrupt {
-            if let Err(e) = control::send(p.sock.as_fd(), &MainMsg::Corrupt, &[]) {
-                tracing::warn!(client = client_id, "cannot tell the shadow to corrupt: {e}");
-            }
-        }
-    }
-
     fn remove_client(&mut self, client_id: u64) -> Result<()> {
         match self.clients.remove(&client_id) {
             Some(proc_) => {
@@ -514,20 +520,31 @@ impl Server {
             None if self.dead.remove(&client_id) => {}
             None => bail!("unknown client {client_id}"),
         }
-        self.drop_pending_of(client_id);
+        self.orphan_pending_of(client_id);
         tracing::info!(client = client_id, "shadow removed");
         Ok(())
     }
 
-    /// Kill the pending forked shadows of `client_id`.
-    fn drop_pending_of(&mut self, client_id: u64) {
-        let orphans: Vec<u64> = self
+    /// `client_id` is gone: its pending forked shadows wait `ORPHAN_TTL`
+    /// more for their claims.
+    fn orphan_pending_of(&mut self, client_id: u64) {
+        let now = Instant::now();
+        for p in self.pending.values_mut() {
+            if p.parent_client == client_id && p.orphaned.is_none() {
+                p.orphaned = Some(now);
+            }
+        }
+    }
+
+    /// Kill the pending shadows whose parent left more than `ORPHAN_TTL` ago.
+    fn expire_orphans(&mut self) {
+        let expired: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.parent_client == client_id)
+            .filter(|(_, p)| p.orphaned.is_some_and(|t| t.elapsed() > ORPHAN_TTL))
             .map(|(&t, _)| t)
             .collect();
-        for t in orphans {
+        for t in expired {
             self.drop_pending(t);
         }
     }
@@ -597,7 +614,7 @@ impl Server {
             p.kill();
         }
         self.dead.insert(client_id);
-        self.drop_pending_of(client_id);
+        self.orphan_pending_of(client_id);
     }
 
     fn shadow_message(&mut self, client_id: u64, msg: ShadowMsg, fds: Vec<OwnedFd>) {
@@ -616,24 +633,30 @@ impl Server {
                 }
                 self.shadow_dead(client_id);
             }
-            ShadowMsg::ForkPending { token } => {
+            ShadowMsg::ForkPending { token, pid } => {
                 let Some(parent) = self.clients.get(&client_id) else {
                     return;
                 };
                 let (parent_pid, uid) = (parent.pid, parent.uid);
-                match accept_pending(parent_pid, uid, token, fds) {
+                let accepted = if token == 0 || token > i64::MAX as u64 {
+                    Err(anyhow!("bad token"))
+                } else if self.pending.contains_key(&token) {
+                    Err(anyhow!("token already in use"))
+                } else {
+                    accept_pending(parent_pid, uid, pid, fds)
+                };
+                match accepted {
                     Ok(proc_) => {
-                        if let Some(old) = self.pending.insert(
+                        self.pending.insert(
                             token,
                             Pending {
                                 parent_client: client_id,
                                 proc_,
                                 created: Instant::now(),
+                                orphaned: None,
                             },
-                        ) {
-                            old.proc_.kill();
-                        }
-                        tracing::debug!(client = client_id, token, "fork pending");
+                        );
+                        tracing::debug!(client = client_id, token, pid, "fork pending");
                     }
                     Err(e) => {
                         tracing::warn!(client = client_id, token, "rejected forked shadow: {e:#}")
@@ -673,25 +696,34 @@ impl Server {
     }
 }
 
-/// Check a `ForkPending` announcement: one socket attached, and `token` is
-/// a live child of the announcing shadow.
-fn accept_pending(parent_pid: u32, uid: u32, token: u64, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
+/// Check a `ForkPending` announcement: one socket attached, and `pid` is
+/// a live child of the announcing shadow's zygote (a child of the shadow:
+/// `shadow::zygote`).
+fn accept_pending(shadow_pid: u32, uid: u32, pid: u32, fds: Vec<OwnedFd>) -> Result<ShadowProc> {
     let [sock]: [OwnedFd; 1] = fds
         .try_into()
         .map_err(|v: Vec<OwnedFd>| anyhow!("ForkPending carries {} descriptors, not 1", v.len()))?;
-    let pid = u32::try_from(token)
+    let child = i32::try_from(pid)
         .ok()
-        .and_then(|t| Pid::from_raw(t as i32))
-        .ok_or_else(|| anyhow!("bad token"))?;
-    let pidfd = pidfd_open(pid, PidfdFlags::empty()).context("pidfd_open")?;
-    // Checked after pinning the process: the pidfd names the process whose
-    // parent we read (a pid reused in between would fail the check).
-    let ppid = parent_of(token as u32).context("cannot read the child's parent")?;
-    if ppid != parent_pid {
-        bail!("process {token} is not a child of shadow {parent_pid} (parent {ppid})");
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| anyhow!("bad pid"))?;
+    let pidfd = pidfd_open(child, PidfdFlags::empty()).context("pidfd_open")?;
+    // Checked after pinning the processes: a pidfd names the process whose
+    // parent we read (a pid reused in between would fail the check), and a
+    // child whose zygote died meanwhile has been re-parented (to us), so
+    // the second reading of its parent tells.
+    let zygote = parent_of(pid).context("cannot read the child's parent")?;
+    let zygote_pid = Pid::from_raw(zygote as i32).ok_or_else(|| anyhow!("no parent"))?;
+    let _pin = pidfd_open(zygote_pid, PidfdFlags::empty()).context("pidfd_open(zygote)")?;
+    let grandparent = parent_of(zygote).context("cannot read the zygote's parent")?;
+    if grandparent != shadow_pid || parent_of(pid).ok() != Some(zygote) {
+        bail!(
+            "process {pid} is not a child of the zygote of shadow {shadow_pid} \
+             (parent {zygote}, its parent {grandparent})"
+        );
     }
     Ok(ShadowProc {
-        pid: token as u32,
+        pid,
         pidfd,
         sock,
         creds: None,
@@ -762,13 +794,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_must_name_a_child_of_the_announcing_shadow() {
+    fn tokens_must_name_a_grandchild_of_the_announcing_shadow() {
+        use std::io::BufRead;
         let me = std::process::id();
-        let mut child = std::process::Command::new("sleep")
-            .arg("10")
+        // We play the shadow, `sh` its zygote, `sleep` a forked child.
+        let mut zygote = std::process::Command::new("sh")
+            .args(["-c", "sleep 10 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        assert_eq!(parent_of(child.id()).unwrap(), me);
+        let mut line = String::new();
+        std::io::BufReader::new(zygote.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child: u32 = line.trim().parse().unwrap();
+        assert_eq!(parent_of(zygote.id()).unwrap(), me);
+        assert_eq!(parent_of(child).unwrap(), zygote.id());
         let sock = || {
             let (a, _b) = socketpair(
                 AddressFamily::UNIX,
@@ -779,17 +820,20 @@ mod tests {
             .unwrap();
             a
         };
-        let ok = accept_pending(me, 0, child.id() as u64, vec![sock()]).unwrap();
-        assert_eq!(ok.pid, child.id());
-        // Not our child, no descriptor, too many descriptors, absurd tokens.
-        assert!(accept_pending(me, 0, me as u64, vec![sock()]).is_err());
+        let ok = accept_pending(me, 0, child, vec![sock()]).unwrap();
+        assert_eq!(ok.pid, child);
+        // Our own child (not the zygote's), the zygote's parent is not the
+        // announcer, no descriptor, too many, absurd pids.
+        assert!(accept_pending(me, 0, zygote.id(), vec![sock()]).is_err());
+        assert!(accept_pending(zygote.id(), 0, child, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, me, vec![sock()]).is_err());
         assert!(accept_pending(me, 0, 1, vec![sock()]).is_err());
-        assert!(accept_pending(me, 0, child.id() as u64, vec![]).is_err());
-        assert!(accept_pending(me, 0, child.id() as u64, vec![sock(), sock()]).is_err());
+        assert!(accept_pending(me, 0, child, vec![]).is_err());
+        assert!(accept_pending(me, 0, child, vec![sock(), sock()]).is_err());
         assert!(accept_pending(me, 0, 0, vec![sock()]).is_err());
-        assert!(accept_pending(me, 0, u64::MAX, vec![sock()]).is_err());
-        assert!(accept_pending(me + 1, 0, child.id() as u64, vec![sock()]).is_err());
+        assert!(accept_pending(me, 0, u32::MAX, vec![sock()]).is_err());
+        assert!(accept_pending(me + 1, 0, child, vec![sock()]).is_err());
         ok.kill();
-        child.wait().unwrap();
+        zygote.wait().unwrap();
     }
 }

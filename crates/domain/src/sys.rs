@@ -88,6 +88,61 @@ pub fn fork() -> io::Result<Forked> {
     }
 }
 
+/// A raw `clone(CLONE_FILES | CLONE_FS | SIGCHLD)` without a new stack: a
+/// fork whose child shares the caller's descriptor table, cwd, root and
+/// umask (and has its own copy of the memory). Used once per shadow to make
+/// its zygote (`shadow::zygote`); the caller must be single threaded.
+///
+/// glibc does not know about this child: its thread descriptor still
+/// carries the parent's thread id, and no atfork handler ran. The zygote
+/// therefore only makes system calls, allocates (no other thread exists to
+/// hold a lock) and forks with glibc's `fork`, which sets up its own child
+/// properly.
+pub fn clone_sharing_files() -> io::Result<Forked> {
+    let flags = (libc::CLONE_FILES | libc::CLONE_FS | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: without CLONE_VM the child gets a copy of the address space
+    // and returns from this call on its copy of the stack, like fork; the
+    // caller is single threaded, so no lock is held by a thread the child
+    // lacks. The pointer arguments are unused (no *_SETTID flags).
+    let r = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match r {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        p => Ok(Forked::Parent(p as u32)),
+    }
+}
+
+/// Ask for SIGKILL when the thread that created this process exits, and
+/// check that it has not already: false if the parent is not `parent`.
+pub fn die_with_parent(parent: u32) -> bool {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number and nothing else.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    // SAFETY: getppid has no arguments and cannot fail.
+    r == 0 && unsafe { libc::getppid() } as u32 == parent
+}
+
+/// Close every descriptor from `from` up, except those in `keep`.
+pub fn close_from_except(from: RawFd, keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&k| k >= from).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo = from as u32;
+    for k in keep.into_iter().map(|k| k as u32).chain([u32::MAX]) {
+        if k > lo {
+            // SAFETY: closes descriptors nobody in this process uses (the
+            // caller's contract: every descriptor to keep is in `keep`).
+            let r = unsafe { libc::syscall(libc::SYS_close_range, lo, k - 1, 0u32) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        lo = k.saturating_add(1);
+    }
+    // The loop's last range ends at u32::MAX - 1: the last number cannot
+    // be a descriptor (RLIMIT_NOFILE is far below it).
+    Ok(())
+}
+
 /// Terminate this process at once, without running destructors or atexit
 /// handlers (a forked child must not flush or free the parent's state).
 pub fn exit_now(code: i32) -> ! {
@@ -121,6 +176,28 @@ pub fn file_identity(fd: RawFd) -> u64 {
     // SAFETY: zero-initialised and, on success, filled by the kernel.
     let st = unsafe { st.assume_init() };
     virtuos_abi::ops::file_identity(st.st_dev, st.st_ino)
+}
+
+/// A fork token: 62 random bits from the kernel, never 0 (what a client
+/// shows the daemon to claim a forked shadow: unguessable, so a claim does
+/// not depend on the parent still being alive to vouch for its child).
+pub fn random_token() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: the kernel writes at most `b.len() - got` bytes at the
+        // given offset of `b`.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        got += r as usize;
+    }
+    Ok((u64::from_le_bytes(b) >> 2).max(1))
 }
 
 /// Ignore signal `sig` in this process.
@@ -325,6 +402,43 @@ pub fn become_thread(c: &virtuos_abi::control::Credentials, permitted: u64) -> i
     set_thread_caps(c.cap_effective & permitted, permitted)
 }
 
+/// The calling thread's credentials as the kernel has them (a worker's,
+/// which `become_thread` switched; glibc's getters would be right too, but
+/// the raw calls say plainly that they are this thread's).
+pub fn thread_credentials() -> io::Result<virtuos_abi::control::Credentials> {
+    let mut u = [0 as libc::uid_t; 3];
+    let mut g = [0 as libc::gid_t; 3];
+    let p = u.as_mut_ptr();
+    // SAFETY: getresuid writes three ids through the pointers, all into `u`.
+    let r = unsafe { libc::syscall(libc::SYS_getresuid, p, p.add(1), p.add(2)) };
+    check(r as libc::c_int)?;
+    let p = g.as_mut_ptr();
+    // SAFETY: as above, into `g`.
+    let r = unsafe { libc::syscall(libc::SYS_getresgid, p, p.add(1), p.add(2)) };
+    check(r as libc::c_int)?;
+    // SAFETY: setfs[ug]id(-1) changes nothing and returns the current id.
+    let (fsu, fsg) = unsafe {
+        (
+            libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long) as u32,
+            libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long) as u32,
+        )
+    };
+    // SAFETY: a size of 0 only asks for the number of groups.
+    let n = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
+    check(n as libc::c_int)?;
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: the buffer holds `n` gids; the kernel writes at most that many.
+    let got = unsafe { libc::syscall(libc::SYS_getgroups, n, groups.as_mut_ptr()) };
+    check(got as libc::c_int)?;
+    groups.truncate(got as usize);
+    Ok(virtuos_abi::control::Credentials {
+        uids: [u[0], u[1], u[2], fsu],
+        gids: [g[0], g[1], g[2], fsg],
+        groups,
+        cap_effective: thread_caps()?.0,
+    })
+}
+
 /// setfsuid/setfsgid report no error: read the value back.
 fn set_fs_id(nr: libc::c_long, id: u32) -> io::Result<()> {
     // SAFETY: setfs[ug]id take a plain integer; -1 only queries.
@@ -375,14 +489,6 @@ pub fn compact_fds(keep: &[RawFd], devnull: RawFd, base: RawFd) -> io::Result<Ve
         // SAFETY: `base + i` was just created by dup3 and nothing else owns it.
         .map(|i| unsafe { OwnedFd::from_raw_fd(base + i) })
         .collect())
-}
-
-/// Close a descriptor that some `OwnedFd` of a parent process's state still
-/// names, in a forked child that will never use or drop that state.
-pub fn close_inherited(fd: &OwnedFd) {
-    // SAFETY: the caller guarantees that the owner of `fd` is never used or
-    // dropped in this process (forked shadows end with `exit_now`).
-    unsafe { libc::close(fd.as_raw_fd()) };
 }
 
 /// Close a raw descriptor nobody owns (one the kernel just installed, e.g.

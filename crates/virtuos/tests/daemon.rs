@@ -226,11 +226,21 @@ fn claim_fork_checks_the_parent() {
     assert!(line.contains("no pending shadow"), "{line}");
     drop(c.stdin.take());
     c.wait().unwrap();
-    // Not our parent.
+    // A parent that never registered (nor exited lately).
     let (mut c, line) = spawn_client(&env, &["claim-fork", "1", "77"]);
+    assert!(line.contains("not registered"), "{line}");
+    drop(c.stdin.take());
+    c.wait().unwrap();
+    // A registered, live process that is not our parent.
+    let (mut other, line) = spawn_client(&env, &["register"]);
+    assert!(line.starts_with("registered "), "{line}");
+    let other_pid = other.id().to_string();
+    let (mut c, line) = spawn_client(&env, &["claim-fork", &other_pid, "77"]);
     assert!(line.contains("not a child"), "{line}");
     drop(c.stdin.take());
     c.wait().unwrap();
+    drop(other.stdin.take());
+    other.wait().unwrap();
 }
 
 #[test]

@@ -9,8 +9,12 @@
 //! (= BASE) keeps every descriptor the client's calls create below it; the
 //! executor refuses descriptors >= BASE. BASE is `DOMAIN_FD_LIMIT` when the
 //! hard limit can be raised past it (CAP_SYS_RESOURCE), otherwise the hard
-//! limit minus `OWN_FDS`. A forked shadow (`fork.rs`) inherits the parent's
-//! descriptor table, cwd and BASE.
+//! limit minus `OWN_FDS`. A forked shadow (`fork.rs`, `zygote.rs`) inherits
+//! the parent's descriptor table, cwd, umask and BASE.
+//!
+//! Every shadow makes its zygote (`zygote.rs`) while it is still single
+//! threaded, after taking the client's credentials and before mapping its
+//! regions; forks of the shadow are forks of the zygote.
 //!
 //! Descriptor layout of a shadow created by `AddClient`:
 //!
@@ -20,7 +24,7 @@
 //! | BASE + 0 | control socket to the main process |
 //! | BASE + 1 | `/proc` (`O_PATH`), for `OP_FD_PATH` |
 //! | BASE + 2 | log (the domain's stderr) |
-//! | BASE + 3.. | region, state page, credentials table (mapped, then closed) |
+//! | BASE + 3.. | region, state page, credentials table (until mapped), bell port (vm), the zygote's socketpair |
 
 use crate::creds;
 use crate::proto::{MainMsg, ShadowMsg};
@@ -40,6 +44,7 @@ use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 mod fork;
 mod wake;
 mod workers;
+mod zygote;
 
 pub use wake::Waker;
 
@@ -108,6 +113,10 @@ const INTERRUPT_IDLE: std::time::Duration = std::time::Duration::from_millis(500
 
 /// How often the housekeeping thread bumps the heartbeat.
 const HEARTBEAT_MS: i64 = 50;
+/// A request left on the submit list this long, while a worker counts as
+/// idle and none took anything, means the workers are stuck: the
+/// heartbeat stops (the daemon then fails the client, see `ClaimWatch`).
+const CLAIM_STALL: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Shadow {
     client_id: u64,
@@ -142,6 +151,10 @@ pub struct Shadow {
     permitted: Option<u64>,
     /// The client's `RLIMIT_NPROC`, applied to `OP_FORK_PREPARE`'s fork.
     nproc: Option<u64>,
+    /// The single-threaded process that forks child shadows.
+    zygote: zygote::Zygote,
+    /// Requests claimed by the workers so far (housekeeping watches it).
+    claims: std::sync::atomic::AtomicU64,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -162,6 +175,8 @@ pub struct NewShadow<'a> {
     pub mount: &'a Path,
     /// The client's `RLIMIT_NPROC` (None: unlimited): see `fork.rs`.
     pub nproc: Option<u64>,
+    /// Fault injection `corrupt` happened: misbehave from the first request.
+    pub corrupt: bool,
     pub cpus: u32,
     pub role: Role,
 }
@@ -186,8 +201,18 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
     };
     // Process lifetime: the log writer uses it by number.
     std::mem::forget(logfd);
-    match finish_setup(&a, limits, (region, state), creds) {
-        Ok((region, state, identity)) => {
+    let inherit = zygote::Inherit {
+        client_id: a.client_id,
+        cpus: a.cpus,
+        role: a.role,
+        limits,
+        procfd: procfd.as_raw_fd(),
+        bell_port: waker.port().map(|p| p.as_raw_fd()),
+        nproc: a.nproc,
+        permitted: None,
+    };
+    match finish_setup(&a, inherit, (region, state), creds) {
+        Ok((region, state, identity, zygote)) => {
             let shadow = Shadow::new(
                 a.client_id,
                 region,
@@ -195,8 +220,9 @@ pub fn start_new(a: NewShadow<'_>) -> ! {
                 (a.cpus, a.role),
                 (control, procfd),
                 (limits, a.nproc),
-                (waker, identity),
+                (waker, identity, zygote),
             );
+            shadow.start_corrupted(a.corrupt);
             shadow.announce_and_serve()
         }
         Err(e) => {
@@ -239,19 +265,21 @@ fn early_setup(a: &NewShadow<'_>) -> Result<(Vec<OwnedFd>, FdLimits)> {
     Ok((fds, limits))
 }
 
-/// Chroot, map the regions, prepare to take the client's credentials.
+/// Chroot, prepare to take the client's credentials, make the zygote, map
+/// the regions.
 fn finish_setup(
     a: &NewShadow<'_>,
-    limits: FdLimits,
+    mut inherit: zygote::Inherit,
     (region_fd, state_fd): (OwnedFd, OwnedFd),
     creds_fd: OwnedFd,
-) -> Result<(ClientRegion, StatePage, Identity)> {
+) -> Result<(ClientRegion, StatePage, Identity, zygote::Zygote)> {
+    let limits = inherit.limits;
     rustix::process::chroot(a.root)
         .with_context(|| format!("chroot({}) failed", a.root.display()))?;
     rustix::process::chdir(a.mount)
         .with_context(|| format!("chdir({}) failed", a.mount.display()))?;
-    let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
     let identity = Identity::take(creds_fd)?;
+    inherit.permitted = identity.permitted;
     setrlimit(
         Resource::Nofile,
         Rlimit {
@@ -260,20 +288,24 @@ fn finish_setup(
         },
     )
     .context("cannot lower RLIMIT_NOFILE")?;
+    // Still single threaded; with the credentials, root, cwd and limits
+    // its children need, and without this client's regions.
+    let zygote = zygote::Zygote::start(inherit)?;
+    let (region, state) = map_regions(region_fd, state_fd, a.state_offset)?;
     state.get().init(a.cpus);
-    Ok((region, state, identity))
+    Ok((region, state, identity, zygote))
 }
 
 /// How a shadow's workers get their clients' credentials.
 pub(crate) struct Identity {
-    creds: creds::Reader,
-    permitted: Option<u64>,
+    pub(super) creds: creds::Reader,
+    pub(super) permitted: Option<u64>,
 }
 
 impl Identity {
     /// Map the table; keep the privileges to switch (root), or, where the
     /// domain has none, take the client's credentials once for the whole
-    /// process. Single threaded (before the workers start).
+    /// process. Single threaded (before the zygote and the workers start).
     fn take(creds_fd: OwnedFd) -> Result<Identity> {
         let creds = creds::Reader::map(&creds_fd)?;
         let switchable =
@@ -328,11 +360,6 @@ fn with_high_fds<T>(f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T
     r
 }
 
-/// Duplicate `fd` into the shadow's own range (>= `limits.base`).
-fn dup_high(fd: BorrowedFd<'_>, limits: FdLimits) -> std::io::Result<OwnedFd> {
-    with_high_fds(|| Ok(rustix::io::fcntl_dupfd_cloexec(fd, limits.base_fd())?))
-}
-
 impl Shadow {
     fn new(
         client_id: u64,
@@ -341,7 +368,7 @@ impl Shadow {
         (cpus, role): (u32, Role),
         (control, procfd): (OwnedFd, OwnedFd),
         (limits, nproc): (FdLimits, Option<u64>),
-        (waker, identity): (Waker, Identity),
+        (waker, identity, zygote): (Waker, Identity, zygote::Zygote),
     ) -> Arc<Shadow> {
         let st = state.get();
         st.workers.store(0, Ordering::Relaxed);
@@ -365,7 +392,18 @@ impl Shadow {
             creds: identity.creds,
             permitted: identity.permitted,
             nproc,
+            zygote,
+            claims: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// A shadow started after `corrupt` was injected misbehaves from its
+    /// first request (before its workers start: a probe of the domain
+    /// must not find it sane).
+    fn start_corrupted(&self, corrupt: bool) {
+        if corrupt {
+            self.corrupt.store(true, Ordering::Release);
+        }
     }
 
     /// Tell the main process we serve, start the workers, and keep the
@@ -391,6 +429,7 @@ impl Shadow {
         tracing::debug!(
             client = self.client_id,
             pid = std::process::id(),
+            zygote = self.zygote.pid(),
             "shadow serving"
         );
         self.housekeeping()
@@ -449,8 +488,11 @@ impl Shadow {
             tv_sec: 0,
             tv_nsec: HEARTBEAT_MS * 1_000_000,
         };
+        let mut watch = ClaimWatch::default();
         loop {
-            st.heartbeat.fetch_add(1, Ordering::Release);
+            if watch.healthy(self) {
+                st.heartbeat.fetch_add(1, Ordering::Release);
+            }
             let mut fds = [PollFd::new(&self.control, PollFlags::IN)];
             match poll(&mut fds, Some(&period)) {
                 Ok(0) => continue,
@@ -513,6 +555,72 @@ impl Shadow {
     }
 }
 
+/// The shadow's own liveness test, run by housekeeping before each beat.
+///
+/// The heartbeat in the state page says more than "the process exists": it
+/// says "a request put on the submit list gets claimed". A shadow whose
+/// workers are stuck (deadlocked, or never started) while its housekeeping
+/// thread runs on must stop beating, or its client waits forever. Stuck
+/// means: something has been on the submit list for `CLAIM_STALL`, no
+/// request was taken meanwhile, and a worker counts as idle (so one should
+/// have taken it; with every worker busy in a long call, waiting is right).
+/// Once stuck, always stuck: the daemon fails the client and removes the
+/// shadow.
+#[derive(Default)]
+struct ClaimWatch {
+    claims: u64,
+    waiting_since: Option<std::time::Instant>,
+    stuck: bool,
+}
+
+impl ClaimWatch {
+    fn healthy(&mut self, shadow: &Shadow) -> bool {
+        let was_stuck = self.stuck;
+        let ok = self.observe(
+            shadow.claims.load(Ordering::Relaxed),
+            shadow.region.has_submitted(),
+            shadow.idle.load(Ordering::Acquire),
+            std::time::Instant::now(),
+        );
+        if !ok && !was_stuck {
+            tracing::error!(
+                client = shadow.client_id,
+                workers = shadow.workers.load(Ordering::Relaxed),
+                idle = shadow.idle.load(Ordering::Relaxed),
+                "no worker took a request for {CLAIM_STALL:?}: the shadow is stuck, \
+                 its heartbeat stops"
+            );
+        }
+        ok
+    }
+
+    /// One look: `claims` taken so far, whether the submit list holds
+    /// something, how many workers count as idle. False once stuck.
+    fn observe(
+        &mut self,
+        claims: u64,
+        submitted: bool,
+        idle: u32,
+        now: std::time::Instant,
+    ) -> bool {
+        if self.stuck {
+            return false;
+        }
+        let progress = claims != self.claims;
+        self.claims = claims;
+        if progress || !submitted || idle == 0 {
+            self.waiting_since = None;
+            return true;
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < CLAIM_STALL {
+            return true;
+        }
+        self.stuck = true;
+        false
+    }
+}
+
 impl exec::Host for Shadow {
     fn role(&self) -> Role {
         self.role
@@ -535,5 +643,48 @@ impl exec::Host for Shadow {
             Ok(()) => 0,
             Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClaimWatch, CLAIM_STALL};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn claim_watch_fails_only_an_idle_shadow_that_takes_nothing() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let stall = CLAIM_STALL.as_millis() as u64;
+        // Requests keep being taken: healthy however long the list is busy.
+        let mut w = ClaimWatch::default();
+        for i in 0..100 {
+            assert!(w.observe(i, true, 1, at(i * stall)));
+        }
+        // Every worker busy in a long call: waiting is right.
+        let mut w = ClaimWatch::default();
+        for i in 0..10 {
+            assert!(w.observe(5, true, 0, at(i * stall)));
+        }
+        // Nothing submitted: nothing to take.
+        let mut w = ClaimWatch::default();
+        for i in 0..10 {
+            assert!(w.observe(5, false, 1, at(i * stall)));
+        }
+        // A request sits while a worker counts as idle: stuck after the
+        // stall time, and stays stuck.
+        let mut w = ClaimWatch::default();
+        assert!(w.observe(7, true, 1, at(0)));
+        assert!(w.observe(7, true, 1, at(1)));
+        assert!(w.observe(7, true, 1, at(stall - 1)));
+        assert!(!w.observe(7, true, 1, at(stall + 1)));
+        assert!(!w.observe(8, false, 1, at(stall + 2)));
+        // A claim in between restarts the clock.
+        let mut w = ClaimWatch::default();
+        assert!(w.observe(1, true, 1, at(0)));
+        assert!(w.observe(1, true, 1, at(stall - 10)));
+        assert!(w.observe(2, true, 1, at(stall - 5)));
+        assert!(w.observe(2, true, 1, at(stall + 10)));
+        assert!(!w.observe(2, true, 1, at(2 * stall + 10)));
     }
 }

@@ -77,6 +77,7 @@ fn run(shadow: Arc<Shadow>) {
         }
         match shadow.region.take_submitted() {
             Ok(Some(index)) => {
+                shadow.claims.fetch_add(1, Ordering::Relaxed);
                 if handle(&shadow, index, &mut creds) {
                     hot = true;
                     idle_since = Instant::now();

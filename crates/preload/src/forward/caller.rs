@@ -408,6 +408,28 @@ impl Call {
     /// wait. The result is only range-checked here (a raw result of the
     /// domain below -4095 is a lie: EIO).
     pub fn invoke(&mut self, op: u16, args: [u64; 6], with_chunk: bool) -> Result<(i64, u64), i64> {
+        self.invoke_with(op, args, with_chunk, &mut interruptible_sleep)
+    }
+
+    /// `invoke` whose sleep is closed to the program's signals (they stay
+    /// blocked, as in the SIGSYS handler, and are delivered after the call):
+    /// for calls that must not be cut short, like a fork's preparation.
+    pub fn invoke_uninterruptible(
+        &mut self,
+        op: u16,
+        args: [u64; 6],
+        with_chunk: bool,
+    ) -> Result<(i64, u64), i64> {
+        self.invoke_with(op, args, with_chunk, &mut plain_sleep)
+    }
+
+    fn invoke_with(
+        &mut self,
+        op: u16,
+        args: [u64; 6],
+        with_chunk: bool,
+        sleep: &mut virtuos_abi::call::Sleeper<'_>,
+    ) -> Result<(i64, u64), i64> {
         if self.poisoned {
             return Err(EIO);
         }
@@ -425,7 +447,7 @@ impl Call {
             self.sess.state.get(),
             self.entry,
             policy(),
-            &mut interruptible_sleep,
+            sleep,
         ) {
             Ok((r, extra)) if r >= -4095 => Ok((r, extra)),
             Ok((r, _)) => {
@@ -656,6 +678,32 @@ pub fn simple_call(target: impl Into<Target>, op: u16, args: [u64; 6]) -> i64 {
         Ok(mut c) => c.result(op, args, false),
         Err(e) => e,
     }
+}
+
+/// `simple_call` that a signal does not interrupt (`invoke_uninterruptible`).
+pub fn simple_call_uninterruptible(target: impl Into<Target>, op: u16, args: [u64; 6]) -> i64 {
+    match Call::begin(target) {
+        Ok(mut c) => match c.invoke_uninterruptible(op, args, false) {
+            Ok((r, _)) => r,
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+/// A sleep closed to the program's signals (the caller's mask stays).
+fn plain_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> bool {
+    let ts = rustix::time::Timespec {
+        tv_sec: slice.as_secs() as i64,
+        tv_nsec: slice.subsec_nanos() as i64,
+    };
+    let _ = rustix::thread::futex::wait(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        Some(&ts),
+    );
+    false
 }
 
 /// Free entries and chunks of the storage domain's region (tests).

@@ -172,7 +172,8 @@ pub struct ForkTicket {
 
 /// A process-creating clone (no CLONE_THREAD) is about to run.
 /// `Err(-errno)`: the fork must fail with that error (a domain could not
-/// prepare the child's shadow: EAGAIN under RLIMIT_NPROC).
+/// prepare the child's shadow: EAGAIN under RLIMIT_NPROC;
+/// `session::before_fork`).
 pub fn before_fork(clone_flags: u64) -> Result<ForkTicket, i64> {
     let _ = clone_flags;
     epoll::before_fork();

@@ -562,12 +562,19 @@ pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
 /// Parent, before the fork (malloc locks may be held: allocation-free).
 /// Prepares a forked shadow in every domain where we have state.
 ///
+/// The preparation is not interruptible: the program's signals stay
+/// blocked until it is done (as a native fork delivers them after the
+/// child exists). An interrupted preparation used to leave the child
+/// without a shadow: cut off from the domain, refused at its exec's
+/// `Reattach` ("not registered").
+///
 /// A domain that cannot fork the shadow for lack of processes (EAGAIN: the
 /// pending shadow runs as our uid and counts against our RLIMIT_NPROC, like
 /// the child would; or ENOMEM) makes the fork itself fail with that error,
 /// as the kernel's fork would: `Err(-errno)`, after aborting the shadows
-/// already prepared in other domains. Other failures let the fork go on
-/// (the child's forwarded state is then orphaned: EIO).
+/// already prepared in other domains. Any other failure of a live domain
+/// fails the fork with EAGAIN (as a native fork does when the kernel cannot
+/// make the child), and is logged.
 pub fn before_fork() -> Result<ForkTokens, i64> {
     let mut tokens = [None; NUM_DOMAINS];
     FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
@@ -579,12 +586,27 @@ pub fn before_fork() -> Result<ForkTokens, i64> {
             // Nothing to inherit: the child registers afresh if it ever needs to.
             continue;
         }
-        let r = caller::simple_call(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
+        let r = caller::simple_call_uninterruptible(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
+        if r >= 0 {
+            tokens[i] = Some(r as u64);
+            continue;
+        }
+        if !current(d).is_some_and(|s| s.usable()) {
+            // The domain failed meanwhile: as if it had before (the
+            // child's descriptors there are stale anyway).
+            continue;
+        }
+        abort_prepared(&tokens);
         if r == -(libc::EAGAIN as i64) || r == -(libc::ENOMEM as i64) {
-            after_fork_parent(tokens, r);
             return Err(r);
         }
-        tokens[i] = (r >= 0).then_some(r as u64);
+        log::emit(format_args!(
+            "fork: the {} domain could not prepare the child's shadow (errno {}); \
+             the fork fails with EAGAIN",
+            name(d),
+            -r
+        ));
+        return Err(-(libc::EAGAIN as i64));
     }
     Ok(tokens)
 }
@@ -593,9 +615,17 @@ pub fn after_fork_parent(tokens: ForkTokens, result: i64) {
     if result >= 0 {
         return;
     }
+    abort_prepared(&tokens);
+}
+
+fn abort_prepared(tokens: &ForkTokens) {
     for (i, d) in DOMAINS.into_iter().enumerate() {
         if let Some(t) = tokens[i] {
-            let _ = caller::simple_call(d, virtuos_abi::ops::OP_FORK_ABORT, [t, 0, 0, 0, 0, 0]);
+            let _ = caller::simple_call_uninterruptible(
+                d,
+                virtuos_abi::ops::OP_FORK_ABORT,
+                [t, 0, 0, 0, 0, 0],
+            );
         }
     }
 }

@@ -16,6 +16,17 @@ pub struct Client {
     /// Readable once the process exited.
     pub pidfd: Arc<OwnedFd>,
     pub regions: Regions,
+    /// The shadow's heartbeat as last seen, and when it last changed.
+    pub heartbeat: (u64, std::time::Instant),
+    /// Its shadow was lost (`Daemon::shadow_stalled`): the state page says
+    /// FAILED and the domain removed the shadow. The entry stays (its
+    /// process still maps the regions, and the pidfd stays watched) until
+    /// the process exits or registers again.
+    pub failed: bool,
+    /// Regions of earlier sessions whose shadow was lost: the process
+    /// still maps them (a retired session is never unmapped), so a VM
+    /// region slot must not go back to the pool before the process exits.
+    pub retired: Vec<Regions>,
 }
 
 #[derive(Default)]
@@ -28,6 +39,9 @@ pub struct Clients {
 impl Clients {
     pub fn get(&self, pid: u32) -> Option<&Client> {
         self.by_pid.get(&pid)
+    }
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Client> {
+        self.by_pid.get_mut(&pid)
     }
     pub fn insert(&mut self, c: Client) {
         *self.per_uid.entry(c.uid).or_default() += 1;
@@ -54,6 +68,9 @@ impl Clients {
     }
     pub fn iter(&self) -> impl Iterator<Item = &Client> {
         self.by_pid.values()
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Client> {
+        self.by_pid.values_mut()
     }
     pub fn len(&self) -> usize {
         self.by_pid.len()

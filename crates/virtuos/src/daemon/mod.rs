@@ -52,7 +52,15 @@ pub struct Served {
     recovery: recovery::Recovery,
     /// One probe (after a client's fault report) at a time.
     probe_lock: Mutex<()>,
+    /// Clients that exited lately (pid, client id, when): a child may claim
+    /// its forked shadow after its parent is gone (`requests::register`).
+    exited: Mutex<std::collections::VecDeque<(u32, u64, std::time::Instant)>>,
 }
+
+/// How long (and how many) exited clients are remembered for late claims
+/// of their forks (the domain keeps their pending shadows as long).
+const EXITED_TTL: Duration = Duration::from_secs(30);
+const EXITED_MAX: usize = 4096;
 
 impl Served {
     fn new(spec: DomainSpec) -> Served {
@@ -63,7 +71,26 @@ impl Served {
             error: Mutex::new(None),
             recovery: recovery::Recovery::new(),
             probe_lock: Mutex::new(()),
+            exited: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Remember that client `id` (process `pid`) exited.
+    fn note_exit(&self, pid: u32, id: u64) {
+        let mut q = lock(&self.exited);
+        while q.len() >= EXITED_MAX || q.front().is_some_and(|(_, _, t)| t.elapsed() > EXITED_TTL) {
+            q.pop_front();
+        }
+        q.push_back((pid, id, std::time::Instant::now()));
+    }
+
+    /// The client id of process `pid` if it exited within `EXITED_TTL`.
+    fn exited_client(&self, pid: u32) -> Option<u64> {
+        lock(&self.exited)
+            .iter()
+            .rev()
+            .find(|(p, _, t)| *p == pid && t.elapsed() <= EXITED_TTL)
+            .map(|&(_, id, _)| id)
     }
 
     fn clients(&self) -> MutexGuard<'_, Clients> {
@@ -122,11 +149,53 @@ impl Daemon {
             return;
         };
         tracing::debug!(pid, client_id = client.id, domain = %s.domain.spec.name, "client exited");
+        s.note_exit(pid, client.id);
+        if !client.failed {
+            self.drop_shadow(i, &client);
+        }
+    }
+
+    /// The shadow of client `pid` of domain `i` stopped beating while its
+    /// domain runs: fail the client's calls (its state page says FAILED, so
+    /// it registers again, with a fresh shadow, at its next call) and have
+    /// the domain remove the shadow. The entry stays, marked `failed`
+    /// (see `clients::Client::failed`).
+    fn shadow_stalled(&self, i: usize, pid: u32, quiet: Duration) {
+        let s = self.served(i);
+        let id = {
+            let mut clients = s.clients();
+            let Some(client) = clients.get_mut(pid) else {
+                return;
+            };
+            if client.failed {
+                return;
+            }
+            client.failed = true;
+            client.regions.mark_failed();
+            client.id
+        };
+        tracing::error!(
+            pid,
+            client_id = id,
+            domain = %s.domain.spec.name,
+            "the client's shadow is gone or stuck (no heartbeat for {} ms): \
+             its calls fail with EIO, it registers again at its next call",
+            quiet.as_millis()
+        );
+        self.remove_shadow(i, pid, id);
+    }
+
+    /// Send `RemoveClient` for `client` (no longer in the table).
+    fn drop_shadow(&self, i: usize, client: &clients::Client) {
+        self.remove_shadow(i, client.pid, client.id);
+    }
+
+    /// Send `RemoveClient` for client `id` (process `pid`).
+    fn remove_shadow(&self, i: usize, pid: u32, id: u64) {
+        let s = self.served(i);
         if s.domain.phase() == Phase::Connected {
             let epoch = s.recovery.epoch();
-            let cmd = DomainCommand::RemoveClient {
-                client_id: client.id,
-            };
+            let cmd = DomainCommand::RemoveClient { client_id: id };
             match s.domain.command(&cmd, &[]) {
                 Ok(DomainReply::Ok) => {}
                 Ok(other) => tracing::warn!(pid, ?other, "domain answered RemoveClient"),

@@ -24,6 +24,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a registration waits for a domain that is being restarted.
 pub const REGISTER_WAIT: Duration = Duration::from_secs(10);
+/// A domain whose heartbeat changed this recently counts as running when
+/// the shadows' heartbeats are judged (it beats every 200 ms).
+const DOMAIN_FRESH: Duration = Duration::from_secs(1);
 
 /// Failure and restart book-keeping of one domain.
 pub struct Recovery {
@@ -155,6 +158,7 @@ impl Daemon {
     pub(super) fn recovery_tick(&self) {
         for i in 0..self.domains.len() {
             self.check_heartbeat(i);
+            self.check_shadows(i);
         }
         if self.stopping.load(Ordering::SeqCst) {
             return;
@@ -212,6 +216,40 @@ impl Daemon {
                 i,
                 &format!("hung: no heartbeat for {} ms", quiet.as_millis()),
             );
+        }
+    }
+
+    /// Per-client liveness: the shadow of each client bumps the heartbeat in
+    /// the client's state page while its workers take requests (`shadow`'s
+    /// `ClaimWatch` in the domain). A client whose shadow stopped beating for
+    /// `hang_timeout` while the domain itself beats (so not a hung or
+    /// stopped domain, which `check_heartbeat` handles) has lost its shadow:
+    /// `shadow_stalled`.
+    fn check_shadows(&self, i: usize) {
+        let s = self.served(i);
+        if s.domain.phase() != Phase::Connected || s.domain.heartbeat().is_none() {
+            return;
+        }
+        let domain_fresh = {
+            let st = lock(&s.recovery.state);
+            st.heartbeat.is_some() && st.heartbeat_seen.elapsed() < DOMAIN_FRESH
+        };
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for c in s.clients().iter_mut().filter(|c| !c.failed) {
+            let beat = c.regions.heartbeat();
+            if beat != c.heartbeat.0 || !domain_fresh {
+                // Unknown while the domain itself is quiet: start afresh.
+                c.heartbeat = (beat, now);
+                continue;
+            }
+            let quiet = now.saturating_duration_since(c.heartbeat.1);
+            if quiet > self.settings.hang_timeout {
+                stalled.push((c.pid, quiet));
+            }
+        }
+        for (pid, quiet) in stalled {
+            self.shadow_stalled(i, pid, quiet);
         }
     }
 

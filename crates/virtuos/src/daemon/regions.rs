@@ -136,4 +136,10 @@ impl Regions {
             Err(e) => Err(format!("the ping failed: {e:?}")),
         }
     }
+
+    /// The shadow's heartbeat (its housekeeping bumps it while its workers
+    /// take requests).
+    pub fn heartbeat(&self) -> u64 {
+        self.page().get().heartbeat.load(Ordering::Acquire)
+    }
 }

@@ -170,6 +170,8 @@ impl Daemon {
         // before the watcher noticed): drop it first.
         let stale = match served.clients().get(peer.pid) {
             Some(c) if clients::exited(&c.pidfd) => true,
+            // Its shadow was lost: it registers again (replaced below).
+            Some(c) if c.failed && fork.is_none() => false,
             Some(_) => {
                 return Err(error(format!(
                     "process {} is already registered (use Reattach after execve)",
@@ -188,17 +190,25 @@ impl Daemon {
         let parent = match fork {
             None => None,
             Some((parent_pid, token)) => {
-                if clients::parse_ppid(&status) != Some(parent_pid) {
+                // A live parent vouches for its child (the child's parent is
+                // it). A parent that exited meanwhile (a subshell that starts
+                // a job and exits) cannot: the child has been re-parented.
+                // Then the token, 62 random bits only the parent's shadow and
+                // the parent knew, is the proof; the domain checks that it
+                // names a pending shadow of that parent.
+                let (parent_id, alive) = match served.clients().get(parent_pid) {
+                    Some(c) => (Some(c.id), !clients::exited(&c.pidfd)),
+                    None => (served.exited_client(parent_pid), false),
+                };
+                let Some(parent_id) = parent_id else {
+                    return Err(error(format!("process {parent_pid} is not registered")));
+                };
+                if alive && clients::parse_ppid(&status) != Some(parent_pid) {
                     return Err(error(format!(
                         "process {} is not a child of {parent_pid}",
                         peer.pid
                     )));
                 }
-                let parent_id = served
-                    .clients()
-                    .get(parent_pid)
-                    .map(|c| c.id)
-                    .ok_or_else(|| error(format!("process {parent_pid} is not registered")))?;
                 Some((parent_id, token))
             }
         };
@@ -245,12 +255,15 @@ impl Daemon {
                 return Err(error(e.to_string()));
             }
         }
-        let client = Client {
+        let mut client = Client {
             id: client_id,
             pid: peer.pid,
             uid: peer.uid,
             pidfd: Arc::new(pidfd),
+            heartbeat: (regions.heartbeat(), std::time::Instant::now()),
             regions,
+            failed: false,
+            retired: Vec::new(),
         };
         let granted = Self::granted(&client)?;
         tracing::debug!(
@@ -271,6 +284,12 @@ impl Daemon {
                 return Err(error(format!(
                     "the {domain} domain failed during registration"
                 )));
+            }
+            if let Some(old) = clients.remove(peer.pid) {
+                // The entry of a lost shadow (checked above, under the
+                // registration lock): its regions stay with the process.
+                client.retired = old.retired;
+                client.retired.push(old.regions);
             }
             clients.insert(client);
         }
