@@ -8,9 +8,12 @@
 //!   the descriptor table and cwd, marshals the call into the shared request
 //!   region and waits for the result.
 //!
-//! `intercept` calls only the functions of `forward/mod.rs`; `forward` calls
-//! one function of `intercept`, `with_program_signals`, to make its waits
-//! interruptible by the program's signals.
+//! - `sys`: raw system calls and the helpers both halves stand on, among
+//!   them the per-thread state (`sys::thread`) and `with_program_signals`,
+//!   which makes forward's waits interruptible by the program's signals.
+//!
+//! `intercept` calls only the functions of `forward/mod.rs`; `forward` never
+//! calls `intercept`.
 
 pub mod forward;
 pub mod intercept;

@@ -58,7 +58,7 @@ pub fn sleep_with_mask(
         tv_sec: slice.as_secs() as i64,
         tv_nsec: slice.subsec_nanos() as i64,
     };
-    let (r, interrupted) = crate::intercept::with_program_signals(mask, || {
+    let (r, interrupted) = crate::sys::thread::with_program_signals(mask, || {
         rustix::thread::futex::wait(
             word,
             rustix::thread::futex::Flags::empty(),

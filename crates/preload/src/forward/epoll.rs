@@ -1002,7 +1002,7 @@ fn host_wait_rest(
             [epfd as u64, ev, max, t, &m as *const u64 as u64, 8],
         ),
         None => {
-            let (r, interrupted) = crate::intercept::with_program_signals(None, || {
+            let (r, interrupted) = crate::sys::thread::with_program_signals(None, || {
                 host::reissue(libc::SYS_epoll_wait as u64, [epfd as u64, ev, max, t, 0, 0])
             });
             if r == 0 && interrupted {

@@ -194,8 +194,9 @@ pub fn wait(
             break;
         }
         let slice = left.map_or(LIVENESS, |l| l.min(LIVENESS));
-        let (r, interrupted) =
-            crate::intercept::with_program_signals_atomic(mask, |m| ring.enter(1, Some(slice), m));
+        let (r, interrupted) = crate::sys::thread::with_program_signals_atomic(mask, |m| {
+            ring.enter(1, Some(slice), m)
+        });
         let mut local = false;
         while let Some((tag, _res)) = ring.pop() {
             in_flight = in_flight.saturating_sub(1);

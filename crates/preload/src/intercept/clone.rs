@@ -5,16 +5,30 @@
 
 use super::handler::Outcome;
 use super::signals;
-use super::state::{current_slot, thread_state, Pending, Slot, BLOCK};
 use super::sud;
 use super::trace;
 use super::uctx::{Ctx, EFL, RAX, RDI, RSI};
-use crate::forward;
+use crate::forward::{self, ForkTicket};
 use crate::sys::kernel::{self, EFLAGS_TF, TRAP_TRACE};
+use crate::sys::thread::{current_slot, thread_state, Pending, Slot, BLOCK};
+use core::cell::Cell;
 
 const CLONE_VM: u64 = libc::CLONE_VM as u64;
 const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
 const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
+
+thread_local! {
+    /// Per slot of `sys::thread` (same index): the forwarding state carried
+    /// from `prepare_clone` to the trap that completes the clone. Const
+    /// initializer and no destructor, like the slots themselves.
+    static TICKETS: [Cell<Option<ForkTicket>>; 2] = const { [const { Cell::new(None) }; 2] };
+}
+
+/// The ticket cell of `slot` (one of this thread's two slots) gets `f`.
+fn with_ticket<R>(slot: &Slot, f: impl FnOnce(&Cell<Option<ForkTicket>>) -> R) -> R {
+    let i = usize::from(core::ptr::eq(slot, &thread_state().slots[1]));
+    TICKETS.with(|t| f(&t[i]))
+}
 
 /// Decide how a clone-family call is re-executed.
 pub fn prepare_clone(ctx: &Ctx, slot: &Slot, nr: u64) -> Outcome {
@@ -39,7 +53,7 @@ pub fn prepare_clone(ctx: &Ctx, slot: &Slot, nr: u64) -> Outcome {
     let mut vfork = flags & CLONE_VFORK != 0;
     if process {
         match forward::before_fork(flags) {
-            Ok(ticket) => slot.ticket.set(Some(ticket)),
+            Ok(ticket) => with_ticket(slot, |t| t.set(Some(ticket))),
             // As the kernel's fork would fail (EAGAIN at RLIMIT_NPROC).
             Err(e) => return Outcome::Result(e),
         }
@@ -120,10 +134,11 @@ fn complete(ctx: &Ctx, slot: &Slot, p: Pending, rax: i64) {
         let ts = thread_state();
         let child = &ts.slots[1];
         child.reset();
+        with_ticket(child, |t| t.set(None));
         ts.vm_child.set(true);
         sud::arm_or_die(child, false);
         if let Pending::Clone { process: true, .. } = p {
-            forward::after_fork_child(slot.ticket.get().unwrap_or_default());
+            forward::after_fork_child(with_ticket(slot, |t| t.get()).unwrap_or_default());
         }
         trace::event(0, "vm-child-armed", None);
         child.set_selector(BLOCK);
@@ -145,7 +160,7 @@ fn complete(ctx: &Ctx, slot: &Slot, p: Pending, rax: i64) {
             vfork,
             vm,
         } => {
-            let ticket = slot.ticket.take().unwrap_or_default();
+            let ticket = with_ticket(slot, |t| t.take()).unwrap_or_default();
             if rax == 0 {
                 // A forked child: its own copy of everything, SUD off.
                 sud::arm_or_die(slot, false);

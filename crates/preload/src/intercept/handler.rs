@@ -3,7 +3,6 @@
 
 use super::clone;
 use super::signals;
-use super::state::{current_slot, Pending, Slot, ALLOW, BLOCK};
 use super::table::{self, Placement};
 use super::trace;
 use super::uctx::{Ctx, ARG_REGS, EFL, RAX, RDI, RIP, RSP};
@@ -11,6 +10,7 @@ use super::{local_mode, LocalMode};
 use crate::forward::{self, Action};
 use crate::sys::kernel::{self, sanitize, EFLAGS_TF, SYS_USER_DISPATCH};
 use crate::sys::raw::syscall6;
+use crate::sys::thread::{current_slot, Pending, Slot, ALLOW, BLOCK};
 
 /// What the handler does with the interrupted context.
 pub enum Outcome {

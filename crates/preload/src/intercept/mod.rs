@@ -15,7 +15,6 @@
 mod clone;
 mod handler;
 mod signals;
-mod state;
 mod sud;
 pub mod table;
 mod trace;
@@ -26,6 +25,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::forward;
 use crate::sys::kernel::{self, LineBuf, RESERVED};
+use crate::sys::thread as state;
 
 /// Set once the main thread is armed.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -43,54 +43,6 @@ pub enum LocalMode {
 }
 
 static MODE: AtomicU8 = AtomicU8::new(0);
-
-/// Run `f` (a wait) so that the program's signals can interrupt it, with
-/// `mask` (sanitized) or, if None, the program's own signal mask installed
-/// around it: inside the SIGSYS handler that mask has to be swapped in (a
-/// signal then runs the program's handler on top of this frame and makes
-/// `f`'s blocking call return EINTR, or restart it under SA_RESTART);
-/// outside it (the exported wrappers) it is already in force.
-///
-/// Also returns whether a program handler without SA_RESTART ran meanwhile:
-/// a signal that lands between the mask swap and `f`'s blocking call runs
-/// its handler first and `f` then sleeps on, so callers must treat that as
-/// an interruption too (the kernel's own ppoll/epoll_pwait close that
-/// window atomically; a futex wait cannot).
-pub fn with_program_signals<R>(mask: Option<u64>, f: impl FnOnce() -> R) -> (R, bool) {
-    let slot = state::current_slot();
-    let before = slot.interrupts.get();
-    let install = mask
-        .map(crate::sys::kernel::sanitize)
-        .or(slot.program_mask.get());
-    let r = match install {
-        None => f(),
-        Some(m) => {
-            let mut saved = 0u64;
-            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&m), Some(&mut saved));
-            let r = f();
-            crate::sys::kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
-            r
-        }
-    };
-    (r, slot.interrupts.get() != before)
-}
-
-/// [`with_program_signals`] for a wait that installs its signal mask
-/// itself, atomically, as ppoll does (`io_uring_enter` with a mask): `f`
-/// gets the mask to install (None: leave the current one). Returns `f`'s
-/// result and whether a program handler without SA_RESTART ran meanwhile.
-pub fn with_program_signals_atomic<R>(
-    mask: Option<u64>,
-    f: impl FnOnce(Option<u64>) -> R,
-) -> (R, bool) {
-    let slot = state::current_slot();
-    let before = slot.interrupts.get();
-    let install = mask
-        .map(crate::sys::kernel::sanitize)
-        .or(slot.program_mask.get());
-    let r = f(install);
-    (r, slot.interrupts.get() != before)
-}
 
 pub fn local_mode() -> LocalMode {
     match MODE.load(Ordering::Relaxed) {

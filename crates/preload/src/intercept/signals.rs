@@ -14,10 +14,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::state::{current_slot, in_vm_child, BLOCK};
 use crate::sys::kernel::{
     self, sanitize, sigbit, KSigaction, SA_NODEFER, SA_RESTORER, SA_SIGINFO, SIG_DFL, SIG_IGN,
 };
+use crate::sys::thread::{current_slot, in_vm_child, BLOCK};
 use crate::sys::usercopy;
 
 const NSIG: usize = 65;

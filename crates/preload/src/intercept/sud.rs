@@ -2,8 +2,8 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::state::{Slot, BLOCK};
 use crate::sys::kernel;
+use crate::sys::thread::{Slot, BLOCK};
 
 static TEXT_START: AtomicUsize = AtomicUsize::new(0);
 static TEXT_LEN: AtomicUsize = AtomicUsize::new(0);
@@ -99,7 +99,7 @@ pub fn set_text(t: TextInfo) {
 pub fn arm(slot: &Slot) -> Result<(), i64> {
     let start = TEXT_START.load(Ordering::Relaxed);
     let len = TEXT_LEN.load(Ordering::Relaxed);
-    slot.set_selector(super::state::ALLOW);
+    slot.set_selector(crate::sys::thread::ALLOW);
     let r = kernel::arm_sud(start, len, slot.selector_ptr());
     if r != 0 {
         return Err(r);

@@ -10,10 +10,10 @@
 
 use core::ffi::{c_char, c_int, c_uint, c_void};
 
-use super::state::{current_slot, ALLOW};
 use super::{active, trace};
 use crate::forward::{self, Action};
 use crate::sys::raw::{syscall6, to_libc};
+use crate::sys::thread::{current_slot, ALLOW};
 
 /// One call through forward, or natively; raw result in libc convention.
 #[inline]

@@ -1,4 +1,4 @@
-//! Per-thread interception state, kept in TLS with a constant initializer
+//! Per-thread state of the library, kept in TLS with a constant initializer
 //! (no lazy registration, no destructor), so its address is stable for the
 //! thread's lifetime and a fresh thread starts from the all-clear image.
 //!
@@ -10,8 +10,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{compiler_fence, AtomicU8, Ordering};
 
-use crate::forward::ForkTicket;
-use crate::sys::kernel;
+use super::kernel;
 
 /// Selector values understood by the kernel.
 pub const ALLOW: u8 = 0;
@@ -44,7 +43,6 @@ pub struct Slot {
     /// SUD is armed for this thread (with this slot's selector).
     pub armed: Cell<bool>,
     pub pending: Cell<Pending>,
-    pub ticket: Cell<Option<ForkTicket>>,
     /// A general register (ucontext index, value) to put back at the trap.
     pub restore: Cell<Option<(usize, i64)>>,
     /// The kernel thread id that armed this slot.
@@ -66,7 +64,6 @@ impl Slot {
             selector: AtomicU8::new(ALLOW),
             armed: Cell::new(false),
             pending: Cell::new(Pending::None),
-            ticket: Cell::new(None),
             restore: Cell::new(None),
             owner_tid: Cell::new(0),
             sigbuf: Cell::new(0),
@@ -79,7 +76,6 @@ impl Slot {
         self.set_selector(ALLOW);
         self.armed.set(false);
         self.pending.set(Pending::None);
-        self.ticket.set(None);
         self.restore.set(None);
         self.owner_tid.set(0);
         self.sigbuf.set(0);
@@ -143,4 +139,48 @@ pub fn current_slot() -> &'static Slot {
 pub fn in_vm_child() -> bool {
     let ts = thread_state();
     ts.vm_child.get() && core::ptr::eq(current_slot(), &ts.slots[1])
+}
+
+/// Run `f` (a wait) so that the program's signals can interrupt it, with
+/// `mask` (sanitized) or, if None, the program's own signal mask installed
+/// around it: inside the SIGSYS handler that mask has to be swapped in (a
+/// signal then runs the program's handler on top of this frame and makes
+/// `f`'s blocking call return EINTR, or restart it under SA_RESTART);
+/// outside it (the exported wrappers) it is already in force.
+///
+/// Also returns whether a program handler without SA_RESTART ran meanwhile:
+/// a signal that lands between the mask swap and `f`'s blocking call runs
+/// its handler first and `f` then sleeps on, so callers must treat that as
+/// an interruption too (the kernel's own ppoll/epoll_pwait close that
+/// window atomically; a futex wait cannot).
+pub fn with_program_signals<R>(mask: Option<u64>, f: impl FnOnce() -> R) -> (R, bool) {
+    let slot = current_slot();
+    let before = slot.interrupts.get();
+    let install = mask.map(kernel::sanitize).or(slot.program_mask.get());
+    let r = match install {
+        None => f(),
+        Some(m) => {
+            let mut saved = 0u64;
+            kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&m), Some(&mut saved));
+            let r = f();
+            kernel::rt_sigprocmask(libc::SIG_SETMASK, Some(&saved), None);
+            r
+        }
+    };
+    (r, slot.interrupts.get() != before)
+}
+
+/// [`with_program_signals`] for a wait that installs its signal mask
+/// itself, atomically, as ppoll does (`io_uring_enter` with a mask): `f`
+/// gets the mask to install (None: leave the current one). Returns `f`'s
+/// result and whether a program handler without SA_RESTART ran meanwhile.
+pub fn with_program_signals_atomic<R>(
+    mask: Option<u64>,
+    f: impl FnOnce(Option<u64>) -> R,
+) -> (R, bool) {
+    let slot = current_slot();
+    let before = slot.interrupts.get();
+    let install = mask.map(kernel::sanitize).or(slot.program_mask.get());
+    let r = f(install);
+    (r, slot.interrupts.get() != before)
 }
