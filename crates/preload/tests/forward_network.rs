@@ -9,7 +9,7 @@ mod forward_common;
 
 use forward_common::Executor;
 use std::sync::{Mutex, OnceLock};
-use virtuos::forward::{self, fdtable, Action};
+use virtuos::forward::{self, domain, fdtable, Action};
 use virtuos_abi::mapping::create_memfd;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, REGION_SIZE, STATE_SIZE};
@@ -107,7 +107,7 @@ fn socket(ty: i32) -> i64 {
     );
     assert!(s >= 0, "socket: {s}");
     let e = fdtable::get(s as u64).expect("a forwarded socket");
-    assert_eq!(e.domain, fdtable::DOMAIN_NETWORK);
+    assert_eq!(e.domain, domain::DOMAIN_NETWORK);
     s
 }
 
@@ -392,7 +392,7 @@ fn tcp_accept_flags_addrlen_truncation_and_options() {
     let d = fwd(libc::SYS_dup, [a as u64, 0, 0, 0, 0, 0]);
     assert_eq!(
         fdtable::get(d as u64).unwrap().domain,
-        fdtable::DOMAIN_NETWORK
+        domain::DOMAIN_NETWORK
     );
     // Shutdown: EOF at the peer.
     assert_eq!(

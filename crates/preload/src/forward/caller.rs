@@ -5,7 +5,7 @@
 //! and chunk of its last call in a thread-local cache and returns them at
 //! thread exit (or at once when other threads are waiting for one).
 
-use super::fdtable::{slot_of, NUM_DOMAINS};
+use super::domain::{slot_of, NUM_DOMAINS};
 use super::session::{self, Session};
 use super::usermem::ChunkRef;
 use super::{host, log, state};
@@ -20,7 +20,7 @@ const EIO: i64 = -(libc::EIO as i64);
 /// What a call on a descriptor of a failed domain returns (`fdtable`'s
 /// stale entries): EIO for files, ENOTCONN for sockets.
 pub fn stale_errno(domain: u8) -> i64 {
-    if domain & !super::fdtable::STALE == super::fdtable::DOMAIN_NETWORK {
+    if domain & !super::domain::STALE == super::domain::DOMAIN_NETWORK {
         -(libc::ENOTCONN as i64)
     } else {
         EIO
@@ -30,7 +30,7 @@ pub fn stale_errno(domain: u8) -> i64 {
 /// What a call in flight returns when its domain fails: EIO for files,
 /// ECONNRESET for sockets.
 pub fn gone_errno(domain: u8) -> i64 {
-    if domain == super::fdtable::DOMAIN_NETWORK {
+    if domain == super::domain::DOMAIN_NETWORK {
         -(libc::ECONNRESET as i64)
     } else {
         EIO
@@ -708,7 +708,7 @@ fn plain_sleep(word: &AtomicU32, expected: u32, slice: core::time::Duration) -> 
 
 /// Free entries and chunks of the storage domain's region (tests).
 pub fn free_counts() -> (u32, u32) {
-    free_counts_in(super::fdtable::DOMAIN_STORAGE)
+    free_counts_in(super::domain::DOMAIN_STORAGE)
 }
 
 /// Free entries and chunks of `domain`'s region (tests).

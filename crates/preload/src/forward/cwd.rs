@@ -6,7 +6,7 @@
 //! can never deadlock against the thread it interrupted. Writers (chdir)
 //! are serialised by a spinlock.
 
-use super::route::PATH_MAX;
+use super::path::PATH_MAX;
 use super::sync::SpinLock;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 

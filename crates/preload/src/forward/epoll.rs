@@ -47,6 +47,7 @@
 //! outer one. Not kept across exec.
 
 use super::caller::{sleep_with_mask, Call, Started};
+use super::domain;
 use super::fdtable::{self, Entry};
 use super::sync::SpinLock;
 use super::wake::{self, Woken};
@@ -463,7 +464,7 @@ pub fn before_fork() {
 pub fn after_fork_child(has_shadow: impl Fn(u8) -> bool) {
     TABLE.force_unlock();
     if USED.load(Ordering::Acquire) > 0 {
-        for d in fdtable::DOMAINS {
+        for d in domain::DOMAINS {
             if !has_shadow(d) {
                 with_table(|t| t.drop_remote(d));
             }

@@ -15,8 +15,10 @@
 //! reattaches to exactly those, plus the ones with an unclaimed fork).
 //! Close-on-exec entries are included: the new image closes them remotely.
 
-use super::fdtable::{self, Entry, DOMAINS, NUM_DOMAINS};
-use super::route::PATH_MAX;
+use super::domain;
+use super::domain::{DOMAINS, NUM_DOMAINS};
+use super::fdtable::{self, Entry};
+use super::path::PATH_MAX;
 use super::session::{self, PendingClaim};
 use super::{caller, cwd, host, log, state};
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -249,7 +251,7 @@ pub fn decode(b: &[u8]) -> Result<Record, &'static str> {
         let remote = u32_at(rec, 4);
         if fd as usize >= fdtable::CAPACITY
             || remote as u64 >= DOMAIN_FD_LIMIT
-            || !fdtable::is_known_domain(rec[8])
+            || !domain::is_known_domain(rec[8])
             || rec[9] > 1
             || rec[10] > 1
             || rec[11..16].iter().any(|&x| x != 0)
@@ -448,7 +450,7 @@ pub fn apply(rec: Record) {
         let wanted = rec.attached[k]
             || rec.pending[k].is_some()
             || has_entries
-            || (d == fdtable::DOMAIN_STORAGE && rec.cwd.is_some());
+            || (d == domain::DOMAIN_STORAGE && rec.cwd.is_some());
         if !wanted {
             continue;
         }

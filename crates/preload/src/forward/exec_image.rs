@@ -12,7 +12,9 @@
 //! because the call is re-executed natively after the handler returned.
 
 use super::caller::Call;
-use super::route::{self, PathRoute, PathScratch, PATH_MAX};
+use super::domain;
+use super::path::PATH_MAX;
+use super::route::{self, PathRoute, PathScratch};
 use super::{fdtable, host, marshal, usermem};
 use core::sync::atomic::{AtomicU64, Ordering};
 use virtuos_abi::shape::shape;
@@ -55,9 +57,7 @@ pub fn plan(nr: u64, a: [u64; 6]) -> ExecPlan {
     if flags & libc::AT_EMPTY_PATH as u64 != 0 && empty_path {
         // fexecve of a forwarded descriptor.
         return match dirfd.and_then(fdtable::get) {
-            Some(e) if e.domain != fdtable::DOMAIN_STORAGE => {
-                ExecPlan::Fail(-(libc::EACCES as i64))
-            }
+            Some(e) if e.domain != domain::DOMAIN_STORAGE => ExecPlan::Fail(-(libc::EACCES as i64)),
             Some(e) => present(Source::Fd(e.remote), argv, envp, path),
             None => ExecPlan::Native,
         };
@@ -117,7 +117,7 @@ enum Source {
 /// An executable in the domain: open it, check it may be executed, then
 /// run it as a script or from a memory file.
 fn present(src: Source, argv: u64, envp: u64, user_path: u64) -> ExecPlan {
-    let mut call = match Call::begin(fdtable::DOMAIN_STORAGE) {
+    let mut call = match Call::begin(domain::DOMAIN_STORAGE) {
         Ok(c) => c,
         Err(e) => return ExecPlan::Fail(e),
     };

@@ -3,6 +3,7 @@
 //! and the forwarded requests), close_range.
 
 use super::caller::{self, Call};
+use super::domain;
 use super::generic::{bind_as, forward, remote_close};
 use super::{epoll, fdtable, host, log, reopen, Action};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
@@ -274,12 +275,12 @@ pub fn close_range(args: [u64; 6]) -> Action {
     }
     // Remote closes for the forwarded descriptors in range, then the host
     // close_range (which closes their placeholders and the local ones).
-    let mut calls: [Option<Call>; fdtable::NUM_DOMAINS] = [const { None }; fdtable::NUM_DOMAINS];
-    let mut tried = [false; fdtable::NUM_DOMAINS];
+    let mut calls: [Option<Call>; domain::NUM_DOMAINS] = [const { None }; domain::NUM_DOMAINS];
+    let mut tried = [false; domain::NUM_DOMAINS];
     fdtable::for_each_in(first, last, |fd, _| {
         if let Some(e) = fdtable::take(fd as u64) {
             epoll::on_close_forwarded(fd as u64, e);
-            let Some(k) = fdtable::slot_of(e.domain) else {
+            let Some(k) = domain::slot_of(e.domain) else {
                 return;
             };
             if !tried[k] {

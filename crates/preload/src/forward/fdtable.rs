@@ -15,56 +15,12 @@
 //! domain id: no session serves that id, so every call on it fails (EIO,
 //! ENOTCONN for sockets) and close just drops it.
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use super::domain::{epoch, slot_of, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS, STALE};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use rustix::mm::{MapFlags, ProtFlags};
 
 /// User descriptors at or above this are always local.
 pub const CAPACITY: usize = 65536;
-
-/// Domain ids as stored in the table (and in exec records).
-pub const DOMAIN_STORAGE: u8 = 1;
-pub const DOMAIN_NETWORK: u8 = 2;
-/// Number of domains a process may be attached to.
-pub const NUM_DOMAINS: usize = 2;
-/// Every domain id, in slot order.
-pub const DOMAINS: [u8; NUM_DOMAINS] = [DOMAIN_STORAGE, DOMAIN_NETWORK];
-
-/// The slot (0..NUM_DOMAINS) of a domain id; unknown ids map to None.
-#[inline]
-pub fn slot_of(domain: u8) -> Option<usize> {
-    match domain {
-        DOMAIN_STORAGE => Some(0),
-        DOMAIN_NETWORK => Some(1),
-        _ => None,
-    }
-}
-
-/// Or'ed into the domain id of a stale entry (see the module comment).
-pub const STALE: u8 = 0x80;
-
-/// Current session epoch per domain slot.
-static EPOCH: [AtomicU32; NUM_DOMAINS] = [const { AtomicU32::new(1) }; NUM_DOMAINS];
-
-/// The current epoch of `domain` (0 for unknown ids).
-pub fn epoch(domain: u8) -> u16 {
-    slot_of(domain).map_or(0, |k| EPOCH[k].load(Ordering::Acquire) as u16)
-}
-
-/// End `domain`'s epoch: every entry made so far becomes stale.
-pub fn end_epoch(domain: u8) {
-    if let Some(k) = slot_of(domain) {
-        let next = EPOCH[k].fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-        if next as u16 == 0 {
-            // Epoch 0 is never current (unknown ids carry it).
-            EPOCH[k].fetch_add(1, Ordering::AcqRel);
-        }
-    }
-}
-
-/// Whether `domain` is a domain id this library knows.
-pub fn is_known_domain(domain: u8) -> bool {
-    slot_of(domain).is_some()
-}
 
 const VALID: u64 = 1 << 63;
 const CLOEXEC: u64 = 1 << 40;

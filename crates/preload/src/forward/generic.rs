@@ -4,7 +4,9 @@
 //! Also the calls that change or report the cwd.
 
 use super::caller::{Call, Target};
-use super::route::{self, PathRoute, PathScratch, PATH_MAX};
+use super::domain;
+use super::path::PATH_MAX;
+use super::route::{self, PathRoute, PathScratch};
 use super::{cwd, fdtable, host, marshal, usermem, Action};
 use virtuos_abi::shape::{Arg, Shape};
 use virtuos_abi::{AT_FDCWD_ARG, DOMAIN_FD_LIMIT};
@@ -62,7 +64,7 @@ pub fn decide(
         // Paths live in the storage domain; a socket is no directory.
         if dirfd
             .and_then(fdtable::get)
-            .is_some_and(|e| e.domain != fdtable::DOMAIN_STORAGE)
+            .is_some_and(|e| e.domain != domain::DOMAIN_STORAGE)
         {
             return Decision::Fail(-(libc::ENOTDIR as i64));
         }
@@ -82,10 +84,10 @@ pub fn decide(
                 }
             }
             Ok(PathRoute::RemoteRewritten) => {
-                if domain.is_some_and(|d| d != fdtable::DOMAIN_STORAGE) {
+                if domain.is_some_and(|d| d != domain::DOMAIN_STORAGE) {
                     return Decision::Fail(-(libc::EXDEV as i64));
                 }
-                domain = Some(fdtable::DOMAIN_STORAGE);
+                domain = Some(domain::DOMAIN_STORAGE);
                 any_remote = true;
                 remote[pslot] = s.rewritten().as_ptr() as u64;
                 if let Some(d) = dirslot {
@@ -93,10 +95,10 @@ pub fn decide(
                 }
             }
             Ok(PathRoute::Remote { dirfd }) => {
-                if domain.is_some_and(|d| d != fdtable::DOMAIN_STORAGE) {
+                if domain.is_some_and(|d| d != domain::DOMAIN_STORAGE) {
                     return Decision::Fail(-(libc::EXDEV as i64));
                 }
-                domain = Some(fdtable::DOMAIN_STORAGE);
+                domain = Some(domain::DOMAIN_STORAGE);
                 any_remote = true;
                 if let Some(d) = dirslot {
                     remote[d] = dirfd;
@@ -112,7 +114,7 @@ pub fn decide(
         (true, false) => Decision::Remote(
             remote,
             Target {
-                domain: domain.unwrap_or(fdtable::DOMAIN_STORAGE),
+                domain: domain.unwrap_or(domain::DOMAIN_STORAGE),
                 epoch,
             },
         ),
@@ -179,7 +181,7 @@ fn mixed_errno(
                         stat,
                         &[rdir, path, buf, flags, 0, 0],
                         &sh,
-                        fdtable::DOMAIN_STORAGE,
+                        domain::DOMAIN_STORAGE,
                     ),
                     None => 0,
                 }
@@ -348,13 +350,13 @@ fn run(nr: u64, sh: &Shape, d: Decision) -> Action {
 /// ENOTSOCK, as natively.
 fn forward_checked(nr: u64, a: &[u64; 6], sh: &Shape, t: Target) -> i64 {
     use virtuos_abi::shape::{family, Family};
-    if t.domain & fdtable::STALE != 0 {
+    if t.domain & domain::STALE != 0 {
         return super::caller::stale_errno(t.domain);
     }
-    if family(nr as u16) == Some(Family::Socket) && t.domain != fdtable::DOMAIN_NETWORK {
+    if family(nr as u16) == Some(Family::Socket) && t.domain != domain::DOMAIN_NETWORK {
         return -(libc::ENOTSOCK as i64);
     }
-    if family(nr as u16) == Some(Family::File) && t.domain == fdtable::DOMAIN_NETWORK {
+    if family(nr as u16) == Some(Family::File) && t.domain == domain::DOMAIN_NETWORK {
         // The network domain runs no file calls: what the kernel answers
         // for a socket.
         if let Some(e) = file_call_on_socket(nr) {
@@ -413,7 +415,7 @@ fn forward_open(
     t: Target,
     s: &PathScratch,
 ) -> i64 {
-    if t.domain & fdtable::STALE != 0 {
+    if t.domain & domain::STALE != 0 {
         return super::caller::stale_errno(t.domain);
     }
     let mut call = match Call::begin(t) {
@@ -563,7 +565,7 @@ fn local_chdir(a: [u64; 6]) -> Action {
 
 pub fn fchdir(args: [u64; 6]) -> Action {
     match fdtable::get(args[0]) {
-        Some(e) if e.domain != fdtable::DOMAIN_STORAGE => Action::Done(-(libc::ENOTDIR as i64)),
+        Some(e) if e.domain != domain::DOMAIN_STORAGE => Action::Done(-(libc::ENOTDIR as i64)),
         Some(e) => {
             let mut a = args;
             a[0] = e.remote as u64;
@@ -584,7 +586,7 @@ fn remote_chdir(nr: i64, a: &[u64; 6]) -> i64 {
     let Some(sh) = virtuos_abi::shape::shape(nr as u16) else {
         return EIO;
     };
-    let mut call = match Call::begin(fdtable::DOMAIN_STORAGE) {
+    let mut call = match Call::begin(domain::DOMAIN_STORAGE) {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -615,9 +617,9 @@ pub fn getcwd(args: [u64; 6]) -> Action {
 /// the domain get the same mode bits as natively.
 pub fn umask(mask: u64) -> Action {
     let old = host::reissue(libc::SYS_umask as u64, [mask, 0, 0, 0, 0, 0]);
-    if super::session::current(fdtable::DOMAIN_STORAGE).is_some() {
+    if super::session::current(domain::DOMAIN_STORAGE).is_some() {
         let _ = super::caller::simple_call(
-            fdtable::DOMAIN_STORAGE,
+            domain::DOMAIN_STORAGE,
             libc::SYS_umask as u16,
             [mask & 0o777, 0, 0, 0, 0, 0],
         );
@@ -648,7 +650,7 @@ pub fn sync_umask() {
     let cur = host::reissue(libc::SYS_umask as u64, [0o022, 0, 0, 0, 0, 0]);
     host::reissue(libc::SYS_umask as u64, [cur as u64, 0, 0, 0, 0, 0]);
     let _ = super::caller::simple_call(
-        fdtable::DOMAIN_STORAGE,
+        domain::DOMAIN_STORAGE,
         libc::SYS_umask as u16,
         [cur as u64 & 0o777, 0, 0, 0, 0, 0],
     );

@@ -4,6 +4,7 @@
 //! writes to the file).
 
 use super::caller::Call;
+use super::domain;
 use super::{fdtable, host, log, Action};
 use virtuos_abi::CHUNK_SIZE;
 
@@ -22,7 +23,7 @@ pub fn mmap(args: [u64; 6]) -> Action {
     let Some(e) = fdtable::get(fd) else {
         return Action::Local;
     };
-    if e.domain != fdtable::DOMAIN_STORAGE {
+    if e.domain != domain::DOMAIN_STORAGE {
         // A socket cannot be mapped (natively: ENODEV).
         return Action::Done(-(libc::ENODEV as i64));
     }

@@ -16,7 +16,7 @@
 //! for a remote call and host descriptors), `unsupported`, `exec`,
 //! `reopen` (storage files re-opened after a restart of the domain).
 //!
-//! Domains: one session per domain (`fdtable::DOMAINS`: storage, network).
+//! Domains: one session per domain (`domain::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; an
 //! AF_UNIX socket given a storage path (`bind`, `connect`, `sendto`) to
 //! storage; a call
@@ -29,6 +29,7 @@
 
 pub mod caller;
 pub mod cwd;
+pub mod domain;
 pub mod epoll;
 pub mod exec;
 pub mod exec_image;
@@ -41,6 +42,7 @@ pub mod log;
 pub mod marshal;
 pub mod mmap;
 pub mod net;
+pub mod path;
 pub mod poll;
 pub mod procfs;
 pub mod reopen;
@@ -191,7 +193,7 @@ pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
 pub fn after_fork_child(ticket: ForkTicket) {
     let tokens = ticket.tokens;
     epoll::after_fork_child(|d| {
-        let t = fdtable::slot_of(d).and_then(|k| tokens.get(k).copied());
+        let t = domain::slot_of(d).and_then(|k| tokens.get(k).copied());
         matches!(t, Some(Some(_)))
     });
     wake::reset_after_fork();
@@ -266,7 +268,7 @@ pub fn install_test_session(
         return Err("configuration already in use".into());
     }
     let s = session::map_session(region_fd, state_fd)?;
-    session::install(fdtable::DOMAIN_STORAGE, s);
+    session::install(domain::DOMAIN_STORAGE, s);
     Ok(())
 }
 
@@ -279,6 +281,6 @@ pub fn install_test_network_session(
     state_fd: impl rustix::fd::AsFd,
 ) -> Result<(), String> {
     let s = session::map_session(region_fd, state_fd)?;
-    session::install(fdtable::DOMAIN_NETWORK, s);
+    session::install(domain::DOMAIN_NETWORK, s);
     Ok(())
 }

@@ -19,7 +19,8 @@
 //! Allocation-free except the first registration.
 
 use super::caller::Call;
-use super::fdtable::{self, Entry, DOMAIN_NETWORK, DOMAIN_STORAGE};
+use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
+use super::fdtable::{self, Entry};
 use super::generic::{install, install_as};
 use super::io::{gather, iov_total, scatter};
 use super::usermem::{self, ChunkRef};

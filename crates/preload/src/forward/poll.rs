@@ -25,7 +25,7 @@
 //! most `SLICE_MS` each until something is ready or the timeout passes.
 
 use super::caller::Call;
-use super::fdtable::{DOMAIN_NETWORK, DOMAIN_STORAGE};
+use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
 use super::usermem::ChunkRef;
 use super::wake::{self, Woken};
 use super::{fdtable, host, usermem, Action};

@@ -4,8 +4,10 @@
 //! `AT_SYMLINK_FOLLOW` links the descriptor's file (`OP_FD_LINK`).
 
 use super::caller::Call;
+use super::domain;
 use super::generic::{decide, install, Decision};
-use super::route::{PathScratch, PATH_MAX};
+use super::path::PATH_MAX;
+use super::route::PathScratch;
 use super::{fdtable, host, marshal, usermem, Action};
 use virtuos_abi::ops::{FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH};
 
@@ -129,7 +131,7 @@ fn fd_path(call: &mut Call, rfd: u32, cap: u64) -> i64 {
 /// The domain's path of remote descriptor `rfd`, copied into `out`
 /// (without NUL); the length, or -errno.
 pub fn domain_path_of(rfd: u32, out: &mut [u8]) -> Result<usize, i64> {
-    let mut call = Call::begin(fdtable::DOMAIN_STORAGE)?;
+    let mut call = Call::begin(domain::DOMAIN_STORAGE)?;
     let chunk = call.chunk().ok_or(EIO)?;
     let cap = out.len().saturating_sub(1).min(PATH_MAX - 1);
     let r = fd_path(&mut call, rfd, cap as u64);
@@ -197,7 +199,7 @@ pub fn open(nr: u64, args: [u64; 6]) -> Option<Action> {
         return Some(Action::Done(install(&mut call, rfd, cloexec)));
     }
     let e = named_entry(path)?;
-    if e.domain != fdtable::DOMAIN_STORAGE {
+    if e.domain != domain::DOMAIN_STORAGE {
         // Opening a socket's /proc link fails natively too.
         return Some(Action::Done(-(libc::ENXIO as i64)));
     }
@@ -239,7 +241,7 @@ pub fn linkat(args: [u64; 6]) -> Option<Action> {
     if flags & !(libc::AT_SYMLINK_FOLLOW | libc::AT_EMPTY_PATH) != 0 {
         return Some(Action::Done(-(libc::EINVAL as i64)));
     }
-    if e.domain != fdtable::DOMAIN_STORAGE {
+    if e.domain != domain::DOMAIN_STORAGE {
         // A socket's inode lives on sockfs: another mount.
         return Some(Action::Done(-(libc::EXDEV as i64)));
     }

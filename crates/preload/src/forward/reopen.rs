@@ -44,8 +44,10 @@
 //! publishes it last; a reader checks it before and after copying.
 
 use super::caller::Call;
-use super::fdtable::{self, Entry, LazyWords, CAPACITY, DOMAIN_STORAGE};
-use super::route::{self, PATH_MAX};
+use super::domain;
+use super::domain::DOMAIN_STORAGE;
+use super::fdtable::{self, Entry, LazyWords, CAPACITY};
+use super::path::{is_under, PATH_MAX};
 use super::{log, state};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use virtuos_abi::DOMAIN_FD_LIMIT;
@@ -186,7 +188,7 @@ pub fn on_open(fd: i64, nr: u64, args: &[u64; 6], path: &[u8], ident: u64) {
     if flags & libc::O_TMPFILE == libc::O_TMPFILE {
         return;
     }
-    if !route::is_under(path, state::mount()) {
+    if !is_under(path, state::mount()) {
         return;
     }
     write(
@@ -293,7 +295,7 @@ pub fn stats() -> (usize, usize) {
 #[inline(never)]
 pub fn revive(fd: u64, slot: &AtomicU64, raw: u64, e: Entry) -> Entry {
     let stale = Entry {
-        domain: e.home() | fdtable::STALE,
+        domain: e.home() | domain::STALE,
         ..e
     };
     if !e.is_stale() && super::session::current(DOMAIN_STORAGE).is_none() {

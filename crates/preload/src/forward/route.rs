@@ -6,62 +6,10 @@
 //! relative path must run on the host while our cwd is in a domain: then we
 //! execute the joined, normalised absolute path.
 
+use super::domain;
+use super::path::{is_under, normalize_in_place, PATH_MAX};
 use super::{cwd, fdtable, state, usermem};
 use virtuos_abi::AT_FDCWD_ARG;
-
-/// Longest path we handle (PATH_MAX, including the NUL).
-pub const PATH_MAX: usize = 4096;
-
-/// Normalise the absolute path in `buf[..len]` in place; returns the new
-/// length. The result starts with `/`, has no empty, `.` or `..`
-/// components and no trailing `/` (except the root itself). `..` at the root
-/// stays at the root. Input that does not start with `/` is left as is.
-pub fn normalize_in_place(buf: &mut [u8], len: usize) -> usize {
-    let len = len.min(buf.len());
-    if buf.first() != Some(&b'/') {
-        return len;
-    }
-    let mut w = 0usize; // bytes of output written (output is buf[..w])
-    let mut r = 0usize;
-    while r < len {
-        while r < len && buf[r] == b'/' {
-            r += 1;
-        }
-        let start = r;
-        while r < len && buf[r] != b'/' {
-            r += 1;
-        }
-        let comp_len = r - start;
-        if comp_len == 0 || (comp_len == 1 && buf[start] == b'.') {
-            continue;
-        }
-        if comp_len == 2 && buf[start] == b'.' && buf[start + 1] == b'.' {
-            // Drop the last output component.
-            while w > 0 && buf[w - 1] != b'/' {
-                w -= 1;
-            }
-            w = w.saturating_sub(1);
-            continue;
-        }
-        // Append "/comp". w <= start - 1 always holds: every output
-        // component is preceded by at least one input '/'.
-        buf[w] = b'/';
-        buf.copy_within(start..r, w + 1);
-        w += 1 + comp_len;
-    }
-    if w == 0 {
-        if let Some(b) = buf.first_mut() {
-            *b = b'/';
-        }
-        w = 1;
-    }
-    w
-}
-
-/// Whether normalised `path` is `mount` or below it.
-pub fn is_under(path: &[u8], mount: &[u8]) -> bool {
-    path == mount || (path.starts_with(mount) && path.get(mount.len()) == Some(&b'/'))
-}
 
 /// Whether the absolute path `raw`, walked component by component, is at
 /// some point `mount` or below it (`/storage/..` is, and ends at `/`).
@@ -226,7 +174,7 @@ pub fn classify(
         .map(|(fd, rest)| (fd, rest.len()));
     if let Some((fd, rest_len)) = via_fd {
         if let Some(e) = fdtable::get(fd as u64) {
-            if e.domain != fdtable::DOMAIN_STORAGE {
+            if e.domain != domain::DOMAIN_STORAGE {
                 // A socket of the network domain: natively, following its
                 // /proc link cannot open it either (nor look inside).
                 return Err(-(if rest_len == 0 {

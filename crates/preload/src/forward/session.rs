@@ -14,7 +14,9 @@
 //! region per failure) and the process registers again, with the
 //! restarted domain.
 
-use super::fdtable::{self, DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
+use super::domain;
+use super::domain::{DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
+use super::fdtable;
 use super::sync::SpinLock;
 use super::{caller, cwd, log, state};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -28,7 +30,7 @@ pub struct Session {
     pub state: StatePage,
     /// We read garbage from the domain through this session.
     pub broken: AtomicBool,
-    /// The descriptor epoch of this session (`fdtable::epoch` when it was
+    /// The descriptor epoch of this session (`domain::epoch` when it was
     /// published).
     pub epoch: u16,
 }
@@ -91,7 +93,7 @@ static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
 fn slot(domain: u8) -> &'static Slot {
     // Unknown ids never reach here (the table only holds known ones); fall
     // back to the storage slot rather than panic.
-    &SLOTS[fdtable::slot_of(domain).unwrap_or(0)]
+    &SLOTS[domain::slot_of(domain).unwrap_or(0)]
 }
 
 /// The daemon's name of a domain.
@@ -151,7 +153,7 @@ pub fn is_orphaned(domain: u8) -> bool {
 /// with EIO; later calls register afresh.
 pub fn set_orphaned(domain: u8) {
     slot(domain).orphaned.store(true, Ordering::Relaxed);
-    fdtable::end_epoch(domain);
+    domain::end_epoch(domain);
 }
 
 /// Whether the storage session this process uses has failed (its state
@@ -263,7 +265,7 @@ pub fn epoch_over(domain: u8, epoch: u16) -> bool {
             super::host::restore_signals(mask);
         }
     }
-    epoch != fdtable::epoch(domain)
+    epoch != domain::epoch(domain)
 }
 
 /// The current session of `domain` failed: end its descriptors' epoch and
@@ -274,7 +276,7 @@ fn retire(domain: u8) {
     if old.is_null() {
         return;
     }
-    fdtable::end_epoch(domain);
+    domain::end_epoch(domain);
     log::emit(format_args!(
         "the {} domain failed; its descriptors in this process fail from now on, \
          new calls go to the restarted domain",
@@ -491,7 +493,7 @@ pub fn map_session_at(
 }
 
 fn publish(domain: u8, mut s: Session) -> &'static Session {
-    s.epoch = fdtable::epoch(domain);
+    s.epoch = domain::epoch(domain);
     caller::on_new_session(domain, &s.region);
     let p = Box::into_raw(Box::new(s));
     slot(domain).session.store(p, Ordering::Release);

@@ -132,7 +132,7 @@ pub fn normalized_mount(m: &[u8]) -> Option<FixedStr<256>> {
     }
     let mut buf = [0u8; 256];
     buf[..m.len()].copy_from_slice(m);
-    let n = super::route::normalize_in_place(&mut buf, m.len());
+    let n = super::path::normalize_in_place(&mut buf, m.len());
     if n <= 1 {
         return None;
     }

@@ -27,7 +27,8 @@
 //! (`SCM_RIGHTS`/`SCM_CREDENTIALS` are refused by the domain).
 
 use super::caller::Call;
-use super::fdtable::{self, Entry, DOMAIN_STORAGE};
+use super::domain::DOMAIN_STORAGE;
+use super::fdtable::{self, Entry};
 use super::route::{self, PathRoute, PathScratch};
 use super::{generic, host, marshal, usermem, Action};
 use virtuos_abi::shape::SOCKADDR_UN;
