@@ -14,7 +14,7 @@ use forward_common::{fd_path, Executor};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
-use virtuos::forward::{self, fdtable, Action};
+use virtuos::forward::{self, fds, Action};
 use virtuos_abi::mapping::create_memfd;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, REGION_SIZE, STATE_SIZE};
@@ -157,7 +157,7 @@ fn open_write_read_stat_close() {
         libc::O_CREAT | libc::O_RDWR | libc::O_CLOEXEC | libc::O_TRUNC,
     );
     assert!(fd >= 0, "open: {fd}");
-    assert!(fdtable::is_forwarded(fd as u64));
+    assert!(fds::is_forwarded(fd as u64));
     assert!(
         host_link(fd).starts_with("/memfd:virtuos-placeholder"),
         "a placeholder holds the number"
@@ -221,7 +221,7 @@ fn open_write_read_stat_close() {
             != 0
     );
     assert_eq!(close(fd), 0);
-    assert!(!fdtable::is_forwarded(fd as u64));
+    assert!(!fds::is_forwarded(fd as u64));
     assert_eq!(close(fd), -(libc::EBADF as i64), "closed on the host too");
     // A lookalike prefix is local.
     let fd = open_at(&format!("{}x", e.mount), libc::O_RDONLY);
@@ -334,10 +334,10 @@ fn dup_family_close_range_and_cloexec() {
     assert!(fd >= 0);
     let d = sys(libc::SYS_dup, [fd as u64, 0, 0, 0, 0, 0]);
     assert!(d >= 0 && d != fd);
-    assert!(fdtable::is_forwarded(d as u64));
+    assert!(fds::is_forwarded(d as u64));
     assert_ne!(
-        fdtable::get(d as u64).unwrap().remote,
-        fdtable::get(fd as u64).unwrap().remote
+        fds::get(d as u64).unwrap().remote,
+        fds::get(fd as u64).unwrap().remote
     );
     // A dup shares the file offset.
     assert_eq!(write_fd(d, b"abc"), 3);
@@ -371,12 +371,12 @@ fn dup_family_close_range_and_cloexec() {
         sys(libc::SYS_fcntl, [1001, libc::F_SETFD as u64, 0, 0, 0, 0]),
         0
     );
-    assert!(!fdtable::get(1001).unwrap().cloexec);
+    assert!(!fds::get(1001).unwrap().cloexec);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::fcntl(1001, libc::F_GETFD) }, 0);
     // FIOCLEX sets it again.
     assert_eq!(sys(libc::SYS_ioctl, [1001, libc::FIOCLEX, 0, 0, 0, 0]), 0);
-    assert!(fdtable::get(1001).unwrap().cloexec);
+    assert!(fds::get(1001).unwrap().cloexec);
     // dup2(fd, fd) is a no-op check, dup3(fd, fd) EINVAL.
     assert_eq!(sys(libc::SYS_dup2, [1000, 1000, 0, 0, 0, 0]), 1000);
     assert_eq!(
@@ -389,9 +389,9 @@ fn dup_family_close_range_and_cloexec() {
         libc::O_CREAT | libc::O_RDWR,
     );
     assert!(other >= 0);
-    let old_remote = fdtable::get(1000).unwrap().remote;
+    let old_remote = fds::get(1000).unwrap().remote;
     assert_eq!(sys(libc::SYS_dup2, [other as u64, 1000, 0, 0, 0, 0]), 1000);
-    assert_ne!(fdtable::get(1000).unwrap().remote, old_remote);
+    assert_ne!(fds::get(1000).unwrap().remote, old_remote);
     assert!(
         fd_path(old_remote as i64).is_none(),
         "the old remote descriptor was closed"
@@ -400,12 +400,12 @@ fn dup_family_close_range_and_cloexec() {
     let mut pipe = [0i32; 2];
     // SAFETY: pipe into a local array.
     assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    let rem = fdtable::get(1000).unwrap().remote;
+    let rem = fds::get(1000).unwrap().remote;
     assert_eq!(
         sys(libc::SYS_dup2, [pipe[0] as u64, 1000, 0, 0, 0, 0]),
         1000
     );
-    assert!(!fdtable::is_forwarded(1000));
+    assert!(!fds::is_forwarded(1000));
     assert!(host_link(1000).starts_with("pipe:"));
     assert!(fd_path(rem as i64).is_none());
     // F_DUPFD respects its minimum.
@@ -414,16 +414,16 @@ fn dup_family_close_range_and_cloexec() {
         [fd as u64, libc::F_DUPFD_CLOEXEC as u64, 1005, 0, 0, 0],
     );
     assert!(hi >= 1005, "{hi}");
-    assert!(fdtable::get(hi as u64).unwrap().cloexec);
+    assert!(fds::get(hi as u64).unwrap().cloexec);
     // close_range over forwarded and local descriptors.
     assert_eq!(sys(libc::SYS_dup2, [fd as u64, 1002, 0, 0, 0, 0]), 1002);
     let remotes: Vec<u32> = [1001u64, 1002, hi as u64]
         .iter()
-        .map(|&f| fdtable::get(f).unwrap().remote)
+        .map(|&f| fds::get(f).unwrap().remote)
         .collect();
     assert_eq!(sys(libc::SYS_close_range, [1000, 1010, 0, 0, 0, 0]), 0);
     for f in [1000u64, 1001, 1002, hi as u64] {
-        assert!(!fdtable::is_forwarded(f));
+        assert!(!fds::is_forwarded(f));
         assert_eq!(host_link(f as i64), "", "{f} closed on the host");
     }
     for r in remotes {
@@ -438,13 +438,13 @@ fn dup_family_close_range_and_cloexec() {
         ),
         0
     );
-    assert!(fdtable::get(1003).unwrap().cloexec);
+    assert!(fds::get(1003).unwrap().cloexec);
     assert_eq!(close(1003), 0);
     // Beyond the table's capacity: EMFILE, nothing leaks.
     assert_eq!(
         sys(
             libc::SYS_dup2,
-            [fd as u64, fdtable::CAPACITY as u64 + 1, 0, 0, 0, 0]
+            [fd as u64, fds::CAPACITY as u64 + 1, 0, 0, 0, 0]
         ),
         -(libc::EMFILE as i64)
     );
@@ -651,14 +651,14 @@ fn cwd_follows_chdir_into_and_out_of_the_domain() {
     );
     // Relative paths go to the domain...
     let fd = open_at("rel.txt", libc::O_CREAT | libc::O_WRONLY);
-    assert!(fd >= 0 && fdtable::is_forwarded(fd as u64));
+    assert!(fd >= 0 && fds::is_forwarded(fd as u64));
     assert_eq!(close(fd), 0);
     assert!(std::path::Path::new(&format!("{sub}/rel.txt")).exists());
     // ... unless `..` leads out of the mount: then to the host, absolute.
     let out = "../../local/out.txt";
     let fd = open_at(out, libc::O_CREAT | libc::O_WRONLY);
     assert!(fd >= 0, "{fd}");
-    assert!(!fdtable::is_forwarded(fd as u64));
+    assert!(!fds::is_forwarded(fd as u64));
     assert_eq!(host_link(fd), format!("{}/out.txt", e.local));
     // SAFETY: closing a local descriptor.
     unsafe { libc::close(fd as i32) };
@@ -955,7 +955,7 @@ fn exec_state_record_carries_the_table() {
             .find(|(f, _)| *f as i64 == fd)
             .map(|(_, e)| *e)
     };
-    assert_eq!(find(a), fdtable::get(a as u64));
+    assert_eq!(find(a), fds::get(a as u64));
     assert_eq!(find(b).map(|e| e.cloexec), Some(true));
     forward::after_exec_failed(-(libc::ENOENT as i64));
     assert_eq!(close(a), 0);

@@ -9,7 +9,7 @@ mod forward_common;
 
 use forward_common::Executor;
 use std::sync::{Mutex, OnceLock};
-use virtuos::forward::{self, domain, fdtable, Action};
+use virtuos::forward::{self, domain, fds, Action};
 use virtuos_abi::mapping::create_memfd;
 use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, REGION_SIZE, STATE_SIZE};
@@ -106,7 +106,7 @@ fn socket(ty: i32) -> i64 {
         [libc::AF_INET as u64, ty as u64, 0, 0, 0, 0],
     );
     assert!(s >= 0, "socket: {s}");
-    let e = fdtable::get(s as u64).expect("a forwarded socket");
+    let e = fds::get(s as u64).expect("a forwarded socket");
     assert_eq!(e.domain, domain::DOMAIN_NETWORK);
     s
 }
@@ -206,7 +206,7 @@ fn tcp_accept_flags_addrlen_truncation_and_options() {
     let _g = env();
     let (l, c, a) = tcp_pair(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK);
     // accept4 installed a placeholder with the flags.
-    assert!(fdtable::get(a as u64).unwrap().cloexec);
+    assert!(fds::get(a as u64).unwrap().cloexec);
     assert_eq!(
         sys(
             libc::SYS_fcntl,
@@ -235,7 +235,7 @@ fn tcp_accept_flags_addrlen_truncation_and_options() {
     );
     let a2 = fwd(libc::SYS_accept, [l as u64, 0, 0, 0, 0, 0]);
     assert!(a2 >= 0);
-    assert!(!fdtable::get(a2 as u64).unwrap().cloexec);
+    assert!(!fds::get(a2 as u64).unwrap().cloexec);
     let fl2 = fwd(
         libc::SYS_fcntl,
         [a2 as u64, libc::F_GETFL as u64, 0, 0, 0, 0],
@@ -390,10 +390,7 @@ fn tcp_accept_flags_addrlen_truncation_and_options() {
     assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFSOCK);
     // dup keeps the domain.
     let d = fwd(libc::SYS_dup, [a as u64, 0, 0, 0, 0, 0]);
-    assert_eq!(
-        fdtable::get(d as u64).unwrap().domain,
-        domain::DOMAIN_NETWORK
-    );
+    assert_eq!(fds::get(d as u64).unwrap().domain, domain::DOMAIN_NETWORK);
     // Shutdown: EOF at the peer.
     assert_eq!(
         fwd(
@@ -417,7 +414,7 @@ fn tcp_accept_flags_addrlen_truncation_and_options() {
     );
     for fd in [l, c, a, c2, a2, d] {
         close(fd);
-        assert!(!fdtable::is_forwarded(fd as u64));
+        assert!(!fds::is_forwarded(fd as u64));
     }
 }
 

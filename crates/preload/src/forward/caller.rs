@@ -293,15 +293,6 @@ impl From<u8> for Target {
     }
 }
 
-impl From<super::fdtable::Entry> for Target {
-    fn from(e: super::fdtable::Entry) -> Target {
-        Target {
-            domain: e.domain,
-            epoch: Some(e.epoch),
-        }
-    }
-}
-
 /// One thread's use of an entry and a chunk, for one or more calls.
 pub struct Call {
     sess: &'static Session,
@@ -390,14 +381,6 @@ impl Call {
     /// The domain this call talks to.
     pub fn domain(&self) -> u8 {
         self.domain
-    }
-
-    /// A table entry for remote descriptor `rfd` made through this call.
-    pub fn entry_for(&self, rfd: u32, cloexec: bool) -> super::fdtable::Entry {
-        super::fdtable::Entry {
-            epoch: self.sess.epoch,
-            ..super::fdtable::Entry::new(self.domain, rfd, cloexec)
-        }
     }
 
     pub fn chunk(&self) -> Option<ChunkRef<'static>> {
@@ -669,6 +652,11 @@ impl Drop for Call {
             });
         }
     }
+}
+
+/// Close remote descriptor `rfd` through `call`.
+pub fn remote_close(call: &mut Call, rfd: u64) -> i64 {
+    call.result(libc::SYS_close as u16, [rfd, 0, 0, 0, 0, 0], false)
 }
 
 /// A call without data (virtual ops, close, fsync...) in `domain`:

@@ -48,7 +48,7 @@
 
 use super::caller::{sleep_with_mask, Call, Started};
 use super::domain;
-use super::fdtable::{self, Entry};
+use super::fds::{self, Entry};
 use super::sync::SpinLock;
 use super::wake::{self, Woken};
 use super::{caller, host, usermem, Action};
@@ -527,7 +527,7 @@ fn is_epoll(fd: u64) -> Result<(), i64> {
 /// A storage descriptor as an epoll member: EPERM, as for a regular file
 /// or directory; EBADF for an `O_PATH` one (the kernel does not let it
 /// name a file for I/O at all).
-fn storage_member_errno(e: fdtable::Entry) -> i64 {
+fn storage_member_errno(e: fds::Entry) -> i64 {
     let fl = super::caller::simple_call(
         e,
         libc::SYS_fcntl as u16,
@@ -543,10 +543,10 @@ fn storage_member_errno(e: fdtable::Entry) -> i64 {
 /// epoll_ctl: forwarded members go to the domain's instance.
 pub fn ctl(args: [u64; 6]) -> Action {
     let (epfd, op, fd, evp) = (args[0], args[1] as i32, args[2], args[3]);
-    if fdtable::count() > 0 && fdtable::is_forwarded(epfd) {
+    if fds::count() > 0 && fds::is_forwarded(epfd) {
         return Action::Done(EINVAL);
     }
-    match fdtable::peek(fd) {
+    match fds::peek(fd) {
         Some(e) if !e.is_socket() => Action::Done(storage_member_errno(e)),
         Some(e) => Action::Done(ctl_remote(epfd as u32 as i32, op, fd as u32 as i32, e, evp)),
         None => {

@@ -17,7 +17,7 @@
 
 use super::domain;
 use super::domain::{DOMAINS, NUM_DOMAINS};
-use super::fdtable::{self, Entry};
+use super::fds::{self as fdtable, Entry};
 use super::path::PATH_MAX;
 use super::session::{self, PendingClaim};
 use super::{caller, cwd, host, log, state};

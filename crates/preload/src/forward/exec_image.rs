@@ -13,9 +13,10 @@
 
 use super::caller::Call;
 use super::domain;
+use super::fds as fdtable;
 use super::path::PATH_MAX;
 use super::route::{self, PathRoute, PathScratch};
-use super::{fdtable, host, marshal, usermem};
+use super::{host, marshal, usermem};
 use core::sync::atomic::{AtomicU64, Ordering};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;

@@ -2,10 +2,10 @@
 //! F_GETFD, F_SETFD and the forwarded commands), ioctl (FIOCLEX/FIONCLEX
 //! and the forwarded requests), close_range.
 
-use super::caller::{self, Call};
+use super::caller::{self, remote_close, Call};
 use super::domain;
-use super::generic::{bind_as, forward, remote_close};
-use super::{epoll, fdtable, host, log, reopen, Action};
+use super::generic::{bind_as, forward};
+use super::{epoll, fds, host, log, Action};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 
@@ -16,13 +16,13 @@ const FIDEDUPERANGE: u32 = 0xc018_9436;
 const EINVAL: i64 = -(libc::EINVAL as i64);
 
 pub fn close(fd: u64) -> Action {
-    if !fdtable::is_forwarded(fd) {
+    if !fds::is_forwarded(fd) {
         epoll::on_close_local(fd);
         return Action::Local;
     }
     // Clear the entry first: the placeholder keeps the number reserved
     // until the host close below, so no one else can get it meanwhile.
-    let Some(e) = fdtable::take(fd) else {
+    let Some(e) = fds::take(fd) else {
         return Action::Local;
     };
     epoll::on_close_forwarded(fd, e);
@@ -49,7 +49,7 @@ fn remote_dup(call: &mut Call, rfd: u32) -> i64 {
 
 /// dup / F_DUPFD / F_DUPFD_CLOEXEC of forwarded `fd`. The host side first:
 /// the number (and EMFILE, EINVAL) is the kernel's, as natively.
-fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
+fn dup_with(fd: u64, e: fds::Entry, cmd: i32, min: u64) -> i64 {
     let mut call = match Call::begin(e) {
         Ok(c) => c,
         Err(e) => return e,
@@ -71,13 +71,13 @@ fn dup_with(fd: u64, e: fdtable::Entry, cmd: i32, min: u64) -> i64 {
         e.socket,
     );
     if r >= 0 {
-        reopen::on_dup(fd, r as u64);
+        fds::reopen::on_dup(fd, r as u64);
     }
     r
 }
 
 pub fn dup(fd: u64) -> Action {
-    match fdtable::get(fd) {
+    match fds::get(fd) {
         Some(e) => Action::Done(dup_with(fd, e, libc::F_DUPFD, 0)),
         None => Action::Local,
     }
@@ -86,9 +86,9 @@ pub fn dup(fd: u64) -> Action {
 /// dup2 (flags None) and dup3.
 pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
     let (old, new) = (args[0], args[1]);
-    let old_e = fdtable::get(old);
+    let old_e = fds::get(old);
     // (Replaced: never re-opened for that.)
-    let new_e = fdtable::peek(new);
+    let new_e = fds::peek(new);
     if old_e.is_none() && new_e.is_none() {
         return Action::Local;
     }
@@ -100,7 +100,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         // Local onto forwarded: run it natively, then drop the remote side.
         let r = host::reissue(nr, args);
         if r >= 0 {
-            if let Some(ne) = fdtable::take(new) {
+            if let Some(ne) = fds::take(new) {
                 epoll::on_close_forwarded(new, ne);
                 let _ = caller::simple_call(
                     ne,
@@ -119,7 +119,7 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
             new as u32 as i64
         });
     }
-    if new as u32 as usize >= fdtable::CAPACITY {
+    if new as u32 as usize >= fds::CAPACITY {
         return Action::Done(-(libc::EMFILE as i64));
     }
     let mut call = match Call::begin(oe) {
@@ -138,11 +138,11 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
         remote_close(&mut call, rnew as u64);
         return Action::Done(h);
     }
-    let ne = fdtable::Entry {
+    let ne = fds::Entry {
         socket: oe.socket,
-        ..call.entry_for(rnew as u32, cloexec)
+        ..fds::entry_for(&call, rnew as u32, cloexec)
     };
-    let prev = fdtable::set(new, ne);
+    let prev = fds::set(new, ne);
     if let Ok(Some(p)) = prev {
         epoll::on_close_forwarded(new, p);
     }
@@ -161,13 +161,13 @@ pub fn dup2(nr: u64, args: [u64; 6], flags: Option<u64>) -> Action {
             return Action::Done(e);
         }
     }
-    reopen::on_dup(old, new);
+    fds::reopen::on_dup(old, new);
     Action::Done(new as u32 as i64)
 }
 
 pub fn fcntl(args: [u64; 6]) -> Action {
     let fd = args[0];
-    let Some(e) = fdtable::get(fd) else {
+    let Some(e) = fds::get(fd) else {
         return Action::Local;
     };
     let cmd = args[1] as i32;
@@ -180,7 +180,7 @@ pub fn fcntl(args: [u64; 6]) -> Action {
         }),
         libc::F_SETFD => {
             let on = args[2] as i32 & libc::FD_CLOEXEC != 0;
-            fdtable::set_cloexec(fd, on);
+            fds::set_cloexec(fd, on);
             Action::Done(host::fcntl(fd as i32, libc::F_SETFD, args[2]))
         }
         _ => match fcntl_arg(args[1]) {
@@ -198,12 +198,12 @@ pub fn fcntl(args: [u64; 6]) -> Action {
                 let r = forward(libc::SYS_fcntl as u64, &a, &sh, e);
                 if r >= 0 {
                     match cmd {
-                        libc::F_SETFL => reopen::set_fl(fd, args[2]),
+                        libc::F_SETFL => fds::reopen::set_fl(fd, args[2]),
                         libc::F_SETLK
                         | libc::F_SETLKW
                         | libc::F_OFD_SETLK
                         | libc::F_OFD_SETLKW
-                        | libc::F_SETLEASE => reopen::locked(fd),
+                        | libc::F_SETLEASE => fds::reopen::locked(fd),
                         _ => {}
                     }
                 }
@@ -223,13 +223,13 @@ pub fn fcntl(args: [u64; 6]) -> Action {
 
 pub fn ioctl(args: [u64; 6]) -> Action {
     let fd = args[0];
-    let Some(e) = fdtable::get(fd) else {
+    let Some(e) = fds::get(fd) else {
         return Action::Local;
     };
     let req = args[1] as u32 as libc::c_ulong;
     if req == libc::FIOCLEX || req == libc::FIONCLEX {
         let on = req == libc::FIOCLEX;
-        fdtable::set_cloexec(fd, on);
+        fds::set_cloexec(fd, on);
         let flag = if on { libc::FD_CLOEXEC as u64 } else { 0 };
         return Action::Done(host::fcntl(fd as i32, libc::F_SETFD, flag));
     }
@@ -261,15 +261,15 @@ pub fn close_range(args: [u64; 6]) -> Action {
     if first <= last && flags & libc::CLOSE_RANGE_CLOEXEC == 0 {
         epoll::on_close_range(first, last);
     }
-    if fdtable::count() == 0 {
+    if fds::count() == 0 {
         return Action::Local;
     }
     if first > last {
         return Action::Local;
     }
     if flags & libc::CLOSE_RANGE_CLOEXEC != 0 {
-        fdtable::for_each_in(first, last, |fd, _| {
-            fdtable::set_cloexec(fd as u64, true);
+        fds::for_each_in(first, last, |fd, _| {
+            fds::set_cloexec(fd as u64, true);
         });
         return Action::Local;
     }
@@ -277,8 +277,8 @@ pub fn close_range(args: [u64; 6]) -> Action {
     // close_range (which closes their placeholders and the local ones).
     let mut calls: [Option<Call>; domain::NUM_DOMAINS] = [const { None }; domain::NUM_DOMAINS];
     let mut tried = [false; domain::NUM_DOMAINS];
-    fdtable::for_each_in(first, last, |fd, _| {
-        if let Some(e) = fdtable::take(fd as u64) {
+    fds::for_each_in(first, last, |fd, _| {
+        if let Some(e) = fds::take(fd as u64) {
             epoll::on_close_forwarded(fd as u64, e);
             let Some(k) = domain::slot_of(e.domain) else {
                 return;

@@ -3,11 +3,11 @@
 //! host (possibly with a rewritten path), or refuse it (EXDEV).
 //! Also the calls that change or report the cwd.
 
-use super::caller::{Call, Target};
+use super::caller::{remote_close, Call, Target};
 use super::domain;
 use super::path::PATH_MAX;
 use super::route::{self, PathRoute, PathScratch};
-use super::{cwd, fdtable, host, marshal, usermem, Action};
+use super::{cwd, fds, host, marshal, usermem, Action};
 use virtuos_abi::shape::{Arg, Shape};
 use virtuos_abi::{AT_FDCWD_ARG, DOMAIN_FD_LIMIT};
 
@@ -43,7 +43,7 @@ pub fn decide(
     let mut epoch: Option<u16> = None;
     for &i in fd_slots {
         let Some(&fd) = args.get(i) else { continue };
-        match fdtable::get(fd) {
+        match fds::get(fd) {
             Some(e) => {
                 if domain.is_some_and(|d| d != e.domain) {
                     return Decision::Fail(-(libc::EXDEV as i64));
@@ -63,7 +63,7 @@ pub fn decide(
         let dirfd = dirslot.and_then(|d| args.get(d).copied());
         // Paths live in the storage domain; a socket is no directory.
         if dirfd
-            .and_then(fdtable::get)
+            .and_then(fds::get)
             .is_some_and(|e| e.domain != domain::DOMAIN_STORAGE)
         {
             return Decision::Fail(-(libc::ENOTDIR as i64));
@@ -102,7 +102,7 @@ pub fn decide(
                 any_remote = true;
                 if let Some(d) = dirslot {
                     remote[d] = dirfd;
-                    if let Some(e) = args.get(d).copied().and_then(fdtable::get) {
+                    if let Some(e) = args.get(d).copied().and_then(fds::get) {
                         epoch = Some(e.epoch);
                     }
                 }
@@ -138,7 +138,7 @@ fn mixed_errno(
         let Some(d) = dirslot.map(|d| args[d]) else {
             continue;
         };
-        if d as i32 == libc::AT_FDCWD || fdtable::peek(d).is_some() {
+        if d as i32 == libc::AT_FDCWD || fds::peek(d).is_some() {
             continue;
         }
         let mut first = [0u8; 1];
@@ -286,7 +286,7 @@ pub fn shaped(nr: u64, args: [u64; 6], sh: Shape) -> Action {
     let slots = Slots::of(&sh);
     if slots.paths().is_empty() {
         // Descriptor-only: the fast path for local descriptors.
-        if !slots.fds().iter().any(|&i| fdtable::is_forwarded(args[i])) {
+        if !slots.fds().iter().any(|&i| fds::is_forwarded(args[i])) {
             return Action::Local;
         }
         let a = run(nr, &sh, decide(nr, &args, slots.fds(), &[], &mut []));
@@ -305,9 +305,11 @@ fn track(nr: u64, args: &[u64; 6], r: i64) {
         return;
     }
     match nr as i64 {
-        libc::SYS_lseek => super::reopen::seeked(args[0], r),
-        libc::SYS_getdents | libc::SYS_getdents64 => super::reopen::listed(args[0]),
-        libc::SYS_flock if args[1] as i32 & libc::LOCK_UN == 0 => super::reopen::locked(args[0]),
+        libc::SYS_lseek => super::fds::reopen::seeked(args[0], r),
+        libc::SYS_getdents | libc::SYS_getdents64 => super::fds::reopen::listed(args[0]),
+        libc::SYS_flock if args[1] as i32 & libc::LOCK_UN == 0 => {
+            super::fds::reopen::locked(args[0])
+        }
         _ => {}
     }
 }
@@ -427,7 +429,7 @@ fn forward_open(
         return r;
     }
     let fd = install(&mut call, r, open_cloexec(nr, a));
-    if fd >= 0 && super::reopen::enabled() {
+    if fd >= 0 && super::fds::reopen::enabled() {
         record_open(fd, nr, args, s, ident);
     }
     fd
@@ -444,7 +446,7 @@ fn record_open(fd: i64, nr: u64, args: &[u64; 6], s: &PathScratch, ident: u64) {
         None => p,
         Some(d) => {
             let mut dir = [0u8; PATH_MAX];
-            let Some(n) = super::reopen::path_of(d, &mut dir) else {
+            let Some(n) = super::fds::reopen::path_of(d, &mut dir) else {
                 return;
             };
             match route::join_normalize(&dir[..n], p, &mut buf) {
@@ -453,7 +455,7 @@ fn record_open(fd: i64, nr: u64, args: &[u64; 6], s: &PathScratch, ident: u64) {
             }
         }
     };
-    super::reopen::on_open(fd, nr, args, path, ident);
+    super::fds::reopen::on_open(fd, nr, args, path, ident);
 }
 
 fn open_cloexec(nr: u64, a: &[u64; 6]) -> bool {
@@ -493,12 +495,12 @@ pub fn bind(call: &mut Call, ph: i64, rfd: u32, cloexec: bool) -> i64 {
 
 /// `bind`; `socket`: `rfd` is a socket.
 pub fn bind_as(call: &mut Call, ph: i64, rfd: u32, cloexec: bool, socket: bool) -> i64 {
-    let e = call.entry_for(rfd, cloexec);
-    let e = fdtable::Entry {
+    let e = fds::entry_for(call, rfd, cloexec);
+    let e = fds::Entry {
         socket: e.socket || socket,
         ..e
     };
-    match fdtable::set(ph as u64, e) {
+    match fds::set(ph as u64, e) {
         Ok(prev) => {
             if let Some(p) = prev {
                 // A stale entry for a number the kernel considered free.
@@ -512,10 +514,6 @@ pub fn bind_as(call: &mut Call, ph: i64, rfd: u32, cloexec: bool, socket: bool) 
             e
         }
     }
-}
-
-pub fn remote_close(call: &mut Call, rfd: u64) -> i64 {
-    call.result(libc::SYS_close as u16, [rfd, 0, 0, 0, 0, 0], false)
 }
 
 // ---- cwd ----
@@ -564,7 +562,7 @@ fn local_chdir(a: [u64; 6]) -> Action {
 }
 
 pub fn fchdir(args: [u64; 6]) -> Action {
-    match fdtable::get(args[0]) {
+    match fds::get(args[0]) {
         Some(e) if e.domain != domain::DOMAIN_STORAGE => Action::Done(-(libc::ENOTDIR as i64)),
         Some(e) => {
             let mut a = args;

@@ -8,8 +8,8 @@
 //! there), so a socket read returns at most one chunk.
 
 use super::caller::Call;
-use super::fdtable::{self, Entry};
-use super::{generic, marshal, reopen, usermem, Action};
+use super::fds::{self, Entry};
+use super::{generic, marshal, usermem, Action};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;
 
@@ -22,8 +22,8 @@ pub fn rw(nr: u64, args: [u64; 6], e: Entry) -> Action {
     let a = rw_inner(nr, args, e);
     if let Action::Done(r) = a {
         match nr as i64 {
-            libc::SYS_read if !e.is_socket() => reopen::moved(args[0], r, false),
-            libc::SYS_write if !e.is_socket() => reopen::moved(args[0], r, true),
+            libc::SYS_read if !e.is_socket() => fds::reopen::moved(args[0], r, false),
+            libc::SYS_write if !e.is_socket() => fds::reopen::moved(args[0], r, true),
             _ => {}
         }
     }
@@ -179,7 +179,7 @@ pub fn vectored(nr: u64, args: [u64; 6], e: Entry) -> Action {
     };
     if let Action::Done(r) = a {
         if at_offset && !e.is_socket() {
-            reopen::moved(args[0], r, write);
+            fds::reopen::moved(args[0], r, write);
         }
     }
     a
@@ -357,10 +357,10 @@ pub fn transfer(nr: u64, args: [u64; 6]) -> Action {
     if let Action::Done(r) = a {
         let (fd_in, off_in, fd_out, off_out, _) = transfer_args(nr, &args);
         if off_in == 0 {
-            reopen::moved(fd_in, r, false);
+            fds::reopen::moved(fd_in, r, false);
         }
         if off_out == 0 {
-            reopen::moved(fd_out, r, true);
+            fds::reopen::moved(fd_out, r, true);
         }
     }
     a
@@ -376,7 +376,7 @@ fn transfer_args(nr: u64, args: &[u64; 6]) -> (u64, u64, u64, u64, u64) {
 
 fn transfer_inner(nr: u64, args: [u64; 6]) -> Action {
     let (fd_in, off_in, fd_out, off_out, len) = transfer_args(nr, &args);
-    let (ein, eout) = (fdtable::get(fd_in), fdtable::get(fd_out));
+    let (ein, eout) = (fds::get(fd_in), fds::get(fd_out));
     match (ein, eout) {
         (None, None) => return Action::Local,
         (Some(i), Some(o)) if i.domain == o.domain => {

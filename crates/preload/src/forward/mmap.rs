@@ -5,7 +5,7 @@
 
 use super::caller::Call;
 use super::domain;
-use super::{fdtable, host, log, Action};
+use super::{fds, host, log, Action};
 use virtuos_abi::CHUNK_SIZE;
 
 pub fn mmap(args: [u64; 6]) -> Action {
@@ -20,7 +20,7 @@ pub fn mmap(args: [u64; 6]) -> Action {
     if flags & libc::MAP_ANONYMOUS != 0 {
         return Action::Local;
     }
-    let Some(e) = fdtable::get(fd) else {
+    let Some(e) = fds::get(fd) else {
         return Action::Local;
     };
     if e.domain != domain::DOMAIN_STORAGE {

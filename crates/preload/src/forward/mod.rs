@@ -34,7 +34,7 @@ pub mod epoll;
 pub mod exec;
 pub mod exec_image;
 pub mod fd_ops;
-pub mod fdtable;
+pub mod fds;
 pub mod generic;
 pub mod host;
 pub mod io;
@@ -45,7 +45,6 @@ pub mod net;
 pub mod path;
 pub mod poll;
 pub mod procfs;
-pub mod reopen;
 pub mod route;
 pub mod session;
 pub mod state;
@@ -83,7 +82,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
     }
     match nr as i64 {
         libc::SYS_read | libc::SYS_write | libc::SYS_pread64 | libc::SYS_pwrite64 => {
-            match fdtable::get(a[0]) {
+            match fds::get(a[0]) {
                 Some(e) => io::rw(nr, a, e),
                 None => Action::Local,
             }
@@ -93,7 +92,7 @@ fn dispatch(nr: u64, a: [u64; 6]) -> Action {
         | libc::SYS_preadv
         | libc::SYS_pwritev
         | libc::SYS_preadv2
-        | libc::SYS_pwritev2 => match fdtable::get(a[0]) {
+        | libc::SYS_pwritev2 => match fds::get(a[0]) {
             Some(e) => io::vectored(nr, a, e),
             None => Action::Local,
         },

@@ -20,7 +20,7 @@
 
 use super::caller::Call;
 use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
-use super::fdtable::{self, Entry};
+use super::fds::{self, Entry};
 use super::generic::{install, install_as};
 use super::io::{gather, iov_total, scatter};
 use super::usermem::{self, ChunkRef};
@@ -80,7 +80,7 @@ pub fn on_fd_or(
     f: fn(u64, [u64; 6], Entry) -> i64,
     local: fn(u64, [u64; 6]) -> Action,
 ) -> Action {
-    match fdtable::get(a[0]) {
+    match fds::get(a[0]) {
         None => local(nr, a),
         Some(e) if e.is_stale() => Action::Done(super::caller::stale_errno(e.domain)),
         Some(e) if !e.is_socket() => Action::Done(-(libc::ENOTSOCK as i64)),
@@ -194,7 +194,7 @@ pub fn accept(nr: u64, a: [u64; 6], e: Entry) -> i64 {
     }
     if addr != 0 {
         if let Err(err) = len_out(&chunk, 0, ROOM, addr, lenp, ulen, ROOM) {
-            super::generic::remote_close(&mut call, r as u64);
+            super::caller::remote_close(&mut call, r as u64);
             return err;
         }
     }

@@ -28,7 +28,7 @@ use super::caller::Call;
 use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
 use super::usermem::ChunkRef;
 use super::wake::{self, Woken};
-use super::{fdtable, host, usermem, Action};
+use super::{fds, host, usermem, Action};
 use std::time::{Duration, Instant};
 use virtuos_abi::ops::OP_POLL;
 
@@ -65,7 +65,7 @@ fn write_revents(base: u64, i: usize, rev: i16) {
 /// A socket of the network domain's current session. One whose session
 /// failed is stale (ready, with an error), found out here without waiting
 /// for a restarted domain (a VM takes seconds).
-fn live_socket(e: fdtable::Entry) -> bool {
+fn live_socket(e: fds::Entry) -> bool {
     e.is_socket() && !e.is_stale() && !super::session::epoch_over(e.home(), e.epoch)
 }
 
@@ -75,7 +75,7 @@ fn live_socket(e: fdtable::Entry) -> bool {
 fn socket_domains(fds: impl Iterator<Item = u64>) -> Option<(u8, bool)> {
     let mut first: Option<u8> = None;
     for fd in fds {
-        if let Some(e) = fdtable::get(fd).filter(|&e| live_socket(e)) {
+        if let Some(e) = fds::get(fd).filter(|&e| live_socket(e)) {
             match first {
                 None => first = Some(e.home()),
                 Some(d) if d != e.home() => return Some((d, true)),
@@ -97,7 +97,7 @@ enum Side {
     Other,
 }
 
-fn side_of(e: Option<fdtable::Entry>, primary: u8) -> Side {
+fn side_of(e: Option<fds::Entry>, primary: u8) -> Side {
     match e {
         Some(e) if !e.is_socket() || e.is_stale() => Side::Now,
         Some(e) if e.home() != primary => Side::Other,
@@ -116,7 +116,7 @@ fn other_domain(primary: u8) -> u8 {
 }
 
 pub fn poll(nr: u64, args: [u64; 6]) -> Action {
-    if fdtable::count() == 0 {
+    if fds::count() == 0 {
         return Action::Local;
     }
     let (fds, nfds) = (args[0], args[1] as usize);
@@ -130,7 +130,7 @@ pub fn poll(nr: u64, args: [u64; 6]) -> Action {
         let Some((fd, _, _)) = read_pollfd(fds, i) else {
             return Action::Local;
         };
-        if fd >= 0 && fdtable::is_forwarded(fd as u64) {
+        if fd >= 0 && fds::is_forwarded(fd as u64) {
             mask[i / 64] |= 1 << (i % 64);
             any = true;
         }
@@ -185,7 +185,7 @@ pub fn poll(nr: u64, args: [u64; 6]) -> Action {
 
 /// select (`nr` = SYS_select) and pselect6.
 pub fn select(nr: u64, args: [u64; 6]) -> Action {
-    if fdtable::count() == 0 {
+    if fds::count() == 0 {
         return Action::Local;
     }
     let nfds = args[0] as i32;
@@ -197,7 +197,7 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
     let mut fwd = [0u64; MAX_SELECT_FDS / 64];
     let mut any = false;
     for fd in 0..nfds {
-        if fdtable::is_forwarded(fd as u64) {
+        if fds::is_forwarded(fd as u64) {
             fwd[fd / 64] |= 1 << (fd % 64);
             any = true;
         }
@@ -216,8 +216,7 @@ pub fn select(nr: u64, args: [u64; 6]) -> Action {
         };
         let mut net = [0u64; MAX_SELECT_FDS / 64];
         for fd in 0..nfds {
-            if fwd[fd / 64] & (1 << (fd % 64)) != 0
-                && fdtable::get(fd as u64).is_some_and(live_socket)
+            if fwd[fd / 64] & (1 << (fd % 64)) != 0 && fds::get(fd as u64).is_some_and(live_socket)
             {
                 let w = fd / 64;
                 let bit = 1u64 << (fd % 64);
@@ -433,7 +432,7 @@ fn poll_net(
             n_local += (fd >= 0) as usize;
             continue;
         }
-        let e = fdtable::get(fd as u64);
+        let e = fds::get(fd as u64);
         match (side_of(e, primary), e) {
             // Its domain failed: always "ready" with an error, never polled.
             (Side::Now, Some(e)) if e.is_stale() => storage_ready += 1,
@@ -574,7 +573,7 @@ fn poll_net(
         };
         let fd = !hidden;
         write_fd(fds, i, fd);
-        let e = fdtable::get(fd as u64);
+        let e = fds::get(fd as u64);
         let rev = match (side_of(e, primary), e) {
             (Side::Now, Some(e)) if e.is_stale() => libc::POLLERR | libc::POLLHUP,
             (Side::Now, _) => ev & READY_MASK,
@@ -700,7 +699,7 @@ fn select_net(
             } else {
                 0
             };
-            let e = fdtable::get(fd as u64);
+            let e = fds::get(fd as u64);
             if let (Side::Other, Some(e), Some(c2)) = (side_of(e, primary), e, chunk2.as_ref()) {
                 if !chunk_pollfd(c2, n_other, e.remote as i32, ev) {
                     return -(libc::EIO as i64);

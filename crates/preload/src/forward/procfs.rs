@@ -8,7 +8,7 @@ use super::domain;
 use super::generic::{decide, install, Decision};
 use super::path::PATH_MAX;
 use super::route::PathScratch;
-use super::{fdtable, host, marshal, usermem, Action};
+use super::{fds, host, marshal, usermem, Action};
 use virtuos_abi::ops::{FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH};
 
 const EIO: i64 = -(libc::EIO as i64);
@@ -82,21 +82,21 @@ fn fd_of_whole(p: &[u8]) -> Option<u32> {
 }
 
 /// The forwarded entry a path argument (user pointer) names, if any.
-fn named_entry(ptr: u64) -> Option<fdtable::Entry> {
-    if fdtable::count() == 0 {
+fn named_entry(ptr: u64) -> Option<fds::Entry> {
+    if fds::count() == 0 {
         return None;
     }
     let mut buf = [0u8; 64];
     let n = usermem::read_cstr(ptr, &mut buf)?;
     let fd = fd_of_path(&buf[..n])?;
-    fdtable::get(fd as u64)
+    fds::get(fd as u64)
 }
 
 /// The forwarded entry whose `/proc/self/fdinfo/N` (or
 /// `/proc/<our pid>/fdinfo/N`, `/proc/thread-self/fdinfo/N`) a path
 /// argument names, if any.
-fn fdinfo_entry(ptr: u64) -> Option<fdtable::Entry> {
-    if fdtable::count() == 0 {
+fn fdinfo_entry(ptr: u64) -> Option<fds::Entry> {
+    if fds::count() == 0 {
         return None;
     }
     let mut buf = [0u8; 64];
@@ -116,7 +116,7 @@ fn fdinfo_entry(ptr: u64) -> Option<fdtable::Entry> {
         return None;
     }
     let fd = fd_of_path(&alt[..len])?;
-    fdtable::get(fd as u64)
+    fds::get(fd as u64)
 }
 
 /// OP_FD_PATH into the chunk at 0 with room `cap`; returns the length.

@@ -8,7 +8,7 @@
 
 use super::domain;
 use super::path::{is_under, normalize_in_place, PATH_MAX};
-use super::{cwd, fdtable, state, usermem};
+use super::{cwd, fds, state, usermem};
 use virtuos_abi::AT_FDCWD_ARG;
 
 /// Whether the absolute path `raw`, walked component by component, is at
@@ -140,7 +140,7 @@ pub fn classify(
     follow: bool,
     s: &mut PathScratch,
 ) -> Result<PathRoute, i64> {
-    let remote_dirfd = |d: Option<u64>| d.and_then(fdtable::get);
+    let remote_dirfd = |d: Option<u64>| d.and_then(fds::get);
     s.resolved = (0, 0);
     s.rel_dirfd = NO_DIRFD;
     if ptr == 0 {
@@ -173,7 +173,7 @@ pub fn classify(
         .filter(|(_, rest)| follow || !rest.is_empty())
         .map(|(fd, rest)| (fd, rest.len()));
     if let Some((fd, rest_len)) = via_fd {
-        if let Some(e) = fdtable::get(fd as u64) {
+        if let Some(e) = fds::get(fd as u64) {
             if e.domain != domain::DOMAIN_STORAGE {
                 // A socket of the network domain: natively, following its
                 // /proc link cannot open it either (nor look inside).
@@ -215,7 +215,7 @@ pub fn classify(
         return Ok(PathRoute::Rewrite);
     }
     if let Some(d) = dirfd.filter(|&d| !is_at_fdcwd(d)) {
-        return Ok(match fdtable::get(d) {
+        return Ok(match fds::get(d) {
             Some(e) => {
                 s.resolved = (PATH_MAX + 4, n);
                 s.rel_dirfd = d;

@@ -16,7 +16,7 @@
 
 use super::domain;
 use super::domain::{DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
-use super::fdtable;
+use super::fds::table;
 use super::sync::SpinLock;
 use super::{caller, cwd, log, state};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -107,7 +107,7 @@ pub fn name(domain: u8) -> &'static str {
 /// Whether this process has forwarded state in `domain` (descriptors, or
 /// for storage a cwd in the domain): what a fork must carry over.
 fn has_state_in(domain: u8) -> bool {
-    fdtable::count_in(domain) > 0 || (domain == DOMAIN_STORAGE && cwd::is_remote())
+    table::count_in(domain) > 0 || (domain == DOMAIN_STORAGE && cwd::is_remote())
 }
 
 #[inline]
@@ -666,7 +666,7 @@ pub fn after_fork_child(tokens: ForkTokens) {
 }
 
 pub fn has_forwarded_state() -> bool {
-    fdtable::count() > 0
+    table::count() > 0
         || cwd::is_remote()
         || DOMAINS
             .into_iter()

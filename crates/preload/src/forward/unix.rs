@@ -26,9 +26,9 @@
 //! (the host cwd is stale). Descriptors and credentials never cross
 //! (`SCM_RIGHTS`/`SCM_CREDENTIALS` are refused by the domain).
 
-use super::caller::Call;
+use super::caller::{remote_close, Call};
 use super::domain::DOMAIN_STORAGE;
-use super::fdtable::{self, Entry};
+use super::fds::{self, Entry};
 use super::route::{self, PathRoute, PathScratch};
 use super::{generic, host, marshal, usermem, Action};
 use virtuos_abi::shape::SOCKADDR_UN;
@@ -292,27 +292,27 @@ fn migrate(fd: i32, ty: i32) -> Result<Entry, i64> {
     copy_options(&mut call, fd, rfd as u32, ty);
     let ph = host::open_placeholder(cloexec);
     if ph < 0 {
-        generic::remote_close(&mut call, rfd as u64);
+        remote_close(&mut call, rfd as u64);
         return Err(ph);
     }
     let e = Entry {
         socket: true,
-        ..call.entry_for(rfd as u32, cloexec)
+        ..fds::entry_for(&call, rfd as u32, cloexec)
     };
     // The entry first: a call of another thread on `fd` from now on goes
     // to the domain; then the placeholder takes the number (closing the
     // host socket) atomically.
-    if let Err(err) = fdtable::set(fd as u64, e) {
+    if let Err(err) = fds::set(fd as u64, e) {
         host::close(ph as i32);
-        generic::remote_close(&mut call, rfd as u64);
+        remote_close(&mut call, rfd as u64);
         return Err(err);
     }
     let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
     let r = host::dup3(ph as i32, fd, flags);
     host::close(ph as i32);
     if r < 0 {
-        fdtable::take(fd as u64);
-        generic::remote_close(&mut call, rfd as u64);
+        fds::take(fd as u64);
+        remote_close(&mut call, rfd as u64);
         return Err(r);
     }
     Ok(e)
@@ -345,7 +345,7 @@ fn forward_addr_call(nr: u64, e: Entry, a: &UnixAddr) -> i64 {
 /// bind / connect.
 pub fn bind_connect(nr: u64, a: [u64; 6]) -> Action {
     let (fd, addr, len) = (a[0], a[1], a[2] as u32 as u64);
-    match fdtable::get(fd) {
+    match fds::get(fd) {
         // A network socket: the shaped path.
         Some(e) if e.home() != DOMAIN_STORAGE => Action::Local,
         Some(e) if e.is_stale() => Action::Done(super::caller::stale_errno(e.domain)),

@@ -4,7 +4,7 @@
 
 use super::generic::{decide, Decision};
 use super::route::PathScratch;
-use super::{fdtable, host, log, Action};
+use super::{fds, host, log, Action};
 
 struct Rule {
     fds: &'static [usize],
@@ -58,7 +58,7 @@ pub fn check(nr: u64, args: [u64; 6]) -> Action {
         return Action::Local;
     };
     if rule.paths.is_empty() {
-        if !rule.fds.iter().any(|&i| fdtable::is_forwarded(args[i])) {
+        if !rule.fds.iter().any(|&i| fds::is_forwarded(args[i])) {
             return Action::Local;
         }
         log::unsupported(nr, "on a descriptor of the storage domain", rule.errno);

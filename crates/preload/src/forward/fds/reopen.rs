@@ -1,14 +1,14 @@
 //! Re-opening storage files after a restart of the storage domain.
 //!
 //! When the storage domain fails, the shadow that held this process's remote
-//! descriptors is gone (`fdtable` epochs). For a file opened *by path* in the
+//! descriptors is gone (`domain` epochs). For a file opened *by path* in the
 //! storage domain we remember what it takes to open it again: the path as
 //! resolved at open time (absolute, lexically normalised, inside the mount),
 //! the open flags without O_CREAT/O_EXCL/O_TRUNC, the file's identity (the
 //! domain reports st_dev/st_ino with every open: `ops::file_identity`) and
 //! the file offset as this process last moved it (read, write, lseek, ...,
 //! counted here on the client: the old domain is dead, nobody else knows).
-//! At the next call on such a descriptor after the restart, `fdtable::get`
+//! At the next call on such a descriptor after the restart, `fds::get`
 //! calls `revive`: open the path in the restarted domain, check that it is
 //! the same file (same identity) and that it is at least as long as the
 //! offset, seek, and swap the table entry to the new remote descriptor. The
@@ -32,23 +32,22 @@
 //! re-opening off.
 //!
 //! Memory: one 512-byte record per user descriptor number, indexed by it, in
-//! a lazily mapped `MAP_NORESERVE` array (`fdtable::LazyWords`, 32 MiB of
+//! a lazily mapped `MAP_NORESERVE` array (`fds::table::LazyWords`, 32 MiB of
 //! address space, only touched pages cost memory: 8 descriptors per page).
 //! Nothing is allocated; the hot-path cost is one atomic update of the
 //! record's offset per read/write/lseek on a storage descriptor.
 //!
-//! Record (64 words): key (the fdtable word it belongs to, without
+//! Record (64 words): key (the table word it belongs to, without
 //! close-on-exec; 0 = none), offset (`OFF_END`: at the end after an
 //! O_APPEND write; `OFF_UNKNOWN`), flags (open flags | state bits << 32),
 //! identity, path length, path bytes. A writer clears the key first and
 //! publishes it last; a reader checks it before and after copying.
 
-use super::caller::Call;
-use super::domain;
-use super::domain::DOMAIN_STORAGE;
-use super::fdtable::{self, Entry, LazyWords, CAPACITY};
-use super::path::{is_under, PATH_MAX};
-use super::{log, state};
+use super::table::{self, Entry, LazyWords, CAPACITY};
+use crate::forward::caller::{remote_close, Call};
+use crate::forward::domain::{DOMAIN_STORAGE, STALE};
+use crate::forward::path::{is_under, PATH_MAX};
+use crate::forward::{log, session, state, usermem};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 
@@ -98,7 +97,7 @@ fn record(fd: u64) -> Option<&'static [AtomicU64]> {
 fn live(fd: u64) -> Option<&'static [AtomicU64]> {
     let r = record(fd)?;
     let k = r[KEY].load(Ordering::Acquire);
-    (k != 0 && k == fdtable::key_of(fdtable::raw(fd))).then_some(r)
+    (k != 0 && k == table::key_of(table::raw(fd))).then_some(r)
 }
 
 pub fn enabled() -> bool {
@@ -124,7 +123,7 @@ fn write(fd: u64, flags: u64, offset: u64, ident: u64, path: &[u8]) {
     let Some(r) = all.get(i * WORDS..(i + 1) * WORDS) else {
         return;
     };
-    let key = fdtable::key_of(fdtable::raw(fd));
+    let key = table::key_of(table::raw(fd));
     if key == 0 || path.len() > MAX_PATH {
         return;
     }
@@ -177,11 +176,11 @@ pub fn on_open(fd: i64, nr: u64, args: &[u64; 6], path: &[u8], ident: u64) {
         libc::SYS_openat2 => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }: RESOLVE_*
             // restrictions would not hold for a plain re-open.
-            let resolve = super::usermem::read_u64(args[2].wrapping_add(16));
+            let resolve = usermem::read_u64(args[2].wrapping_add(16));
             if resolve != Some(0) {
                 return;
             }
-            super::usermem::read_u64(args[2]).unwrap_or(0) as i32
+            usermem::read_u64(args[2]).unwrap_or(0) as i32
         }
         _ => return,
     };
@@ -295,10 +294,10 @@ pub fn stats() -> (usize, usize) {
 #[inline(never)]
 pub fn revive(fd: u64, slot: &AtomicU64, raw: u64, e: Entry) -> Entry {
     let stale = Entry {
-        domain: e.home() | domain::STALE,
+        domain: e.home() | STALE,
         ..e
     };
-    if !e.is_stale() && super::session::current(DOMAIN_STORAGE).is_none() {
+    if !e.is_stale() && session::current(DOMAIN_STORAGE).is_none() {
         return e;
     }
     let Some(r) = live(fd).filter(|_| enabled()) else {
@@ -348,14 +347,14 @@ pub fn revive(fd: u64, slot: &AtomicU64, raw: u64, e: Entry) -> Entry {
             return stale;
         }
     };
-    let new = call.entry_for(rfd, e.cloexec);
-    if !fdtable::replace(slot, raw, new) {
+    let new = super::entry_for(&call, rfd, e.cloexec);
+    if !table::replace(slot, raw, new) {
         // Closed, replaced or re-opened by another thread meanwhile.
-        super::generic::remote_close(&mut call, rfd as u64);
-        return fdtable::peek(fd).unwrap_or(stale);
+        remote_close(&mut call, rfd as u64);
+        return table::peek(fd).unwrap_or(stale);
     }
     // The record now belongs to the new entry.
-    let nk = fdtable::key_of(fdtable::encode(new));
+    let nk = table::key_of(table::encode(new));
     let _ = r[KEY].compare_exchange(k, nk, Ordering::AcqRel, Ordering::Acquire);
     REOPENED.fetch_add(1, Ordering::Relaxed);
     tell(fd, &path[..n], off);
@@ -405,7 +404,7 @@ fn open_again(
     }
     let rfd = r as u32;
     let fail = |call: &mut Call, why| {
-        super::generic::remote_close(call, rfd as u64);
+        remote_close(call, rfd as u64);
         Err(why)
     };
     if got != ident {
@@ -482,7 +481,7 @@ mod tests {
     #[test]
     fn records_follow_their_entry_and_track_the_offset() {
         let fd = 62_000u64;
-        fdtable::set(fd, Entry::storage(77, false)).unwrap();
+        super::super::set(fd, Entry::storage(77, false)).unwrap();
         write(fd, libc::O_RDWR as u64, 0, 9, b"/storage/a/b");
         let mut p = [0u8; MAX_PATH];
         let n = path_of(fd, &mut p).unwrap();
@@ -494,11 +493,11 @@ mod tests {
         seeked(fd, 3);
         assert_eq!(live(fd).unwrap()[OFFSET].load(Ordering::Relaxed), 3);
         // close_on_exec changes do not detach the record.
-        assert!(fdtable::set_cloexec(fd, true));
+        assert!(super::super::set_cloexec(fd, true));
         assert!(live(fd).is_some());
         // dup: a copy at the new number.
         let fd2 = 62_001u64;
-        fdtable::set(fd2, Entry::storage(78, false)).unwrap();
+        super::super::set(fd2, Entry::storage(78, false)).unwrap();
         on_dup(fd, fd2);
         assert_eq!(live(fd2).unwrap()[OFFSET].load(Ordering::Relaxed), 3);
         listed(fd2);
@@ -512,17 +511,17 @@ mod tests {
             0
         );
         // A new entry at the number voids the record.
-        fdtable::set(fd, Entry::storage(79, false)).unwrap();
+        super::super::set(fd, Entry::storage(79, false)).unwrap();
         assert!(live(fd).is_none());
-        fdtable::take(fd);
-        fdtable::take(fd2);
+        super::super::take(fd);
+        super::super::take(fd2);
         assert!(live(fd2).is_none());
     }
 
     #[test]
     fn append_writes_put_the_offset_at_the_end() {
         let fd = 62_010u64;
-        fdtable::set(fd, Entry::storage(80, false)).unwrap();
+        super::super::set(fd, Entry::storage(80, false)).unwrap();
         write(
             fd,
             (libc::O_RDWR | libc::O_APPEND) as u64,
@@ -543,6 +542,6 @@ mod tests {
         assert_eq!(live(fd).unwrap()[OFFSET].load(Ordering::Relaxed), 50);
         locked(fd);
         assert_ne!(live(fd).unwrap()[FLAGS].load(Ordering::Relaxed) & LOCKED, 0);
-        fdtable::take(fd);
+        super::super::take(fd);
     }
 }

@@ -1,4 +1,7 @@
 //! The descriptor table: user fd -> (domain, remote fd, close-on-exec).
+//! A pure table: it knows domain ids and epochs (`domain`) and nothing
+//! above; what a change of an entry means for the rest (re-open records)
+//! is `fds`'s, which alone may change it (the mutators are `pub(super)`).
 //!
 //! A fixed array of `CAPACITY` atomics in an anonymous private mapping,
 //! mapped at the first forwarded descriptor (fork copies it with the rest of
@@ -15,7 +18,7 @@
 //! domain id: no session serves that id, so every call on it fails (EIO,
 //! ENOTCONN for sockets) and close just drops it.
 
-use super::domain::{epoch, slot_of, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS, STALE};
+use crate::forward::domain::{epoch, slot_of, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS, STALE};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -205,24 +208,20 @@ fn index(fd: u64) -> Option<usize> {
     (i < CAPACITY).then_some(i)
 }
 
-/// The entry of user descriptor `fd` (the kernel reads fd arguments as
-/// `unsigned int`: we use the low 32 bits too), for a call that will use
-/// it: a storage file whose domain failed is re-opened first when it can
-/// be (`reopen`), otherwise it is presented stale.
+/// The slot, stored word and entry of user descriptor `fd` (the kernel
+/// reads fd arguments as `unsigned int`: we use the low 32 bits too), as
+/// lookups present it (stale if its epoch ended): for `fds::get`.
 #[inline]
-pub fn get(fd: u64) -> Option<Entry> {
+pub(super) fn lookup(fd: u64) -> Option<(&'static AtomicU64, u64, Entry)> {
     let t = table()?;
     let slot = t.get(index(fd)?)?;
     let raw = slot.load(Ordering::Acquire);
-    let e = Entry::decode(raw)?;
-    if e.home() == DOMAIN_STORAGE && (e.is_stale() || super::session::storage_failed()) {
-        return Some(super::reopen::revive(fd, slot, raw, e));
-    }
-    Some(e)
+    Some((slot, raw, Entry::decode(raw)?))
 }
 
-/// The entry of `fd` as stored (stale if its epoch ended), never re-opened:
-/// for calls that only ask whether `fd` is forwarded or drop the entry.
+/// The entry of `fd` as stored (stale if its epoch ended), never re-opened
+/// (`fds::get` re-opens): for calls that only ask whether `fd` is
+/// forwarded or drop the entry.
 #[inline]
 pub fn peek(fd: u64) -> Option<Entry> {
     let t = table()?;
@@ -234,7 +233,7 @@ pub fn is_forwarded(fd: u64) -> bool {
 }
 
 /// The stored word of `fd` (0: none): what `reopen` keys its records by.
-pub fn raw(fd: u64) -> u64 {
+pub(super) fn raw(fd: u64) -> u64 {
     table()
         .and_then(|t| t.get(index(fd)?))
         .map_or(0, |s| s.load(Ordering::Acquire))
@@ -242,29 +241,28 @@ pub fn raw(fd: u64) -> u64 {
 
 /// The stored word an entry is kept as, without its close-on-exec bit
 /// (which `set_cloexec` changes in place).
-pub fn key_of(raw: u64) -> u64 {
+pub(super) fn key_of(raw: u64) -> u64 {
     raw & !CLOEXEC
 }
 
 /// The stored word `e` is kept as.
-pub fn encode(e: Entry) -> u64 {
+pub(super) fn encode(e: Entry) -> u64 {
     e.encode()
 }
 
 /// Replace the stored word `old` of `slot` by `new` (same domain, so the
 /// counts stay); false if `slot` changed meanwhile.
-pub fn replace(slot: &AtomicU64, old: u64, new: Entry) -> bool {
+pub(super) fn replace(slot: &AtomicU64, old: u64, new: Entry) -> bool {
     slot.compare_exchange(old, new.encode(), Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
 }
 
 /// Set the entry of `fd`; returns the previous one. EMFILE when `fd` is
-/// beyond the table.
-pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
+/// beyond the table. (`fds::set` also voids the re-open record.)
+pub(super) fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
     let i = index(fd).ok_or(-(libc::EMFILE as i64))?;
     let t = map_table()?;
     let old = t[i].swap(e.encode(), Ordering::AcqRel);
-    super::reopen::forget(fd);
     match Entry::decode_raw(old) {
         None => {
             COUNT.fetch_add(1, Ordering::Relaxed);
@@ -277,10 +275,9 @@ pub fn set(fd: u64, e: Entry) -> Result<Option<Entry>, i64> {
 }
 
 /// Remove and return the entry of `fd` (only one caller wins).
-pub fn take(fd: u64) -> Option<Entry> {
+pub(super) fn take(fd: u64) -> Option<Entry> {
     let t = table()?;
     let old = t.get(index(fd)?)?.swap(0, Ordering::AcqRel);
-    super::reopen::forget(fd);
     if let Some(p) = Entry::decode_raw(old) {
         COUNT.fetch_sub(1, Ordering::Relaxed);
         count_add(p.domain, -1);
@@ -289,7 +286,7 @@ pub fn take(fd: u64) -> Option<Entry> {
 }
 
 /// Set or clear close-on-exec; false if `fd` is not forwarded.
-pub fn set_cloexec(fd: u64, on: bool) -> bool {
+pub(super) fn set_cloexec(fd: u64, on: bool) -> bool {
     let Some(slot) = table().and_then(|t| t.get(index(fd)?)) else {
         return false;
     };
@@ -334,12 +331,13 @@ pub fn for_each_in(first: u64, last: u64, mut f: impl FnMut(u32, Entry)) {
     }
 }
 
-/// Forget every entry (a new image whose record was rejected, tests).
-pub fn clear_all() {
+/// Forget every entry (a new image whose record was rejected, tests);
+/// `forgot(fd)` after each one that may have been set.
+pub(super) fn clear_all(mut forgot: impl FnMut(u64)) {
     if let Some(t) = table() {
         for (i, s) in t.iter().take(HIGH.load(Ordering::Relaxed)).enumerate() {
             s.store(0, Ordering::Relaxed);
-            super::reopen::forget(i as u64);
+            forgot(i as u64);
         }
     }
     COUNT.store(0, Ordering::Relaxed);
@@ -369,14 +367,14 @@ mod tests {
             Err(-(libc::EMFILE as i64)),
             "beyond the table"
         );
-        assert_eq!(get(CAPACITY as u64 + 5), None);
+        assert_eq!(peek(CAPACITY as u64 + 5), None);
         // AT_FDCWD and other negatives are never in the table.
-        assert_eq!(get(libc::AT_FDCWD as i64 as u64), None);
+        assert_eq!(peek(libc::AT_FDCWD as i64 as u64), None);
         let fd = 60_000u64;
         assert_eq!(set(fd, e), Ok(None));
-        assert_eq!(get(fd), Some(e));
+        assert_eq!(peek(fd), Some(e));
         assert!(set_cloexec(fd, false));
-        assert!(!get(fd).unwrap().cloexec);
+        assert!(!peek(fd).unwrap().cloexec);
         let mut seen = vec![];
         for_each_in(59_990, 65_535, |i, e| seen.push((i, e.remote)));
         assert_eq!(seen, vec![(60_000, 12345)]);
@@ -395,13 +393,13 @@ mod tests {
             ..Entry::network(9, false)
         };
         set(fd, old).unwrap();
-        let e = get(fd).unwrap();
+        let e = peek(fd).unwrap();
         assert!(e.is_stale());
         assert_eq!(e.home(), DOMAIN_NETWORK);
         assert!(slot_of(e.domain).is_none(), "no session serves a stale id");
         // A new entry at the same number is current again.
         set(fd, Entry::network(10, false)).unwrap();
-        assert!(!get(fd).unwrap().is_stale());
+        assert!(!peek(fd).unwrap().is_stale());
         assert_eq!(count_in(DOMAIN_NETWORK), before + 1);
         let gone = take(fd).unwrap();
         assert!(!gone.is_stale());
