@@ -898,7 +898,7 @@ fn many_threads_share_entries_and_chunks() {
     assert_eq!(write_fd(fd, b"0123456789"), 10);
     // (Other tests' threads may still cache one entry and chunk each.)
     forward::on_thread_exit();
-    let before = virtuos::forward::caller::free_counts();
+    let before = virtuos::forward::pools::free_counts();
     // More threads than chunks: some must wait for others to give theirs back.
     let threads: Vec<_> = (0..80)
         .map(|_| {
@@ -921,7 +921,7 @@ fn many_threads_share_entries_and_chunks() {
     }
     forward::on_thread_exit();
     assert_eq!(
-        virtuos::forward::caller::free_counts(),
+        virtuos::forward::pools::free_counts(),
         before,
         "everything came back"
     );

@@ -642,14 +642,3 @@ pub fn credentials_change(nr: u64, a: [u64; 6]) -> Action {
     }
     Action::Done(r)
 }
-
-/// Give a freshly registered shadow our current umask.
-pub fn sync_umask() {
-    let cur = host::reissue(libc::SYS_umask as u64, [0o022, 0, 0, 0, 0, 0]);
-    host::reissue(libc::SYS_umask as u64, [cur as u64, 0, 0, 0, 0, 0]);
-    let _ = super::caller::simple_call(
-        domain::DOMAIN_STORAGE,
-        libc::SYS_umask as u16,
-        [cur as u64 & 0o777, 0, 0, 0, 0, 0],
-    );
-}

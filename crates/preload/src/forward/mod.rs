@@ -35,6 +35,7 @@ pub mod exec;
 pub mod exec_image;
 pub mod fd_ops;
 pub mod fds;
+pub mod fork;
 pub mod generic;
 pub mod host;
 pub mod io;
@@ -44,6 +45,7 @@ pub mod mmap;
 pub mod net;
 pub mod path;
 pub mod poll;
+pub mod pools;
 pub mod procfs;
 pub mod route;
 pub mod session;
@@ -174,18 +176,18 @@ pub struct ForkTicket {
 /// A process-creating clone (no CLONE_THREAD) is about to run.
 /// `Err(-errno)`: the fork must fail with that error (a domain could not
 /// prepare the child's shadow: EAGAIN under RLIMIT_NPROC;
-/// `session::before_fork`).
+/// `fork::before_fork`).
 pub fn before_fork(clone_flags: u64) -> Result<ForkTicket, i64> {
     let _ = clone_flags;
     epoll::before_fork();
     Ok(ForkTicket {
-        tokens: session::before_fork()?,
+        tokens: fork::before_fork()?,
     })
 }
 
 /// In the parent after the fork syscall returned `result` (child pid or -errno).
 pub fn after_fork_parent(ticket: ForkTicket, result: i64) {
-    session::after_fork_parent(ticket.tokens, result);
+    fork::after_fork_parent(ticket.tokens, result);
 }
 
 /// In the child (a separate process) right after the fork syscall.
@@ -196,7 +198,7 @@ pub fn after_fork_child(ticket: ForkTicket) {
         matches!(t, Some(Some(_)))
     });
     wake::reset_after_fork();
-    session::after_fork_child(ticket.tokens);
+    fork::after_fork_child(ticket.tokens);
 }
 
 /// True when this process has forwarded state (registered with a domain, or
@@ -229,11 +231,11 @@ pub fn after_exec_failed(result: i64) {
 /// The calling thread is about to exit (SYS_exit).
 pub fn on_thread_exit() {
     wake::on_thread_exit();
-    caller::on_thread_exit();
+    pools::on_thread_exit();
 }
 
 extern "C" fn atfork_child() {
-    session::claim_pending_now();
+    fork::claim_pending_now();
 }
 
 /// Called once from the library constructor, before interception is armed.

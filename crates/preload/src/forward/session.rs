@@ -18,7 +18,7 @@ use super::domain;
 use super::domain::{DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
 use super::fds::table;
 use super::sync::SpinLock;
-use super::{caller, cwd, log, state};
+use super::{cwd, log, pools, state};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use rustix::fd::AsFd;
 use virtuos_abi::control::{self, ClientRequest, DaemonReply, NETWORK, STORAGE};
@@ -87,8 +87,6 @@ impl Slot {
 static SLOTS: [Slot; NUM_DOMAINS] = [const { Slot::new() }; NUM_DOMAINS];
 /// Serialises registration / claim / reattach.
 static LOCK: SpinLock<()> = SpinLock::new(());
-/// Our pid when `before_fork` ran (the child's parent pid).
-static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
 
 fn slot(domain: u8) -> &'static Slot {
     // Unknown ids never reach here (the table only holds known ones); fall
@@ -106,7 +104,7 @@ pub fn name(domain: u8) -> &'static str {
 
 /// Whether this process has forwarded state in `domain` (descriptors, or
 /// for storage a cwd in the domain): what a fork must carry over.
-fn has_state_in(domain: u8) -> bool {
+pub fn has_state_in(domain: u8) -> bool {
     table::count_in(domain) > 0 || (domain == DOMAIN_STORAGE && cwd::is_remote())
 }
 
@@ -167,25 +165,32 @@ pub fn storage_failed() -> bool {
 /// The session of `domain`, registering (or claiming a fork) on first use.
 /// May allocate on the slow path (never while libc holds malloc locks: no
 /// forwarded call is made from inside malloc).
+///
+/// `prime` runs right after a fresh storage shadow is registered (not a
+/// claimed fork, which inherited its parent's state), still under the
+/// registration lock, to give it the process state it does not inherit
+/// (the umask: `caller::sync_umask`). It makes a call through this very
+/// session, which is a layer above this one: the caller hands it down
+/// rather than this module calling up.
 #[inline]
-pub fn get(domain: u8) -> Result<&'static Session, i64> {
+pub fn get(domain: u8, prime: fn()) -> Result<&'static Session, i64> {
     match current(domain) {
         Some(s) if s.usable() => Ok(s),
-        _ => slow_get(domain),
+        _ => slow_get(domain, prime),
     }
 }
 
 #[cold]
-fn slow_get(domain: u8) -> Result<&'static Session, i64> {
+fn slow_get(domain: u8, prime: fn()) -> Result<&'static Session, i64> {
     // Our caller may run in the program's normal context (the exported
     // wrappers): keep its signal handlers out while we hold LOCK.
     let mask = super::host::block_signals();
-    let r = slow_get_locked(domain);
+    let r = slow_get_locked(domain, prime);
     super::host::restore_signals(mask);
     r
 }
 
-fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
+fn slow_get_locked(domain: u8, prime: fn()) -> Result<&'static Session, i64> {
     let _g = LOCK.lock();
     let sl = slot(domain);
     if let Some(s) = current(domain) {
@@ -222,7 +227,7 @@ fn slow_get_locked(domain: u8) -> Result<&'static Session, i64> {
             if claim.is_none() && domain == DOMAIN_STORAGE {
                 // A fresh shadow starts with the domain's umask; a forked
                 // one inherited its parent's, which is ours.
-                super::generic::sync_umask();
+                prime();
             }
             Ok(s)
         }
@@ -494,7 +499,7 @@ pub fn map_session_at(
 
 fn publish(domain: u8, mut s: Session) -> &'static Session {
     s.epoch = domain::epoch(domain);
-    caller::on_new_session(domain, &s.region);
+    pools::on_new_session(domain, &s.region);
     let p = Box::into_raw(Box::new(s));
     slot(domain).session.store(p, Ordering::Release);
     drop_stale(domain);
@@ -518,15 +523,6 @@ fn drop_stale(domain: u8) {
 pub fn install(domain: u8, s: Session) -> &'static Session {
     let _g = LOCK.lock();
     publish(domain, s)
-}
-
-/// Claim pending forks now (the atfork child handler). Allocates.
-pub fn claim_pending_now() {
-    for d in DOMAINS {
-        if current(d).is_none() && pending(d).is_some() {
-            let _ = get(d);
-        }
-    }
 }
 
 /// The new image after exec: attach to the same shadow of `domain` again
@@ -561,79 +557,11 @@ pub fn reattach(domain: u8, claim: Option<PendingClaim>) -> bool {
 /// Tokens of the shadows prepared for a fork, per domain slot.
 pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
 
-/// Parent, before the fork (malloc locks may be held: allocation-free).
-/// Prepares a forked shadow in every domain where we have state.
-///
-/// The preparation is not interruptible: the program's signals stay
-/// blocked until it is done (as a native fork delivers them after the
-/// child exists). An interrupted preparation used to leave the child
-/// without a shadow: cut off from the domain, refused at its exec's
-/// `Reattach` ("not registered").
-///
-/// A domain that cannot fork the shadow for lack of processes (EAGAIN: the
-/// pending shadow runs as our uid and counts against our RLIMIT_NPROC, like
-/// the child would; or ENOMEM) makes the fork itself fail with that error,
-/// as the kernel's fork would: `Err(-errno)`, after aborting the shadows
-/// already prepared in other domains. Any other failure of a live domain
-/// fails the fork with EAGAIN (as a native fork does when the kernel cannot
-/// make the child), and is logged.
-pub fn before_fork() -> Result<ForkTokens, i64> {
-    let mut tokens = [None; NUM_DOMAINS];
-    FORK_PARENT.store(super::host::getpid(), Ordering::Relaxed);
-    for (i, d) in DOMAINS.into_iter().enumerate() {
-        if !current(d).is_some_and(|s| s.usable()) {
-            continue;
-        }
-        if !has_state_in(d) {
-            // Nothing to inherit: the child registers afresh if it ever needs to.
-            continue;
-        }
-        let r = caller::simple_call_uninterruptible(d, virtuos_abi::ops::OP_FORK_PREPARE, [0; 6]);
-        if r >= 0 {
-            tokens[i] = Some(r as u64);
-            continue;
-        }
-        if !current(d).is_some_and(|s| s.usable()) {
-            // The domain failed meanwhile: as if it had before (the
-            // child's descriptors there are stale anyway).
-            continue;
-        }
-        abort_prepared(&tokens);
-        if r == -(libc::EAGAIN as i64) || r == -(libc::ENOMEM as i64) {
-            return Err(r);
-        }
-        log::emit(format_args!(
-            "fork: the {} domain could not prepare the child's shadow (errno {}); \
-             the fork fails with EAGAIN",
-            name(d),
-            -r
-        ));
-        return Err(-(libc::EAGAIN as i64));
-    }
-    Ok(tokens)
-}
-
-pub fn after_fork_parent(tokens: ForkTokens, result: i64) {
-    if result >= 0 {
-        return;
-    }
-    abort_prepared(&tokens);
-}
-
-fn abort_prepared(tokens: &ForkTokens) {
-    for (i, d) in DOMAINS.into_iter().enumerate() {
-        if let Some(t) = tokens[i] {
-            let _ = caller::simple_call_uninterruptible(
-                d,
-                virtuos_abi::ops::OP_FORK_ABORT,
-                [t, 0, 0, 0, 0, 0],
-            );
-        }
-    }
-}
-
-/// Child, right after the fork (allocation-free, single-threaded).
-pub fn after_fork_child(tokens: ForkTokens) {
+/// Child, right after the fork (allocation-free, single-threaded): the
+/// parent's sessions become stale, the prepared shadows (`parent_pid`'s,
+/// `tokens`) are to be claimed. (`fork::after_fork_child` also resets the
+/// pools of the parent's sessions.)
+pub fn after_fork_child(tokens: ForkTokens, parent_pid: u32) {
     LOCK.force_unlock();
     cwd::force_unlock();
     for s in &SLOTS {
@@ -645,13 +573,12 @@ pub fn after_fork_child(tokens: ForkTokens) {
             let _ = older;
         }
     }
-    caller::reset_after_fork();
     for (i, d) in DOMAINS.into_iter().enumerate() {
         match tokens[i] {
             Some(t) => set_pending(
                 d,
                 Some(PendingClaim {
-                    parent_pid: FORK_PARENT.load(Ordering::Relaxed),
+                    parent_pid,
                     token: t,
                 }),
             ),
