@@ -379,11 +379,11 @@ fn read_msghdr(p: u64) -> Result<MsgHdr, i64> {
 
 /// The address a Unix socket of the storage domain sends to (None: as
 /// the program gave it); network sockets take theirs unchanged.
-fn unix_addr(e: Entry, addr: u64, alen: u32) -> Result<Option<super::unix::UnixAddr>, i64> {
+fn unix_addr(e: Entry, addr: u64, alen: u32) -> Result<Option<super::unix_addr::UnixAddr>, i64> {
     if e.home() != DOMAIN_STORAGE || addr == 0 {
         return Ok(None);
     }
-    super::unix::storage_addr(addr, alen as u64)
+    super::unix_addr::storage_addr(addr, alen as u64)
 }
 
 /// One sendmsg through OP_SENDMSG.

@@ -169,7 +169,7 @@ pub fn classify(
     };
     // The link itself only when followed; a path through it (a directory
     // descriptor's `/proc/self/fd/N/name`) always goes through it.
-    let via_fd = super::procfs::split_fd_path(&hi[..n])
+    let via_fd = super::fdlink::split_fd_path(&hi[..n])
         .filter(|(_, rest)| follow || !rest.is_empty())
         .map(|(fd, rest)| (fd, rest.len()));
     if let Some((fd, rest_len)) = via_fd {
@@ -183,7 +183,7 @@ pub fn classify(
                     libc::ENOTDIR
                 } as i64));
             }
-            let len = super::procfs::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
+            let len = super::fdlink::domain_path_of(e.remote, &mut s.buf[..PATH_MAX])?;
             let total = len + rest_len;
             if total >= PATH_MAX {
                 return Err(-(libc::ENAMETOOLONG as i64));
