@@ -46,12 +46,13 @@
 //! kernel does it; forwarded members of the inner set do not wake the
 //! outer one. Not kept across exec.
 
+use super::action::Action;
 use super::caller::{sleep_with_mask, Call, Started};
 use super::domain;
 use super::fds::{self, Entry};
 use super::sync::SpinLock;
 use super::wake::{self, Woken};
-use super::{caller, host, usermem, Action};
+use super::{caller, host, usermem};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use virtuos_abi::ops::epoll::{self as wire, EVENT_SIZE, MAX_EVENTS};

@@ -2,10 +2,11 @@
 //! F_GETFD, F_SETFD and the forwarded commands), ioctl (FIOCLEX/FIONCLEX
 //! and the forwarded requests), close_range.
 
+use super::action::Action;
 use super::caller::{self, remote_close, Call};
 use super::domain;
 use super::generic::{bind_as, forward};
-use super::{epoll, fds, host, log, Action};
+use super::{epoll, fds, host, log};
 use virtuos_abi::shape::{fcntl_arg, ioctl_arg, Arg};
 use virtuos_abi::DOMAIN_FD_LIMIT;
 

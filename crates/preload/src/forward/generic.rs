@@ -3,11 +3,12 @@
 //! host (possibly with a rewritten path), or refuse it (EXDEV).
 //! Also the calls that change or report the cwd.
 
+use super::action::Action;
 use super::caller::{remote_close, Call, Target};
 use super::domain;
 use super::path::PATH_MAX;
 use super::route::{self, PathRoute, PathScratch};
-use super::{cwd, fds, host, marshal, usermem, Action};
+use super::{cwd, fds, host, marshal, usermem};
 use virtuos_abi::shape::{Arg, Shape};
 use virtuos_abi::{AT_FDCWD_ARG, DOMAIN_FD_LIMIT};
 

@@ -7,9 +7,10 @@
 //! the first one already returned data (natively read returns what is
 //! there), so a socket read returns at most one chunk.
 
+use super::action::Action;
 use super::caller::Call;
 use super::fds::{self, Entry};
-use super::{generic, marshal, usermem, Action};
+use super::{generic, marshal, usermem};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;
 

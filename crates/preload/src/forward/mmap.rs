@@ -3,9 +3,10 @@
 //! shared read-only ones are treated as private (not coherent with later
 //! writes to the file).
 
+use super::action::Action;
 use super::caller::Call;
 use super::domain;
-use super::{fds, host, log, Action};
+use super::{fds, host, log};
 use virtuos_abi::CHUNK_SIZE;
 
 pub fn mmap(args: [u64; 6]) -> Action {

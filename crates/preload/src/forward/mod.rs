@@ -5,28 +5,43 @@
 //! it runs inside a SIGSYS/SIGTRAP handler, possibly while the interrupted
 //! code holds libc locks (malloc's during fork).
 //!
-//! Modules: `state` (configuration), `session` (daemon, region, fork,
-//! reattach), `caller` (entries, chunks, the call), `marshal` (shape-driven
-//! copies), `fdtable`, `route` (paths), `cwd`, `generic` (shaped calls,
-//! chdir/getcwd), `fd_ops` (close/dup/fcntl/ioctl/close_range), `io`
-//! (splitting, vectored, cross-domain copies), `net` (sockets of the
-//! network domain: creation, hand-marshalled address calls, sendmsg/recvmsg),
-//! `unix` (AF_UNIX sockets at storage paths move to the storage domain),
-//! `mmap`, `procfs`, `poll`, `epoll` (sets with network sockets), `wake` (one wait
-//! for a remote call and host descriptors), `unsupported`, `exec`,
-//! `reopen` (storage files re-opened after a restart of the domain).
+//! Modules, in layers (bottom to top); every import runs downward, and
+//! none into `intercept` (the signal-mask helpers the waits use are
+//! `crate::sys::thread`'s):
+//! 1. ground, importing nothing of `forward` but each other: `domain`
+//!    (domain ids, slots, epochs), `path` (PATH_MAX, lexical
+//!    normalisation), `host` (raw host calls, placeholders), `sync`, `log`,
+//!    `usermem` (the program's memory), `pools` (entry and chunk
+//!    allocation per domain), `action` (what a call returns);
+//! 2. state: `state` (configuration), `cwd`, `fds::table` (the pure
+//!    descriptor table);
+//! 3. transport: `session` (daemon, region, registration, claim,
+//!    reattach), `caller` (the call), `marshal` (shape-driven copies),
+//!    `wake` (one wait for a remote call and host descriptors);
+//! 4. descriptors: `fds` (`get` re-opens stale storage entries,
+//!    `set`/`take` void re-open records: `fds::reopen`);
+//! 5. calls: `fork`, `fdlink` (descriptor link names), `route` (paths),
+//!    `unix_addr`, `generic` (shaped calls, chdir/getcwd), `io` (splitting,
+//!    vectored, cross-domain copies), `net` (sockets of the network
+//!    domain), `unix` (AF_UNIX sockets at storage paths move to the
+//!    storage domain), `procfs`, `fd_ops` (close/dup/fcntl/ioctl/
+//!    close_range), `poll`, `epoll` (sets with network sockets), `mmap`,
+//!    `unsupported`, `exec`, `exec_image`;
+//! 6. this file: the dispatch and the hooks `intercept` calls.
 //!
 //! Domains: one session per domain (`domain::DOMAINS`: storage, network).
 //! Paths route to storage; `socket(AF_INET|AF_INET6)` to network; an
 //! AF_UNIX socket given a storage path (`bind`, `connect`, `sendto`) to
-//! storage; a call
-//! on a forwarded descriptor goes to the domain of that descriptor. Unsafe code lives only in `sync`, `host`,
-//! `usermem` and the table mapping in `fdtable`.
+//! storage; a call on a forwarded descriptor goes to the domain of that
+//! descriptor. Unsafe code lives only in `sync`, `host`, `usermem`,
+//! `session` (its leaked sessions), `exec_image` (a stat's bytes), this
+//! file (`pthread_atfork`) and the table mapping in `fds::table`.
 //!
 //! Stack: the path-taking handlers use up to ~24 KiB of stack (two
 //! 8 KiB path scratch buffers and a cwd copy); the signal stack must
 //! allow for that.
 
+pub mod action;
 pub mod caller;
 pub mod cwd;
 pub mod domain;
@@ -60,14 +75,7 @@ pub mod wake;
 
 use virtuos_abi::ops::VIRTUAL_BASE;
 
-/// What to do with an intercepted system call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Not ours: execute it on the host unchanged.
-    Local,
-    /// Handled (forwarded or emulated): this is the raw result (-errno on error).
-    Done(i64),
-}
+pub use action::Action;
 
 /// Decide and, if it belongs to a domain, perform syscall `nr`.
 /// Not called for clone/clone3/fork/vfork/execve/execveat (see below).

@@ -18,13 +18,14 @@
 //! "unknown domain"), AF_INET/AF_INET6 sockets stay on the host too.
 //! Allocation-free except the first registration.
 
+use super::action::Action;
 use super::caller::Call;
 use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
 use super::fds::{self, Entry};
 use super::generic::{install, install_as};
 use super::io::{gather, iov_total, scatter};
+use super::session;
 use super::usermem::{self, ChunkRef};
-use super::{session, Action};
 use virtuos_abi::ops::{msg, OP_RECVMSG, OP_SENDMSG};
 use virtuos_abi::shape::{SOCKADDR, SOCKOPT};
 use virtuos_abi::{CHUNK_SIZE, NULL_ARG};

@@ -24,11 +24,12 @@
 //! disabled) the old sliced wait remains: remote and local polls of at
 //! most `SLICE_MS` each until something is ready or the timeout passes.
 
+use super::action::Action;
 use super::caller::Call;
 use super::domain::{DOMAIN_NETWORK, DOMAIN_STORAGE};
 use super::usermem::ChunkRef;
 use super::wake::{self, Woken};
-use super::{fds, host, usermem, Action};
+use super::{fds, host, usermem};
 use std::time::{Duration, Instant};
 use virtuos_abi::ops::OP_POLL;
 

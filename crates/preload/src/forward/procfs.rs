@@ -3,13 +3,14 @@
 //! (`OP_FD_PATH`), open reopens that path in the domain, linkat with
 //! `AT_SYMLINK_FOLLOW` links the descriptor's file (`OP_FD_LINK`).
 
+use super::action::Action;
 use super::caller::Call;
 use super::domain;
 use super::fdlink::{fd_of_path, fd_path};
 use super::generic::{decide, install, Decision};
 use super::path::PATH_MAX;
 use super::route::PathScratch;
-use super::{fds, marshal, usermem, Action};
+use super::{fds, marshal, usermem};
 use virtuos_abi::ops::{FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK};
 
 const EIO: i64 = -(libc::EIO as i64);

@@ -26,11 +26,12 @@
 //! (the host cwd is stale). Descriptors and credentials never cross
 //! (`SCM_RIGHTS`/`SCM_CREDENTIALS` are refused by the domain).
 
+use super::action::Action;
 use super::caller::{remote_close, Call};
 use super::domain::DOMAIN_STORAGE;
 use super::fds::{self, Entry};
 use super::unix_addr::{route_addr, storage_addr, AddrRoute, UnixAddr, PATH_OFF, UN_LEN};
-use super::{generic, host, marshal, usermem, Action};
+use super::{generic, host, marshal, usermem};
 
 const EXDEV: i64 = -(libc::EXDEV as i64);
 

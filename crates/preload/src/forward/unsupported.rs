@@ -2,9 +2,10 @@
 //! them names something in a domain, it fails with a clear errno (reported
 //! once per call number) instead of running on the host.
 
+use super::action::Action;
 use super::generic::{decide, Decision};
 use super::route::PathScratch;
-use super::{fds, host, log, Action};
+use super::{fds, host, log};
 
 struct Rule {
     fds: &'static [usize],
