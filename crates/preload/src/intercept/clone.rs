@@ -3,11 +3,10 @@
 //! (in the parent, and in the child, which inherits the flag) arms the
 //! child and completes the forwarding bookkeeping.
 
-use super::handler::Outcome;
 use super::signals;
 use super::sud;
 use super::trace;
-use super::uctx::{Ctx, EFL, RAX, RDI, RSI};
+use super::uctx::{Ctx, Outcome, EFL, RAX, RDI, RSI};
 use crate::forward::{self, ForkTicket};
 use crate::sys::kernel::{self, EFLAGS_TF, TRAP_TRACE};
 use crate::sys::thread::{current_slot, thread_state, Pending, Slot, BLOCK};

@@ -5,20 +5,12 @@ use super::clone;
 use super::signals;
 use super::table::{self, Placement};
 use super::trace;
-use super::uctx::{Ctx, ARG_REGS, EFL, RAX, RDI, RIP, RSP};
+use super::uctx::{Ctx, Outcome, ARG_REGS, EFL, RAX, RDI, RIP, RSP};
 use super::{local_mode, LocalMode};
 use crate::forward::{self, Action};
 use crate::sys::kernel::{self, sanitize, EFLAGS_TF, SYS_USER_DISPATCH};
 use crate::sys::raw::syscall6;
 use crate::sys::thread::{current_slot, Pending, Slot, ALLOW, BLOCK};
-
-/// What the handler does with the interrupted context.
-pub enum Outcome {
-    /// The call is complete; this goes to RAX.
-    Result(i64),
-    /// Run the syscall instruction again, natively, with the trap flag.
-    Reexec(Pending),
-}
 
 /// Make the interrupted context re-execute its syscall instruction with the
 /// selector ALLOW; the single-step SIGTRAP after it completes `pending`.

@@ -1,4 +1,7 @@
-//! Register access in a signal handler's ucontext.
+//! Register access in a signal handler's ucontext, and what the SIGSYS
+//! handler (`handler`, `clone`) does with the interrupted context.
+
+use crate::sys::thread::Pending;
 
 pub const RAX: usize = libc::REG_RAX as usize;
 pub const RDI: usize = libc::REG_RDI as usize;
@@ -41,4 +44,12 @@ impl Ctx {
     pub fn args(&self) -> [u64; 6] {
         ARG_REGS.map(|r| self.get(r) as u64)
     }
+}
+
+/// What the handler does with the interrupted context.
+pub enum Outcome {
+    /// The call is complete; this goes to RAX.
+    Result(i64),
+    /// Run the syscall instruction again, natively, with the trap flag.
+    Reexec(Pending),
 }
