@@ -11,7 +11,7 @@ use virtuos_abi::call::{submit_and_wait_with, WaitPolicy};
 
 const EIO: i64 = -(libc::EIO as i64);
 
-/// What a call on a descriptor of a failed domain returns (`fdtable`'s
+/// What a call on a descriptor of a failed domain returns (`fds::table`'s
 /// stale entries): EIO for files, ENOTCONN for sockets.
 pub fn stale_errno(domain: u8) -> i64 {
     if domain & !super::domain::STALE == super::domain::DOMAIN_NETWORK {

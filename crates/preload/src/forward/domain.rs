@@ -4,7 +4,7 @@
 //! one of these ids. Each domain has an epoch: the incarnation of its
 //! session this process talks to. A failed domain (crash, hang, garbage)
 //! ends the epoch (`session`); entries made in an older epoch are stale
-//! (`fdtable`), and a stale entry's id carries `STALE`.
+//! (`fds::table`), and a stale entry's id carries `STALE`.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

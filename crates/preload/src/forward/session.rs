@@ -9,7 +9,7 @@
 //! Recovery: a session whose state page says FAILED (the daemon saw its
 //! domain die or hang) or that read garbage from its domain (`broken`) is
 //! retired at the next call: the domain's descriptor epoch ends (its
-//! descriptors fail from now on, `fdtable`), the session is left mapped
+//! descriptors fail from now on, `domain` epochs), the session is left mapped
 //! (other threads may still be returning from calls on it: a leak of one
 //! region per failure) and the process registers again, with the
 //! restarted domain.
@@ -156,7 +156,7 @@ pub fn set_orphaned(domain: u8) {
 
 /// Whether the storage session this process uses has failed (its state
 /// page says so, or we read garbage through it): its descriptors are about
-/// to go stale (`fdtable::get`, `reopen`). False while there is none.
+/// to go stale (`fds::get`, `fds::reopen`). False while there is none.
 #[inline]
 pub fn storage_failed() -> bool {
     current(DOMAIN_STORAGE).is_some_and(|s| !s.usable())
