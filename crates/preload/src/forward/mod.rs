@@ -5,8 +5,9 @@
 //! it runs inside a SIGSYS/SIGTRAP handler, possibly while the interrupted
 //! code holds libc locks (malloc's during fork).
 //!
-//! Modules, in layers (bottom to top); every import runs downward, and
-//! none into `intercept` (the signal-mask helpers the waits use are
+//! Modules, in layers (bottom to top); a module imports only modules of
+//! lower layers or listed before it in its own, and nothing of
+//! `intercept` (the signal-mask helpers the waits use are
 //! `crate::sys::thread`'s):
 //! 1. ground, importing nothing of `forward` but each other: `domain`
 //!    (domain ids, slots, epochs), `path` (PATH_MAX, lexical
@@ -24,8 +25,8 @@
 //!    `unix_addr`, `generic` (shaped calls, chdir/getcwd), `io` (splitting,
 //!    vectored, cross-domain copies), `net` (sockets of the network
 //!    domain), `unix` (AF_UNIX sockets at storage paths move to the
-//!    storage domain), `procfs`, `fd_ops` (close/dup/fcntl/ioctl/
-//!    close_range), `poll`, `epoll` (sets with network sockets), `mmap`,
+//!    storage domain), `procfs`, `poll`, `epoll` (sets with network
+//!    sockets), `fd_ops` (close/dup/fcntl/ioctl/close_range), `mmap`,
 //!    `unsupported`, `exec`, `exec_image`;
 //! 6. this file: the dispatch and the hooks `intercept` calls.
 //!
