@@ -15,8 +15,7 @@
 //! reattaches to exactly those, plus the ones with an unclaimed fork).
 //! Close-on-exec entries are included: the new image closes them remotely.
 
-use super::domain;
-use super::domain::{DOMAINS, NUM_DOMAINS};
+use super::domain::{self, DOMAINS, NUM_DOMAINS};
 use super::fds::{self as fdtable, Entry};
 use super::path::PATH_MAX;
 use super::session::{self, PendingClaim};

@@ -14,8 +14,7 @@
 //! region per failure) and the process registers again, with the
 //! restarted domain.
 
-use super::domain;
-use super::domain::{DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
+use super::domain::{self, DOMAINS, DOMAIN_NETWORK, DOMAIN_STORAGE, NUM_DOMAINS};
 use super::fds::table;
 use super::sync::SpinLock;
 use super::{cwd, log, pools, state};
