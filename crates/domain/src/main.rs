@@ -26,6 +26,7 @@ mod creds;
 mod exec;
 mod heartbeat;
 mod log;
+mod images;
 mod pidmap;
 mod proto;
 mod role;

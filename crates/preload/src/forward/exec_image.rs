@@ -13,8 +13,9 @@
 
 use super::caller::Call;
 use super::route::{self, PathRoute, PathScratch, PATH_MAX};
-use super::{fdtable, host, marshal, usermem};
-use core::sync::atomic::{AtomicU64, Ordering};
+use super::{caller, fdtable, host, marshal, session, usermem};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use virtuos_abi::ops::{OP_EXEC_ABORT, OP_EXEC_CLAIM, OP_EXEC_DONE};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;
 
@@ -40,6 +41,20 @@ static EMPTY: [u8; 1] = [0];
 static BUFFER: AtomicU64 = AtomicU64::new(0);
 static BUFFER_LEN: AtomicU64 = AtomicU64::new(0);
 static MEMFD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// This exec registered its image with the storage domain
+/// (`OP_EXEC_CLAIM`): to drop if the exec fails.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+/// The storage domain holds the image this process runs (set by the new
+/// image from `OP_EXEC_DONE`'s answer; a forked child inherits it with the
+/// image): a fork then prepares the child's shadow, which takes it over,
+/// even when the process has no descriptor in the domain.
+static RUNS_IMAGE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the storage domain holds the image this process runs.
+pub fn runs_image() -> bool {
+    RUNS_IMAGE.load(Ordering::Acquire)
+}
 
 const EIO: i64 = -(libc::EIO as i64);
 
@@ -90,6 +105,36 @@ pub fn plan(nr: u64, a: [u64; 6]) -> ExecPlan {
             path,
         ),
     }
+}
+
+/// The exec failed: the domain drops the image this exec claimed.
+pub fn abort_claim() {
+    if CLAIMED.swap(false, Ordering::AcqRel) {
+        let _ = caller::simple_call(fdtable::DOMAIN_STORAGE, OP_EXEC_ABORT, [0; 6]);
+    }
+}
+
+/// The new image, attached to the storage domain again: the image the
+/// exec claimed (if any) is now the one this process runs, the old one is
+/// dropped.
+pub fn exec_done() {
+    let r = caller::simple_call(fdtable::DOMAIN_STORAGE, OP_EXEC_DONE, [1, 0, 0, 0, 0, 0]);
+    RUNS_IMAGE.store(r == 1, Ordering::Release);
+}
+
+/// The process exits (exit_group): as natively at its exit, its image is
+/// free for writing and its descriptors are closed at once, not when the
+/// daemon sees the process gone and the domain ends its shadow (a file
+/// the process held open for writing would refuse an exec meanwhile).
+/// Only with a storage session of its own (a fork not yet claimed has
+/// nothing to close).
+pub fn on_exit() {
+    RUNS_IMAGE.store(false, Ordering::Release);
+    let d = fdtable::DOMAIN_STORAGE;
+    if session::current(d).is_none() || session::pending(d).is_some() {
+        return;
+    }
+    let _ = caller::simple_call(d, OP_EXEC_DONE, [0; 6]);
 }
 
 /// The exec failed: free what `plan` set up.
@@ -201,7 +246,22 @@ fn present_open(call: &mut Call, rfd: u32, argv: u64, envp: u64, user_path: u64)
     if !chunk.read(0, &mut head[..n]) {
         return ExecPlan::Fail(EIO);
     }
-    if n >= 2 && &head[..2] == b"#!" {
+    // As the kernel's open of the program: ETXTBSY when it is open for
+    // writing; a binary's file becomes unwritable while it runs (a
+    // script's does not: the kernel holds it only during the exec).
+    let is_script = n >= 2 && &head[..2] == b"#!";
+    let r = call.result(
+        OP_EXEC_CLAIM,
+        [rfd as u64, !is_script as u64, 0, 0, 0, 0],
+        false,
+    );
+    if r < 0 && r != -(libc::ENOSYS as i64) {
+        return ExecPlan::Fail(r);
+    }
+    if r == 0 && !is_script {
+        CLAIMED.store(true, Ordering::Release);
+    }
+    if is_script {
         return script(&head[2..n], argv, envp, user_path);
     }
     binary(call, rfd, st.st_size as u64, argv, envp)

@@ -582,7 +582,10 @@ pub fn before_fork() -> Result<ForkTokens, i64> {
         if !current(d).is_some_and(|s| s.usable()) {
             continue;
         }
-        if !has_state_in(d) {
+        // The image this process runs (ETXTBSY) is inherited too; without
+        // it the child loses nothing else and is not cut off.
+        let image = d == DOMAIN_STORAGE && super::exec_image::runs_image();
+        if !has_state_in(d) && !image {
             // Nothing to inherit: the child registers afresh if it ever needs to.
             continue;
         }
