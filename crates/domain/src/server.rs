@@ -518,11 +518,9 @@ impl Server {
         match self.clients.remove(&client_id) {
             Some(proc_) => {
                 crate::pidmap::remove(proc_.pid);
-                let pid = proc_.pid;
-                let r = proc_.kill_and_reap();
+                proc_.kill_and_reap();
                 // After it is gone: a worker of it may still register.
-                crate::images::remove(pid);
-                r
+                crate::images::remove(proc_.pid);
             }
             None if self.dead.remove(&client_id) => {}
             None => bail!("unknown client {client_id}"),

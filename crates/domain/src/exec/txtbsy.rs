@@ -94,7 +94,14 @@ pub(super) fn before(nr: i64, raw: &[u64; 6]) -> Result<(), i32> {
     // SAFETY: `path` is the private NUL-terminated copy `marshal` made
     // (alive until the caller's call returns); fstatat writes one
     // `struct stat` into `st`.
-    let r = unsafe { libc::fstatat(dirfd as i64 as i32, path as *const libc::c_char, st.as_mut_ptr(), nf) };
+    let r = unsafe {
+        libc::fstatat(
+            dirfd as i64 as i32,
+            path as *const libc::c_char,
+            st.as_mut_ptr(),
+            nf,
+        )
+    };
     if r != 0 {
         return Ok(());
     }

@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::{
-    FD_LINK_SHAPE, OP_EXEC_ABORT, OP_EXEC_CLAIM, OP_EXEC_DONE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
-    OP_RECVMSG, OP_SENDMSG,
+    FD_LINK_SHAPE, OP_EXEC_ABORT, OP_EXEC_CLAIM, OP_EXEC_DONE, OP_FDINFO_OPEN, OP_FD_LINK,
+    OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_RECVMSG, OP_SENDMSG,
 };
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 

@@ -103,11 +103,11 @@ impl Shadow {
         }
         if image {
             let base = self.limits.base_fd();
-            let pin =
-                match super::with_high_fds(|| Ok(rustix::io::fcntl_dupfd_cloexec(fd, base)?)) {
-                    Ok(p) => p,
-                    Err(e) => return -(e.raw_os_error().unwrap_or(libc::EMFILE) as i64),
-                };
+            let pin = match super::with_high_fds(|| Ok(rustix::io::fcntl_dupfd_cloexec(fd, base)?))
+            {
+                Ok(p) => p,
+                Err(e) => return -(e.raw_os_error().unwrap_or(libc::EMFILE) as i64),
+            };
             // Registered before the probe: an open for writing that
             // races with this exec sees the entry or is seen by the probe.
             let held = Held::register(pin);

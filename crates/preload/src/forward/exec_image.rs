@@ -126,12 +126,17 @@ pub fn exec_done() {
 /// free for writing and its descriptors are closed at once, not when the
 /// daemon sees the process gone and the domain ends its shadow (a file
 /// the process held open for writing would refuse an exec meanwhile).
-/// Only with a storage session of its own (a fork not yet claimed has
-/// nothing to close).
+/// Only when it runs an image or holds storage descriptors, and only with
+/// a working storage session of its own (a fork not yet
+/// claimed has nothing to close; a failed domain is not asked, nor a new
+/// session registered, on the way out).
 pub fn on_exit() {
-    RUNS_IMAGE.store(false, Ordering::Release);
+    let image = RUNS_IMAGE.swap(false, Ordering::AcqRel);
     let d = fdtable::DOMAIN_STORAGE;
-    if session::current(d).is_none() || session::pending(d).is_some() {
+    if !image && fdtable::count_in(d) == 0 {
+        return;
+    }
+    if !session::current(d).is_some_and(|s| s.usable()) || session::pending(d).is_some() {
         return;
     }
     let _ = caller::simple_call(d, OP_EXEC_DONE, [0; 6]);
