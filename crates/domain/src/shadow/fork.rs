@@ -66,7 +66,6 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
     // open here until the zygote has forked).
     let images = shadow.images.lock().unwrap_or_else(|p| p.into_inner());
     let pins = images.current_pins();
-    tracing::debug!(client = shadow.client_id, ?pins, "fork: image pins");
     let forked = shadow.zygote.fork(theirs.as_fd(), creds, pins);
     drop(images);
     let pid = match forked {
