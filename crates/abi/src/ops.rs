@@ -41,6 +41,25 @@ pub const FD_LINK_SHAPE: crate::shape::Shape = {
 /// descriptor, read like any forwarded file.
 pub const OP_FDINFO_OPEN: u16 = 0x800B;
 
+/// exec of a program stored in the storage domain, before the client runs
+/// its copy: `args = [fd, image]`, `fd` the client's read-only descriptor
+/// of the file. Fails with ETXTBSY, as a native exec does, when the file
+/// is open for writing anywhere in the domain. With `image` = 1 (a binary,
+/// not a `#!` script) the file is also registered as the image the client
+/// is about to run (pending until `OP_EXEC_DONE`), and from then on every
+/// open for writing or truncation of it fails with ETXTBSY. Result: 0 or
+/// -errno.
+pub const OP_EXEC_CLAIM: u16 = 0x800C;
+/// The exec after `OP_EXEC_CLAIM` failed: drop the pending image. Result 0.
+pub const OP_EXEC_ABORT: u16 = 0x800D;
+/// `args = [exec]`: with `exec` = 1 the client's exec completed (its new
+/// image says so): the pending image, if any, becomes the one it runs and
+/// the old one is dropped; with 0 the client is exiting (exit_group): drop
+/// all, and close its descriptors in the domain as its exit does natively
+/// (not only when the daemon sees it gone). Result: 1 when the client now
+/// runs a registered image, else 0.
+pub const OP_EXEC_DONE: u16 = 0x800E;
+
 /// Whether `op` opens a file (open, creat, openat, openat2): on success the
 /// domain answers the new descriptor and, as extra, the file's identity
 /// (`file_identity`), which a client can compare when it re-opens the same

@@ -25,6 +25,7 @@ mod backend;
 mod creds;
 mod exec;
 mod heartbeat;
+mod images;
 mod log;
 mod pidmap;
 mod proto;

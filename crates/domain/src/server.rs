@@ -138,6 +138,9 @@ impl Server {
         if let Err(e) = crate::pidmap::init() {
             tracing::warn!("no shadow pid table (F_GETLK reports holder pid 0): {e}");
         }
+        if let Err(e) = crate::images::init() {
+            tracing::warn!("no running-image table (no ETXTBSY for stored programs): {e}");
+        }
         control::send(
             self.ctl.as_fd(),
             &DomainReply::Ready { cpus: self.cpus },
@@ -515,7 +518,9 @@ impl Server {
         match self.clients.remove(&client_id) {
             Some(proc_) => {
                 crate::pidmap::remove(proc_.pid);
-                proc_.kill_and_reap()
+                proc_.kill_and_reap();
+                // After it is gone: a worker of it may still register.
+                crate::images::remove(proc_.pid);
             }
             None if self.dead.remove(&client_id) => {}
             None => bail!("unknown client {client_id}"),
@@ -611,6 +616,7 @@ impl Server {
     fn shadow_dead(&mut self, client_id: u64) {
         if let Some(p) = self.clients.remove(&client_id) {
             crate::pidmap::remove(p.pid);
+            crate::images::remove(p.pid);
             p.kill();
         }
         self.dead.insert(client_id);

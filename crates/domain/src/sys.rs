@@ -162,22 +162,6 @@ pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// The identity of the file open at `fd` in this process: st_ino mixed
-/// with st_dev (never 0; 0 when `fd` is not open). What a client compares
-/// when it re-opens a path after a restart (`virtuos_abi::ops::file_identity`).
-pub fn file_identity(fd: RawFd) -> u64 {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: fstat writes at most one `struct stat` into `st`, which is
-    // valid for that size; a closed `fd` only makes it fail.
-    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
-    if r != 0 {
-        return 0;
-    }
-    // SAFETY: zero-initialised and, on success, filled by the kernel.
-    let st = unsafe { st.assume_init() };
-    virtuos_abi::ops::file_identity(st.st_dev, st.st_ino)
-}
-
 /// A fork token: 62 random bits from the kernel, never 0 (what a client
 /// shows the daemon to claim a forked shadow: unguessable, so a claim does
 /// not depend on the parent still being alive to vouch for its child).
@@ -362,6 +346,31 @@ fn set_thread_caps(effective: u64, permitted: u64) -> io::Result<()> {
     // pid 0 is the calling thread.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
     check(r as libc::c_int)
+}
+
+/// Run `f` with capability `cap` raised in the calling thread's effective
+/// set (when it is permitted and not already effective), then lower it
+/// again. A worker acts with its client's capabilities; this is for a call
+/// the domain makes on its own behalf (`OP_EXEC_CLAIM`'s lease probe).
+pub fn with_effective_cap<T>(cap: u32, f: impl FnOnce() -> T) -> T {
+    let bit = 1u64 << cap;
+    let Ok((effective, permitted)) = thread_caps() else {
+        return f();
+    };
+    if effective & bit != 0 || permitted & bit == 0 {
+        return f();
+    }
+    if set_thread_caps(effective | bit, permitted).is_err() {
+        return f();
+    }
+    let r = f();
+    if let Err(e) = set_thread_caps(effective, permitted) {
+        // Lowering within the permitted set cannot fail; if it did, the
+        // worker would go on with one capability too many.
+        tracing::error!("cannot drop capability {cap} again: {e}");
+        exit_now(1);
+    }
+    r
 }
 
 /// A raw per-thread credential call (glibc's wrappers would apply it to

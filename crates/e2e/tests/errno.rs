@@ -1,7 +1,8 @@
 //! Errors and numbers a program could tell forwarding by: EFAULT for bad
 //! pointers (never SIGSEGV), ENAMETOOLONG exactly at the kernel's limits,
 //! fcntl locks (read-only lock descriptions, the holder's pid), and
-//! descriptor numbering (lowest free number, EMFILE at RLIMIT_NOFILE).
+//! descriptor numbering (lowest free number, EMFILE at RLIMIT_NOFILE),
+//! ETXTBSY for programs stored in the domain.
 //! Each is a small C program (`errno_progs/`) run natively and under
 //! virtuos; the expectation is the native run.
 
@@ -154,6 +155,24 @@ fn fdinfo_agrees_with_statx_as_natively() {
             r#"
             echo hello > "$ROOT/fi"
             "{p}" "$ROOT/fi"
+            "#
+        )
+    });
+}
+
+#[test]
+fn etxtbsy_for_stored_programs_as_natively() {
+    // A program stored in the domain that runs (from the host's copy of
+    // it) cannot be opened for writing, with O_TRUNC, or truncated, under
+    // any of its names, while any process — also a forked child whose
+    // parent is gone — runs it; once all are gone it can. A file open for
+    // writing (by another process) cannot be executed. A running #!
+    // script can be written, but not executed while open for writing.
+    case("etxtbsy", |p| {
+        format!(
+            r#"
+            mkdir "$ROOT/x"
+            "{p}" "$ROOT/x"
             "#
         )
     });

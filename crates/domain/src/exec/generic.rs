@@ -61,6 +61,9 @@ pub(crate) fn execute(region: &ClientRegion, role: Role, fd_limit: u64, req: &Re
             Err(e) => return neg(e),
         }
     }
+    if let Err(e) = super::txtbsy::before(nr, &raw) {
+        return neg(e);
+    }
     // SAFETY: `nr` has a shape, so it is a file system or socket call that
     // does not touch this process's memory map or control flow; every
     // pointer slot was checked by `marshal` to lie inside the call's chunk

@@ -22,6 +22,7 @@ mod generic;
 mod ioctl;
 mod msg;
 mod socket;
+mod txtbsy;
 mod virtual_ops;
 
 #[cfg(test)]
@@ -41,6 +42,20 @@ pub trait Host {
     fn fork_prepare(&self) -> i64;
     /// `OP_FORK_ABORT`: drop the pending shadow `token`.
     fn fork_abort(&self, token: u64) -> i64;
+    /// `OP_EXEC_CLAIM` of client descriptor `fd` (below the limit).
+    fn exec_claim(&self, fd: i32, image: bool) -> i64 {
+        let _ = (fd, image);
+        neg(libc::ENOSYS)
+    }
+    /// `OP_EXEC_ABORT`.
+    fn exec_abort(&self) -> i64 {
+        neg(libc::ENOSYS)
+    }
+    /// `OP_EXEC_DONE`.
+    fn exec_done(&self, exec: bool) -> i64 {
+        let _ = exec;
+        neg(libc::ENOSYS)
+    }
 }
 
 /// Execute `req` (already claimed) for the client owning `region`. Returns
@@ -55,12 +70,11 @@ pub fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> (i64, u
         virtual_ops::execute(region, host, req)
     } else {
         let r = generic::execute(region, host.role(), host.fd_limit(), req);
-        let extra = if r >= 0 && ops::is_open(req.op) {
-            crate::sys::file_identity(r as i32)
+        if r >= 0 && ops::is_open(req.op) {
+            txtbsy::opened(r as i32)
         } else {
-            0
-        };
-        (r, extra)
+            (r, 0)
+        }
     }
 }
 

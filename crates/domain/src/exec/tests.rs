@@ -980,3 +980,43 @@ fn fdinfo_open_reads_the_shadows_own_fdinfo() {
     );
     f.close(fd);
 }
+
+#[test]
+fn running_images_refuse_writes_and_truncation() {
+    use std::os::unix::fs::MetadataExt;
+    crate::images::init().unwrap();
+    let f = Fixture::new("txtbsy");
+    let fd = f.open_file("prog");
+    f.close(fd);
+    let meta = std::fs::metadata(f.dir.join("prog")).unwrap();
+    let h = crate::images::register(meta.dev(), meta.ino()).unwrap();
+    const ETXTBSY: i64 = -(libc::ETXTBSY as i64);
+    let open = |flags: i32| {
+        let off = f.path(0, 0, "prog");
+        f.call(
+            libc::SYS_openat,
+            Some(0),
+            [AT_FDCWD_ARG, off, (flags | libc::O_CLOEXEC) as u64, 0, 0, 0],
+        )
+    };
+    assert_eq!(open(libc::O_WRONLY), ETXTBSY);
+    assert_eq!(open(libc::O_RDWR), ETXTBSY);
+    assert_eq!(open(libc::O_RDONLY | libc::O_TRUNC), ETXTBSY);
+    let off = f.path(0, 0, "prog");
+    assert_eq!(
+        f.call(libc::SYS_truncate, Some(0), [off, 0, 0, 0, 0, 0]),
+        ETXTBSY
+    );
+    for ok in [libc::O_RDONLY, libc::O_PATH | libc::O_WRONLY] {
+        let fd = open(ok);
+        assert!(fd >= 0, "flags {ok:#x}: {fd}");
+        f.close(fd as u64);
+    }
+    // Another file is not affected.
+    let other = f.open_file("other");
+    f.close(other);
+    crate::images::unregister(h);
+    let fd = open(libc::O_WRONLY | libc::O_TRUNC);
+    assert!(fd >= 0, "after the image is gone: {fd}");
+    f.close(fd as u64);
+}

@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use virtuos_abi::decode::{marshal, Strings};
 use virtuos_abi::entry::Request;
 use virtuos_abi::ops::{
-    FD_LINK_SHAPE, OP_FDINFO_OPEN, OP_FD_LINK, OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING,
-    OP_RECVMSG, OP_SENDMSG,
+    FD_LINK_SHAPE, OP_EXEC_ABORT, OP_EXEC_CLAIM, OP_EXEC_DONE, OP_FDINFO_OPEN, OP_FD_LINK,
+    OP_FD_PATH, OP_FORK_ABORT, OP_FORK_PREPARE, OP_PING, OP_RECVMSG, OP_SENDMSG,
 };
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
@@ -27,6 +27,9 @@ pub(crate) fn execute(region: &ClientRegion, host: &dyn Host, req: &Request) -> 
         OP_FDINFO_OPEN => fdinfo_open(host, req),
         OP_FORK_PREPARE => host.fork_prepare(),
         OP_FORK_ABORT => host.fork_abort(req.args[0]),
+        OP_EXEC_CLAIM => exec_claim(host, req),
+        OP_EXEC_ABORT => host.exec_abort(),
+        OP_EXEC_DONE => host.exec_done(req.args[0] == 1),
         OP_SENDMSG => super::msg::sendmsg(region, host.role(), host.fd_limit(), req),
         OP_RECVMSG => return super::msg::recvmsg(region, host.fd_limit(), req),
         virtuos_abi::ops::OP_POLL => poll::poll(region, host.fd_limit(), req),
@@ -143,4 +146,17 @@ fn fdinfo_open(host: &dyn Host, req: &Request) -> i64 {
         return neg(libc::EMFILE);
     }
     r
+}
+
+/// `[fd, image]`: the client is about to exec the file `fd` names. Only
+/// the storage domain holds programs.
+fn exec_claim(host: &dyn Host, req: &Request) -> i64 {
+    let [fd, image, ..] = req.args;
+    if host.role() != Role::Storage {
+        return neg(libc::ENOSYS);
+    }
+    if fd >= host.fd_limit().min(DOMAIN_FD_LIMIT) {
+        return neg(libc::EBADF);
+    }
+    host.exec_claim(fd as i32, image == 1)
 }

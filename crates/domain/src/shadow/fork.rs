@@ -61,7 +61,14 @@ pub(super) fn prepare(shadow: &Shadow) -> i64 {
             return neg(&e);
         }
     };
-    let pid = match shadow.zygote.fork(theirs.as_fd(), creds) {
+    // The child runs the same program: its shadow takes over the pins of
+    // the image (the numbers are the same in its copy of the table; held
+    // open here until the zygote has forked).
+    let images = shadow.images.lock().unwrap_or_else(|p| p.into_inner());
+    let pins = images.current_pins();
+    let forked = shadow.zygote.fork(theirs.as_fd(), creds, pins);
+    drop(images);
+    let pid = match forked {
         Ok(pid) => pid,
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
             tracing::info!(

@@ -42,6 +42,7 @@ use virtuos_abi::region::StatePage;
 use virtuos_abi::{ClientRegion, DOMAIN_FD_LIMIT};
 
 mod fork;
+mod images;
 mod wake;
 mod workers;
 mod zygote;
@@ -155,6 +156,8 @@ pub struct Shadow {
     zygote: zygote::Zygote,
     /// Requests claimed by the workers so far (housekeeping watches it).
     claims: std::sync::atomic::AtomicU64,
+    /// The program images the client runs (ETXTBSY), with their pins.
+    images: Mutex<images::Running>,
 }
 
 /// What `AddClient` hands a freshly forked shadow (raw numbers of the main
@@ -394,6 +397,7 @@ impl Shadow {
             nproc,
             zygote,
             claims: std::sync::atomic::AtomicU64::new(0),
+            images: Mutex::new(images::Running::default()),
         })
     }
 
@@ -643,6 +647,18 @@ impl exec::Host for Shadow {
             Ok(()) => 0,
             Err(e) => -(e.raw_os_error().unwrap_or(libc::EIO) as i64),
         }
+    }
+
+    fn exec_claim(&self, fd: i32, image: bool) -> i64 {
+        self.claim_image(fd, image)
+    }
+
+    fn exec_abort(&self) -> i64 {
+        self.abort_image()
+    }
+
+    fn exec_done(&self, exec: bool) -> i64 {
+        self.image_done(exec)
     }
 }
 

@@ -86,6 +86,9 @@ struct ForkRequest {
     child_sock: RawFd,
     /// The requesting worker's credentials (`None`: keep the zygote's).
     creds: Option<Credentials>,
+    /// Pins of the program image the client runs (shadow range), which
+    /// the child keeps and registers as its own (`images.rs`).
+    images: Vec<RawFd>,
 }
 
 /// The shadow's handle on its zygote.
@@ -165,12 +168,14 @@ impl Zygote {
         &self,
         child_sock: BorrowedFd<'_>,
         creds: Option<Credentials>,
+        images: Vec<RawFd>,
     ) -> std::io::Result<u32> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let req = ForkRequest {
             seq,
             child_sock: child_sock.as_raw_fd(),
             creds,
+            images,
         };
         loop {
             match control::send(self.sock.as_fd(), &req, &[]) {
@@ -233,7 +238,8 @@ fn serve(inherit: Inherit, shadow_pid: u32, sock: &OwnedFd) -> ! {
             // the shadow sees the zygote gone and fails the fork.
             Err(_) => sys::exit_now(1),
         };
-        let result: i64 = if req.child_sock < inherit.limits.base_fd() {
+        let base = inherit.limits.base_fd();
+        let result: i64 = if req.child_sock < base || req.images.iter().any(|&fd| fd < base) {
             -(libc::EBADF as i64)
         } else {
             fork_as(inherit, shadow_pid, &req)
@@ -270,7 +276,7 @@ fn fork_as(inherit: Inherit, shadow_pid: u32, req: &ForkRequest) -> i64 {
     let forked = sys::fork();
     restore_nproc(saved);
     if let Ok(Forked::Child) = forked {
-        child(inherit, req.child_sock)
+        child(inherit, req.child_sock, &req.images)
     }
     if let Some((permitted, _)) = switch {
         back_to_root(permitted, shadow_pid);
@@ -319,9 +325,10 @@ fn restore_nproc(saved: Option<Rlimit>) {
 
 /// The forked child shadow (single threaded: a copy of the zygote). Never
 /// returns.
-fn child(inherit: Inherit, sock: RawFd) -> ! {
+fn child(inherit: Inherit, sock: RawFd, images: &[RawFd]) -> ! {
     let mut keep = vec![sock, inherit.procfd, crate::log::fd()];
     keep.extend(inherit.bell_port);
+    keep.extend_from_slice(images);
     if let Err(e) = sys::close_from_except(inherit.limits.base_fd(), &keep) {
         tracing::error!(
             client = inherit.client_id,
@@ -344,6 +351,12 @@ fn child(inherit: Inherit, sock: RawFd) -> ! {
             sys::exit_now(1)
         }
     };
+    // The pins of the client's image (numbers the parent shadow sent,
+    // checked to be in the shadow's range, kept open above).
+    let pins: Vec<OwnedFd> = images
+        .iter()
+        .filter_map(|&fd| sys::take_inherited_fd(fd).ok())
+        .collect();
     match setup(inherit, &sock) {
         Ok(Some(a)) => {
             let shadow = Shadow::new(
@@ -356,6 +369,9 @@ fn child(inherit: Inherit, sock: RawFd) -> ! {
                 (a.waker, a.identity, a.zygote),
             );
             shadow.start_corrupted(a.corrupt);
+            // Before `Ready`: the client's claim returns with the image
+            // registered.
+            shadow.adopt_images(pins);
             shadow.announce_and_serve()
         }
         Ok(None) => sys::exit_now(0),

@@ -454,6 +454,9 @@ pub fn apply(rec: Record) {
             continue;
         }
         if session::reattach(d, rec.pending[k]) {
+            if d == domain::DOMAIN_STORAGE {
+                super::exec_image::exec_done();
+            }
             for e in to_close.iter().filter(|e| e.domain == d) {
                 let _ = caller::simple_call(
                     d,

@@ -16,8 +16,9 @@ use super::domain;
 use super::fds as fdtable;
 use super::path::PATH_MAX;
 use super::route::{self, PathRoute, PathScratch};
-use super::{host, marshal, usermem};
-use core::sync::atomic::{AtomicU64, Ordering};
+use super::{caller, host, marshal, session, usermem};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use virtuos_abi::ops::{OP_EXEC_ABORT, OP_EXEC_CLAIM, OP_EXEC_DONE};
 use virtuos_abi::shape::shape;
 use virtuos_abi::CHUNK_SIZE;
 
@@ -43,6 +44,10 @@ static EMPTY: [u8; 1] = [0];
 static BUFFER: AtomicU64 = AtomicU64::new(0);
 static BUFFER_LEN: AtomicU64 = AtomicU64::new(0);
 static MEMFD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// This exec registered its image with the storage domain
+/// (`OP_EXEC_CLAIM`): to drop if the exec fails.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
 
 const EIO: i64 = -(libc::EIO as i64);
 
@@ -91,6 +96,41 @@ pub fn plan(nr: u64, a: [u64; 6]) -> ExecPlan {
             path,
         ),
     }
+}
+
+/// The exec failed: the domain drops the image this exec claimed.
+pub fn abort_claim() {
+    if CLAIMED.swap(false, Ordering::AcqRel) {
+        let _ = caller::simple_call(domain::DOMAIN_STORAGE, OP_EXEC_ABORT, [0; 6]);
+    }
+}
+
+/// The new image, attached to the storage domain again: the image the
+/// exec claimed (if any) is now the one this process runs, the old one is
+/// dropped.
+pub fn exec_done() {
+    let r = caller::simple_call(domain::DOMAIN_STORAGE, OP_EXEC_DONE, [1, 0, 0, 0, 0, 0]);
+    session::set_runs_image(r == 1);
+}
+
+/// The process exits (exit_group): as natively at its exit, its image is
+/// free for writing and its descriptors are closed at once, not when the
+/// daemon sees the process gone and the domain ends its shadow (a file
+/// the process held open for writing would refuse an exec meanwhile).
+/// Only when it runs an image or holds storage descriptors, and only with
+/// a working storage session of its own (a fork not yet
+/// claimed has nothing to close; a failed domain is not asked, nor a new
+/// session registered, on the way out).
+pub fn on_exit() {
+    let image = session::take_runs_image();
+    let d = domain::DOMAIN_STORAGE;
+    if !image && fdtable::count_in(d) == 0 {
+        return;
+    }
+    if !session::current(d).is_some_and(|s| s.usable()) || session::pending(d).is_some() {
+        return;
+    }
+    let _ = caller::simple_call(d, OP_EXEC_DONE, [0; 6]);
 }
 
 /// The exec failed: free what `plan` set up.
@@ -202,7 +242,22 @@ fn present_open(call: &mut Call, rfd: u32, argv: u64, envp: u64, user_path: u64)
     if !chunk.read(0, &mut head[..n]) {
         return ExecPlan::Fail(EIO);
     }
-    if n >= 2 && &head[..2] == b"#!" {
+    // As the kernel's open of the program: ETXTBSY when it is open for
+    // writing; a binary's file becomes unwritable while it runs (a
+    // script's does not: the kernel holds it only during the exec).
+    let is_script = n >= 2 && &head[..2] == b"#!";
+    let r = call.result(
+        OP_EXEC_CLAIM,
+        [rfd as u64, !is_script as u64, 0, 0, 0, 0],
+        false,
+    );
+    if r < 0 && r != -(libc::ENOSYS as i64) {
+        return ExecPlan::Fail(r);
+    }
+    if r == 0 && !is_script {
+        CLAIMED.store(true, Ordering::Release);
+    }
+    if is_script {
         return script(&head[2..n], argv, envp, user_path);
     }
     binary(call, rfd, st.st_size as u64, argv, envp)

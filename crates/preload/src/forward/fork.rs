@@ -5,7 +5,7 @@
 //! at the first forwarded call).
 
 use super::caller;
-use super::domain::{DOMAINS, NUM_DOMAINS};
+use super::domain::{DOMAINS, DOMAIN_STORAGE, NUM_DOMAINS};
 use super::session::{self, ForkTokens};
 use super::{host, log, pools};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -36,7 +36,10 @@ pub fn before_fork() -> Result<ForkTokens, i64> {
         if !session::current(d).is_some_and(|s| s.usable()) {
             continue;
         }
-        if !session::has_state_in(d) {
+        // The image this process runs (ETXTBSY) is inherited too; without
+        // it the child loses nothing else and is not cut off.
+        let image = d == DOMAIN_STORAGE && session::runs_image();
+        if !session::has_state_in(d) && !image {
             // Nothing to inherit: the child registers afresh if it ever needs to.
             continue;
         }

@@ -237,6 +237,12 @@ pub fn after_exec_failed(result: i64) {
     let _ = result;
     exec::after_exec_failed();
     exec_image::release();
+    exec_image::abort_claim();
+}
+
+/// The process is about to exit (SYS_exit_group).
+pub fn on_process_exit() {
+    exec_image::on_exit();
 }
 
 /// The calling thread is about to exit (SYS_exit).

@@ -553,6 +553,26 @@ pub fn reattach(domain: u8, claim: Option<PendingClaim>) -> bool {
 
 // ---- fork ----
 
+/// The storage domain holds the image this process runs (ETXTBSY; set by
+/// the new image from `OP_EXEC_DONE`'s answer, `exec_image`; a forked child
+/// inherits it with the image): a fork then prepares the child's shadow,
+/// which takes it over, even when the process has no descriptor there.
+static RUNS_IMAGE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the storage domain holds the image this process runs.
+pub fn runs_image() -> bool {
+    RUNS_IMAGE.load(Ordering::Acquire)
+}
+
+pub fn set_runs_image(yes: bool) {
+    RUNS_IMAGE.store(yes, Ordering::Release);
+}
+
+/// Whether the storage domain held our image; it holds none from now on.
+pub fn take_runs_image() -> bool {
+    RUNS_IMAGE.swap(false, Ordering::AcqRel)
+}
+
 /// Tokens of the shadows prepared for a fork, per domain slot.
 pub type ForkTokens = [Option<u64>; NUM_DOMAINS];
 

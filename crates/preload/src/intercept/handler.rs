@@ -111,6 +111,10 @@ fn dispatch(ctx: &Ctx, slot: &Slot, nr: u64, args: [u64; 6]) -> Outcome {
             let r = unsafe { syscall6(nr, args) };
             Outcome::Result(r)
         }
+        libc::SYS_exit_group => {
+            forward::on_process_exit();
+            generic(ctx, slot, nr, args)
+        }
         libc::SYS_prctl if args[0] == kernel::PR_SET_SYSCALL_USER_DISPATCH => {
             // The program may not reconfigure our dispatch.
             Outcome::Result(-(libc::EINVAL as i64))
