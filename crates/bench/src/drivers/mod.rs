@@ -10,6 +10,7 @@ pub mod launch;
 pub mod loadgen;
 pub mod net;
 pub mod nginx;
+pub mod output;
 pub mod queue_ping;
 pub mod tcp_lat;
 pub mod tcp_stream;
