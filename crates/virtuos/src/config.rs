@@ -15,10 +15,11 @@ pub const DEFAULT_STORAGE_MOUNT: &str = "/storage";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The domain server runs as a host process in its own mount namespace.
+    /// Each domain server runs as a host process in its own namespaces.
     #[default]
     Process,
-    /// The domain server runs as PID 1 of a QEMU VM (storage only so far).
+    /// Each domain server (storage and network) runs as PID 1 of its own
+    /// QEMU VM.
     Vm,
 }
 
