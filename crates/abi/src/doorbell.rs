@@ -1,9 +1,14 @@
 //! Sleeping and waking on a 32-bit word of shared memory.
 //!
 //! Process backend: a shared (not process-private) futex, which works across
-//! processes that map the same memfd. A VM backend cannot futex across the VM
-//! boundary and relays these through ivshmem doorbells instead; both sides
-//! keep the rule "ring only when the other side announced that it sleeps".
+//! processes that map the same memfd. A futex wake cannot cross the VM
+//! boundary, so the vm backend relays wakes as bells (`slot::Bell`) over
+//! the VM's bell port, a virtio-serial port: down, the daemon watches each
+//! region slot's `doorbell` and `interrupt_bell` words (`futex_waitv`) and
+//! sends a bell that the guest's PID 1 turns into a wake here; up, a guest
+//! worker sends `Complete` for a sleeping caller and the daemon does the
+//! host wake (crates/virtuos/src/backend/vm/bells.rs). Both sides keep the
+//! rule "ring only when the other side announced that it sleeps".
 
 use core::sync::atomic::AtomicU32;
 use rustix::thread::futex;

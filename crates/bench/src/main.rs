@@ -242,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             drivers::all::run(&opts, &common)?;
             Ok(())
         }
-        Cmd::Render { json, out } => drivers::all::render(&json, &out),
+        Cmd::Render { json, out } => drivers::output::render(&json, &out),
         Cmd::Timeline { json, out } => timeline::render(&json, &out),
     }
 }

@@ -4,9 +4,9 @@
 
 use crate::results::{
     FcntlResults, ForkResults, Forwarded, HttpResults, LaunchResults, NetResults, QueuePingResults,
-    Results, StreamResults, TcpLatResults, VmResults, WriteResults,
+    Results, StreamResults, TcpLatResults, VmResults, WritePoint, WriteResults,
 };
-use crate::stats::{fmt_bytes, fmt_ns, fmt_ratio, ratio};
+use crate::stats::{fmt_bytes, fmt_ns, fmt_ratio, ratio, Summary};
 use std::fmt::Write as _;
 
 /// Plots that `all` writes next to RESULTS.md (linked from it).
@@ -34,22 +34,23 @@ pub fn render_markdown(r: &Results) -> String {
          by hand.\n"
     );
     let _ = writeln!(s, "## Environment\n");
-    let _ = writeln!(s, "| | |\n|---|---|");
-    let _ = writeln!(s, "| date (UTC) | {} |", m.date);
-    let _ = writeln!(s, "| kernel (`uname -r`) | {} |", m.kernel);
-    let _ = writeln!(s, "| CPU | {} ({} CPUs usable) |", m.cpu_model, m.cpus);
-    let _ = writeln!(s, "| revision | {} |", m.revision);
-    let _ = writeln!(
-        s,
-        "| load average (1/5/15 min) | {} at start, {} at end |",
-        m.load_start, m.load_end
-    );
-    let _ = writeln!(s, "| native files | `{}` ({}) |", m.native_dir, m.native_fs);
-    let _ = writeln!(
-        s,
-        "| storage domain data | `{}` ({}) |",
-        m.data_dir, m.data_fs
-    );
+    let load = format!("{} at start, {} at end", m.load_start, m.load_end);
+    let rows = [
+        ("date (UTC)", m.date.clone()),
+        ("kernel (`uname -r`)", m.kernel.clone()),
+        ("CPU", format!("{} ({} CPUs usable)", m.cpu_model, m.cpus)),
+        ("revision", m.revision.clone()),
+        ("load average (1/5/15 min)", load),
+        (
+            "native files",
+            format!("`{}` ({})", m.native_dir, m.native_fs),
+        ),
+        (
+            "storage domain data",
+            format!("`{}` ({})", m.data_dir, m.data_fs),
+        ),
+    ];
+    table(&mut s, " | ", 2, rows.map(|(k, v)| [k.to_string(), v]));
     let _ = writeln!(s, "\nReproduce (from the repository root):\n");
     let _ = writeln!(
         s,
@@ -82,6 +83,107 @@ pub fn render_markdown(r: &Results) -> String {
     s
 }
 
+/// A Markdown table: the header (column names separated by `" | "`), then
+/// one line per row. The first `text` columns are left-aligned (text), the
+/// others right-aligned (numbers). A row shorter than the header is filled
+/// with empty cells; an empty cell is written `| |`.
+fn table<R: AsRef<[String]>>(
+    s: &mut String,
+    header: &str,
+    text: usize,
+    rows: impl IntoIterator<Item = R>,
+) {
+    fn line<'a>(s: &mut String, cells: impl IntoIterator<Item = &'a str>) {
+        s.push('|');
+        for c in cells {
+            if !c.is_empty() {
+                s.push(' ');
+                s.push_str(c);
+            }
+            s.push_str(" |");
+        }
+        s.push('\n');
+    }
+    let header: Vec<&str> = header.split(" | ").collect();
+    line(s, header.iter().copied());
+    s.push('|');
+    for i in 0..header.len() {
+        s.push_str(if i < text { "---|" } else { "---:|" });
+    }
+    s.push('\n');
+    for row in rows {
+        let row = row.as_ref();
+        debug_assert!(row.len() <= header.len(), "more cells than columns");
+        let filler = header.len().saturating_sub(row.len());
+        line(
+            s,
+            row.iter()
+                .map(String::as_str)
+                .chain(std::iter::repeat_n("", filler)),
+        );
+    }
+}
+
+/// The leading cells of a row whose configuration was not measured.
+fn not_measured(leading: &[String]) -> Vec<String> {
+    let mut row = leading.to_vec();
+    row.push("not measured".into());
+    row
+}
+
+/// `p10 .. p90` of nanosecond samples.
+fn ns_range(x: &Summary) -> String {
+    format!("{} .. {}", fmt_ns(x.p10), fmt_ns(x.p90))
+}
+
+/// A latency row: `label`, the median, `p10 .. p90`, then the cells `more`
+/// derives from the samples; "not measured" without samples.
+fn ns_row(
+    label: String,
+    x: Option<&Summary>,
+    more: impl FnOnce(&Summary) -> Vec<String>,
+) -> Vec<String> {
+    match x {
+        Some(x) => [vec![label, fmt_ns(x.median), ns_range(x)], more(x)].concat(),
+        None => not_measured(&[label]),
+    }
+}
+
+/// The throughput table of a buffer-size sweep: buffer, native MB/s, then
+/// the other side's MB/s (`fmt`, or "not measured") and its ratio to native;
+/// `columns` names those two columns (`"vm MB/s | vm / native"`).
+fn throughput_table(
+    s: &mut String,
+    columns: &str,
+    points: &[WritePoint],
+    fmt: impl Fn(f64) -> String,
+) {
+    table(
+        s,
+        &format!("buffer | native MB/s | {columns}"),
+        0,
+        points.iter().map(|p| {
+            let other = p.forwarded.median();
+            vec![
+                fmt_bytes(p.chunk),
+                format!("{:.1}", p.native.median),
+                other.map_or("not measured".into(), &fmt),
+                fmt_ratio(other.and_then(|m| ratio(m, p.native.median))),
+            ]
+        }),
+    );
+}
+
+/// The failures of a buffer-size sweep, by buffer size.
+fn chunk_errors(s: &mut String, points: &[WritePoint]) {
+    errors(
+        s,
+        points
+            .iter()
+            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
+    );
+}
+
 fn fcntl_section(s: &mut String, f: &FcntlResults) {
     let _ = writeln!(s, "## fcntl(F_GETFL) latency vs spin threshold\n");
     let _ = writeln!(
@@ -104,31 +206,22 @@ fn fcntl_section(s: &mut String, f: &FcntlResults) {
         fmt_ns(f.native.p90),
         floor.map_or("n/a".into(), fmt_ns)
     );
-    let _ = writeln!(
+    table(
         s,
-        "| spin | forwarded ns/call | p10 .. p90 | forwarded / native | native / forwarded (throughput) | forwarded / floor |"
+        "spin | forwarded ns/call | p10 .. p90 | forwarded / native | native / forwarded (throughput) | forwarded / floor",
+        0,
+        f.forwarded.iter().map(|p| {
+            ns_row(p.spin.to_string(), p.forwarded.summary.as_ref(), |x| {
+                [
+                    ratio(x.median, f.native.median),
+                    ratio(f.native.median, x.median),
+                    floor.and_then(|fl| ratio(x.median, fl)),
+                ]
+                .map(fmt_ratio)
+                .to_vec()
+            })
+        }),
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
-    for p in &f.forwarded {
-        match &p.forwarded.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} .. {} | {} | {} | {} |",
-                    p.spin,
-                    fmt_ns(x.median),
-                    fmt_ns(x.p10),
-                    fmt_ns(x.p90),
-                    fmt_ratio(ratio(x.median, f.native.median)),
-                    fmt_ratio(ratio(f.native.median, x.median)),
-                    fmt_ratio(floor.and_then(|fl| ratio(x.median, fl)))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "| {} | not measured | | | | |", p.spin);
-            }
-        }
-    }
     let _ = writeln!(
         s,
         "\n![fcntl latency vs spin threshold]({FCNTL_PLOT}.svg)\n"
@@ -162,33 +255,24 @@ fn queue_section(s: &mut String, q: &QueuePingResults, f: Option<&FcntlResults>)
         "floor: **{}**/round trip\n",
         floor.map_or("n/a".into(), fmt_ns)
     );
-    let _ = writeln!(
+    table(
         s,
-        "| spin | OP_PING ns | p10 .. p90 | / floor | forwarded fcntl / OP_PING |"
+        "spin | OP_PING ns | p10 .. p90 | / floor | forwarded fcntl / OP_PING",
+        0,
+        q.points.iter().map(|p| {
+            let fc = f
+                .and_then(|f| f.forwarded.iter().find(|x| x.spin == p.spin))
+                .and_then(|x| x.forwarded.median());
+            ns_row(p.spin.to_string(), p.forwarded.summary.as_ref(), |x| {
+                [
+                    floor.and_then(|fl| ratio(x.median, fl)),
+                    fc.and_then(|c| ratio(c, x.median)),
+                ]
+                .map(fmt_ratio)
+                .to_vec()
+            })
+        }),
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
-    for p in &q.points {
-        let fc = f
-            .and_then(|f| f.forwarded.iter().find(|x| x.spin == p.spin))
-            .and_then(|x| x.forwarded.median());
-        match &p.forwarded.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} .. {} | {} | {} |",
-                    p.spin,
-                    fmt_ns(x.median),
-                    fmt_ns(x.p10),
-                    fmt_ns(x.p90),
-                    fmt_ratio(floor.and_then(|fl| ratio(x.median, fl))),
-                    fmt_ratio(fc.and_then(|c| ratio(c, x.median)))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "| {} | not measured | | | |", p.spin);
-            }
-        }
-    }
     s.push('\n');
     errors(
         s,
@@ -211,32 +295,14 @@ fn write_section(s: &mut String, w: &WriteResults) {
         w.reps,
         w.rounds
     );
-    let _ = writeln!(
-        s,
-        "| buffer | native MB/s | forwarded MB/s | forwarded / native |"
-    );
-    let _ = writeln!(s, "|---:|---:|---:|---:|");
-    for p in &w.points {
-        let fwd = p.forwarded.median();
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {} | {} |",
-            fmt_bytes(p.chunk),
-            p.native.median,
-            fwd.map_or("not measured".into(), |m| format!("{m:.1}")),
-            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
-        );
-    }
+    throughput_table(s, "forwarded MB/s | forwarded / native", &w.points, |m| {
+        format!("{m:.1}")
+    });
     let _ = writeln!(
         s,
         "\n![write throughput vs buffer size]({WRITE_PLOT}.svg)\n"
     );
-    errors(
-        s,
-        w.points
-            .iter()
-            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
-    );
+    chunk_errors(s, &w.points);
 }
 
 fn net_section(s: &mut String, n: &NetResults) {
@@ -280,36 +346,21 @@ fn tcp_lat_section(s: &mut String, l: &TcpLatResults) {
          request entry instead of sleeping on a futex.\n",
         l.iters, l.reps, l.rounds
     );
-    let _ = writeln!(
+    let native = ns_row("native (host loopback)".into(), Some(&l.native), |_| {
+        vec!["1.00x".into()]
+    });
+    let forwarded = l.points.iter().map(|p| {
+        let label = format!("virtuos, {}", crate::drivers::tcp_lat::spin_label(p));
+        ns_row(label, p.forwarded.summary.as_ref(), |x| {
+            vec![fmt_ratio(ratio(x.median, l.native.median))]
+        })
+    });
+    table(
         s,
-        "| configuration | per round trip | p10 .. p90 | virtuos / native |"
+        "configuration | per round trip | p10 .. p90 | virtuos / native",
+        1,
+        std::iter::once(native).chain(forwarded),
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|");
-    let _ = writeln!(
-        s,
-        "| native (host loopback) | {} | {} .. {} | 1.00x |",
-        fmt_ns(l.native.median),
-        fmt_ns(l.native.p10),
-        fmt_ns(l.native.p90)
-    );
-    for p in &l.points {
-        let label = crate::drivers::tcp_lat::spin_label(p);
-        match &p.forwarded.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| virtuos, {label} | {} | {} .. {} | {} |",
-                    fmt_ns(x.median),
-                    fmt_ns(x.p10),
-                    fmt_ns(x.p90),
-                    fmt_ratio(ratio(x.median, l.native.median))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "| virtuos, {label} | not measured | | |");
-            }
-        }
-    }
     let _ = writeln!(s, "\n![TCP round-trip latency]({TCP_LAT_PLOT}.svg)\n");
     errors(
         s,
@@ -333,32 +384,14 @@ fn stream_section(s: &mut String, t: &StreamResults) {
         t.reps,
         t.rounds
     );
-    let _ = writeln!(
-        s,
-        "| buffer | native MB/s | virtuos MB/s | virtuos / native |"
-    );
-    let _ = writeln!(s, "|---:|---:|---:|---:|");
-    for p in &t.points {
-        let fwd = p.forwarded.median();
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {} | {} |",
-            fmt_bytes(p.chunk),
-            p.native.median,
-            fwd.map_or("not measured".into(), |m| format!("{m:.1}")),
-            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
-        );
-    }
+    throughput_table(s, "virtuos MB/s | virtuos / native", &t.points, |m| {
+        format!("{m:.1}")
+    });
     let _ = writeln!(
         s,
         "\n![TCP stream throughput vs buffer size]({STREAM_PLOT}.svg)\n"
     );
-    errors(
-        s,
-        t.points
-            .iter()
-            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
-    );
+    chunk_errors(s, &t.points);
 }
 
 fn http_section(s: &mut String, h: &HttpResults) {
@@ -397,30 +430,21 @@ fn http_section(s: &mut String, h: &HttpResults) {
         h.rounds
     );
     let native = h.points.first().and_then(|p| p.measured.median());
-    let _ = writeln!(
+    table(
         s,
-        "| configuration | load generator connects to | requests/s | p10 .. p90 | / native |"
+        "configuration | load generator connects to | requests/s | p10 .. p90 | / native",
+        2,
+        h.points.iter().map(|p| match &p.measured.summary {
+            Some(x) => vec![
+                p.config.clone(),
+                format!("`{}`", p.url),
+                format!("{:.0}", x.median),
+                format!("{:.0} .. {:.0}", x.p10, x.p90),
+                fmt_ratio(native.and_then(|n| ratio(x.median, n))),
+            ],
+            None => not_measured(&[p.config.clone(), String::new()]),
+        }),
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|");
-    for p in &h.points {
-        match &p.measured.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| {} | `{}` | {:.0} | {:.0} .. {:.0} | {} |",
-                    p.config,
-                    p.url,
-                    x.median,
-                    x.p10,
-                    x.p90,
-                    fmt_ratio(native.and_then(|n| ratio(x.median, n)))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "| {} | | not measured | | |", p.config);
-            }
-        }
-    }
     s.push('\n');
     errors(
         s,
@@ -500,39 +524,32 @@ fn launch_section(s: &mut String, l: &LaunchResults, label: &str) {
          vm figures: {label}.\n",
         l.boots
     );
-    let _ = writeln!(
+    table(
         s,
-        "| backend | `--vm-slots` | `virtuos up` (median) | p10 .. p90 | min .. max | boot_ms (median) | boot_ms min .. max |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
-    for p in &l.points {
-        let slots = p.slots.map_or("-".into(), |x| x.to_string());
-        let boot = p.boot_ms.as_ref().map_or(("-".into(), "-".into()), |b| {
-            (
-                fmt_ms(b.median),
-                format!("{} .. {}", fmt_ms(b.min), fmt_ms(b.max)),
-            )
-        });
-        match &p.up_ms.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| {} | {slots} | {} | {} .. {} | {} .. {} | {} | {} |",
-                    p.backend,
+        "backend | `--vm-slots` | `virtuos up` (median) | p10 .. p90 | min .. max | boot_ms (median) | boot_ms min .. max",
+        1,
+        l.points.iter().map(|p| {
+            let slots = p.slots.map_or("-".into(), |x| x.to_string());
+            let boot = p.boot_ms.as_ref().map_or(("-".into(), "-".into()), |b| {
+                (
+                    fmt_ms(b.median),
+                    format!("{} .. {}", fmt_ms(b.min), fmt_ms(b.max)),
+                )
+            });
+            match &p.up_ms.summary {
+                Some(x) => vec![
+                    p.backend.clone(),
+                    slots,
                     fmt_ms(x.median),
-                    fmt_ms(x.p10),
-                    fmt_ms(x.p90),
-                    fmt_ms(x.min),
-                    fmt_ms(x.max),
+                    format!("{} .. {}", fmt_ms(x.p10), fmt_ms(x.p90)),
+                    format!("{} .. {}", fmt_ms(x.min), fmt_ms(x.max)),
                     boot.0,
-                    boot.1
-                );
+                    boot.1,
+                ],
+                None => not_measured(&[p.backend.clone(), slots]),
             }
-            None => {
-                let _ = writeln!(s, "| {} | {slots} | not measured | | | | |", p.backend);
-            }
-        }
-    }
+        }),
+    );
     s.push('\n');
     errors(
         s,
@@ -569,33 +586,36 @@ fn fork_section(s: &mut String, f: &ForkResults, slots: u16, label: &str) {
          has {slots} region slots. vm figures: {label}.\n",
         f.reps, f.rounds
     );
-    let _ = writeln!(
+    table(
         s,
-        "| N | native per batch | process backend | / native | vm backend | / native | per child: native / process / vm | cleanup: process / vm |"
+        "N | native per batch | process backend | / native | vm backend | / native | per child: native / process / vm | cleanup: process / vm",
+        0,
+        f.points.iter().map(|p| {
+            let cell = |x: &Forwarded| match x.median() {
+                Some(m) => (fmt_ns(m), fmt_ratio(ratio(m, p.native.median))),
+                None => ("not measured".into(), "n/a".into()),
+            };
+            let (pm, pr) = cell(&p.process);
+            let (vm, vr) = cell(&p.vm);
+            let per = |m: Option<f64>| m.map_or("-".into(), |m| fmt_ns(m / f64::from(p.n)));
+            let clean = |c: &Option<Summary>| c.as_ref().map_or("-".into(), |c| fmt_ns(c.median));
+            vec![
+                p.n.to_string(),
+                fmt_ns(p.native.median),
+                pm,
+                pr,
+                vm,
+                vr,
+                format!(
+                    "{} / {} / {}",
+                    per(Some(p.native.median)),
+                    per(p.process.median()),
+                    per(p.vm.median())
+                ),
+                format!("{} / {}", clean(&p.process_cleanup), clean(&p.vm_cleanup)),
+            ]
+        }),
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for p in &f.points {
-        let cell = |x: &Forwarded| match x.median() {
-            Some(m) => (fmt_ns(m), fmt_ratio(ratio(m, p.native.median))),
-            None => ("not measured".into(), "n/a".into()),
-        };
-        let (pm, pr) = cell(&p.process);
-        let (vm, vr) = cell(&p.vm);
-        let per = |m: Option<f64>| m.map_or("-".into(), |m| fmt_ns(m / f64::from(p.n)));
-        let clean =
-            |c: &Option<crate::stats::Summary>| c.as_ref().map_or("-".into(), |c| fmt_ns(c.median));
-        let _ = writeln!(
-            s,
-            "| {} | {} | {pm} | {pr} | {vm} | {vr} | {} / {} / {} | {} / {} |",
-            p.n,
-            fmt_ns(p.native.median),
-            per(Some(p.native.median)),
-            per(p.process.median()),
-            per(p.vm.median()),
-            clean(&p.process_cleanup),
-            clean(&p.vm_cleanup)
-        );
-    }
     let _ = writeln!(
         s,
         "\n![process creation: time per batch vs N]({FORK_PLOT}.svg)\n"
@@ -632,26 +652,16 @@ fn vm_fcntl_section(s: &mut String, f: &FcntlResults, slots: u16, label: &str) {
         fmt_ns(f.native.p10),
         fmt_ns(f.native.p90)
     );
-    let _ = writeln!(s, "| spin | vm ns/call | p10 .. p90 | vm / native |");
-    let _ = writeln!(s, "|---:|---:|---:|---:|");
-    for p in &f.forwarded {
-        match &p.forwarded.summary {
-            Some(x) => {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} .. {} | {} |",
-                    p.spin,
-                    fmt_ns(x.median),
-                    fmt_ns(x.p10),
-                    fmt_ns(x.p90),
-                    fmt_ratio(ratio(x.median, f.native.median))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "| {} | not measured | | |", p.spin);
-            }
-        }
-    }
+    table(
+        s,
+        "spin | vm ns/call | p10 .. p90 | vm / native",
+        0,
+        f.forwarded.iter().map(|p| {
+            ns_row(p.spin.to_string(), p.forwarded.summary.as_ref(), |x| {
+                vec![fmt_ratio(ratio(x.median, f.native.median))]
+            })
+        }),
+    );
     s.push('\n');
     errors(
         s,
@@ -673,30 +683,15 @@ fn vm_write_section(s: &mut String, w: &WriteResults, slots: u16, label: &str) {
         w.reps,
         w.rounds
     );
-    let _ = writeln!(s, "| buffer | native MB/s | vm MB/s | vm / native |");
-    let _ = writeln!(s, "|---:|---:|---:|---:|");
-    for p in &w.points {
-        let fwd = p.forwarded.median();
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} | {} | {} |",
-            fmt_bytes(p.chunk),
-            p.native.median,
-            fwd.map_or("not measured".into(), |m| if m < 10.0 {
-                format!("{m:.2}")
-            } else {
-                format!("{m:.1}")
-            }),
-            fmt_ratio(fwd.and_then(|m| ratio(m, p.native.median)))
-        );
-    }
+    throughput_table(s, "vm MB/s | vm / native", &w.points, |m| {
+        if m < 10.0 {
+            format!("{m:.2}")
+        } else {
+            format!("{m:.1}")
+        }
+    });
     s.push('\n');
-    errors(
-        s,
-        w.points
-            .iter()
-            .map(|p| (fmt_bytes(p.chunk), &p.forwarded.error)),
-    );
+    chunk_errors(s, &w.points);
 }
 
 /// Observations about the VM benchmarks.

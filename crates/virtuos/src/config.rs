@@ -15,10 +15,11 @@ pub const DEFAULT_STORAGE_MOUNT: &str = "/storage";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The domain server runs as a host process in its own mount namespace.
+    /// Each domain server runs as a host process in its own namespaces.
     #[default]
     Process,
-    /// The domain server runs as PID 1 of a QEMU VM (storage only so far).
+    /// Each domain server (storage and network) runs as PID 1 of its own
+    /// QEMU VM.
     Vm,
 }
 
@@ -197,7 +198,7 @@ pub struct Settings {
     /// vm backend: kernel and initramfs already prepared (by `virtuos up`).
     pub vm_kernel: Option<PathBuf>,
     pub vm_initrd: Option<PathBuf>,
-    /// vm backend: region slots of the storage VM.
+    /// vm backend: region slots of each domain VM.
     pub vm_slots: usize,
     /// A domain without heartbeat for this long is hung (killed, restarted).
     pub hang_timeout: std::time::Duration,
@@ -207,6 +208,9 @@ pub struct Settings {
 
 /// The vm backend's default disk image inside the data directory.
 pub const STORAGE_IMAGE: &str = "storage.img";
+/// The vm backend's default region slots per domain VM: client processes
+/// (and forks) one VM serves at once (`--vm-slots`).
+pub const DEFAULT_VM_SLOTS: usize = 16;
 
 impl Settings {
     /// Resolve settings from overrides, the environment and the config file.
@@ -289,7 +293,7 @@ impl Settings {
             storage_image,
             vm_kernel: o.vm_kernel.clone().map(absolute),
             vm_initrd: o.vm_initrd.clone().map(absolute),
-            vm_slots: o.vm_slots.unwrap_or(crate::backend::vm::DEFAULT_SLOTS),
+            vm_slots: o.vm_slots.unwrap_or(DEFAULT_VM_SLOTS),
             network: !o.no_network && file.network.unwrap_or(true),
             network_subnet,
             forwards,

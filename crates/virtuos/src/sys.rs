@@ -81,22 +81,34 @@ pub fn domain_child_setup(cmd: &mut Command, fds: [RawFd; 2]) {
             if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            clear_mask_and_die_with_parent()
         });
     }
+}
+
+/// In a forked child before exec: clear the signal mask (the daemon blocks
+/// termination signals) and ask for SIGTERM when the parent thread dies.
+///
+/// # Safety
+///
+/// Only from a `pre_exec` closure: it makes async-signal-safe system calls
+/// (sigprocmask, prctl) on plain integers, allocates nothing and takes no
+/// locks.
+unsafe fn clear_mask_and_die_with_parent() -> std::io::Result<()> {
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    if libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGTERM as libc::c_ulong,
+        0,
+        0,
+        0,
+    ) < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Send `sig` to every process of process group `pgid` (a domain and its
@@ -119,21 +131,6 @@ pub fn vm_child_setup(cmd: &mut Command) {
     // async-signal-safe system calls (sigprocmask, prctl) on plain integers;
     // it allocates nothing and takes no locks.
     unsafe {
-        cmd.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| clear_mask_and_die_with_parent());
     }
 }

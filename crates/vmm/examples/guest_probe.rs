@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-// Must match virtuos_vmm::shm::layout.
+// Must match `layout` in examples/transport/shm.rs.
 const GUEST_MAGIC: usize = 0;
 const HOST_MAGIC: usize = 8;
 const PING: usize = 64;

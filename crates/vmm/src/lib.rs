@@ -5,9 +5,9 @@
 //! ([`kernel`]), assembles the initramfs ([`initramfs`], [`cpio`],
 //! [`modules`]), builds static guest binaries ([`static_bin`]), picks the
 //! accelerator ([`accel`]), and launches and controls QEMU ([`qemu`],
-//! [`qmp`], [`console`]). [`ivshmem`] (an ivshmem-doorbell server) and
-//! [`shm`] are the host side of the shared-memory transport (see
-//! `TRANSPORT.md`); [`sys`] holds the raw system calls.
+//! [`qmp`], [`console`]). The experiments that chose the transport (see
+//! `TRANSPORT.md`) are the `transport` and `guest_probe` examples; [`sys`]
+//! holds the raw system calls.
 
 pub mod accel;
 pub mod cache;
@@ -15,13 +15,11 @@ pub mod console;
 pub mod cpio;
 pub mod error;
 pub mod initramfs;
-pub mod ivshmem;
 pub mod kernel;
 pub mod modules;
 mod progress;
 pub mod qemu;
 pub mod qmp;
-pub mod shm;
 pub mod static_bin;
 pub mod sys;
 

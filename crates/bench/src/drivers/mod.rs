@@ -10,6 +10,7 @@ pub mod launch;
 pub mod loadgen;
 pub mod net;
 pub mod nginx;
+pub mod output;
 pub mod queue_ping;
 pub mod tcp_lat;
 pub mod tcp_stream;
@@ -324,19 +325,30 @@ impl Stack {
         c
     }
 
-    /// Run `virtuos run -- <bench> worker ARGS` with extra environment.
-    pub fn run_worker(
+    /// Run `virtuos run -- <bench> worker ARGS` with extra environment:
+    /// what it printed, and the command line for messages.
+    fn run_worker_raw(
         &self,
         args: &[String],
         env: &[(&str, String)],
-    ) -> anyhow::Result<WorkerOutput> {
+    ) -> anyhow::Result<(Finished, String)> {
         let mut c = self.command(["run", "--"]);
         c.arg(bench_exe()?).arg("worker").args(args);
         for (k, v) in env {
             c.env(k, v);
         }
         let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
-        parse_worker(run_with_timeout(c, self.timeout, &what)?, &what)
+        Ok((run_with_timeout(c, self.timeout, &what)?, what))
+    }
+
+    /// Run `virtuos run -- <bench> worker ARGS` with extra environment.
+    pub fn run_worker(
+        &self,
+        args: &[String],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<WorkerOutput> {
+        let (f, what) = self.run_worker_raw(args, env)?;
+        parse_worker(f, &what)
     }
 
     /// As `run_worker`, and fail when the preload library (in the worker
@@ -347,13 +359,7 @@ impl Stack {
         args: &[String],
         env: &[(&str, String)],
     ) -> anyhow::Result<WorkerOutput> {
-        let mut c = self.command(["run", "--"]);
-        c.arg(bench_exe()?).arg("worker").args(args);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let what = format!("virtuos run -- virtuos-bench worker {}", args.join(" "));
-        let f = run_with_timeout(c, self.timeout, &what)?;
+        let (f, what) = self.run_worker_raw(args, env)?;
         if let Some(line) = f.stderr.lines().find(|l| is_session_failure(l)) {
             bail!("{what}: the preload library reported: {line}");
         }

@@ -85,10 +85,10 @@ impl Opts {
 /// Measure the selected benchmarks.
 pub fn measure(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<NetResults> {
     let mut r = NetResults {
-        date: super::all::utc_now(),
+        date: super::output::utc_now(),
         command: o.command(common, out),
-        revision: super::all::revision(),
-        load_start: super::all::loadavg(),
+        revision: super::output::revision(),
+        load_start: super::output::loadavg(),
         ..NetResults::default()
     };
     if o.net.contains(&Bench::Lat) {
@@ -106,7 +106,7 @@ pub fn measure(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<NetResul
         http::print(&h);
         r.http = Some(h);
     }
-    r.load_end = super::all::loadavg();
+    r.load_end = super::output::loadavg();
     Ok(r)
 }
 
@@ -119,5 +119,5 @@ pub fn run(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let net = measure(o, common, out)?;
     let command = net.command.clone();
-    super::all::merge_section(out, common, command, |r| r.net = Some(net))
+    super::output::merge_section(out, common, command, |r| r.net = Some(net))
 }

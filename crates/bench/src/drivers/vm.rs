@@ -177,10 +177,10 @@ fn start(common: &Common, c: &Config, env: &[(String, String)]) -> Result<Stack,
 
 pub fn measure(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<VmResults> {
     let mut r = VmResults {
-        date: super::all::utc_now(),
+        date: super::output::utc_now(),
         command: o.command(common, out),
-        revision: super::all::revision(),
-        load_start: super::all::loadavg(),
+        revision: super::output::revision(),
+        load_start: super::output::loadavg(),
         qemu: qemu_version(),
         slots: o.vm_slots,
         ..VmResults::default()
@@ -264,7 +264,7 @@ pub fn measure(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<VmResult
         r.write = Some(w);
     }
     drop(vm);
-    r.load_end = super::all::loadavg();
+    r.load_end = super::output::loadavg();
     Ok(r)
 }
 
@@ -277,5 +277,5 @@ pub fn run(o: &Opts, common: &Common, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let vm = measure(o, common, out)?;
     let command = vm.command.clone();
-    super::all::merge_section(out, common, command, |r| r.vm = Some(vm))
+    super::output::merge_section(out, common, command, |r| r.vm = Some(vm))
 }

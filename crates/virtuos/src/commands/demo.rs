@@ -186,7 +186,7 @@ pub fn cmd(keep: bool) -> Result<i32> {
         storage_image: root.join("data").join(crate::config::STORAGE_IMAGE),
         vm_kernel: None,
         vm_initrd: None,
-        vm_slots: crate::backend::vm::DEFAULT_SLOTS,
+        vm_slots: crate::config::DEFAULT_VM_SLOTS,
         network_subnet: crate::network::default_subnet_for(&runtime),
         subnet_explicit: false,
         runtime: Runtime::new(runtime),

@@ -8,8 +8,8 @@
 //! setgroups, setfs*id or capset call, and answers the program only after
 //! the daemon did, so the next forwarded call runs with the new identity.
 
+use super::answer::{error, plain, Answer};
 use super::clients::Peer;
-use super::requests::{error, plain, Answer};
 use super::Daemon;
 use virtuos_abi::control::{Credentials, DaemonReply, DomainCommand, DomainReply};
 

@@ -2,9 +2,9 @@
 //! client read garbage from a domain's queue: the domain is probed, and
 //! failed only if it does not answer).
 
+use super::answer::{error, plain, Answer};
 use super::clients::Peer;
 use super::regions::Regions;
-use super::requests::{error, plain, Answer};
 use super::{lock, Daemon};
 use crate::backend::Phase;
 use rustix::process::Signal;

@@ -11,6 +11,7 @@
 //! one listens per port forward, two relay each forwarded connection
 //! (`forward`).
 
+mod answer;
 mod clients;
 mod credentials;
 mod forward;

@@ -1,5 +1,6 @@
 //! What the daemon does for each `ClientRequest`.
 
+use super::answer::{error, plain, Answer};
 use super::clients::{self, Client, Peer};
 use super::credentials;
 use super::regions::Regions;
@@ -13,22 +14,6 @@ use virtuos_abi::control::{
     StatusReport,
 };
 
-/// A reply without descriptors.
-pub struct Answer {
-    pub reply: DaemonReply,
-    /// After sending: stop the daemon.
-    pub shutdown: bool,
-}
-
-pub(super) fn error(message: impl Into<String>) -> Answer {
-    Answer {
-        reply: DaemonReply::Error {
-            message: message.into(),
-        },
-        shutdown: false,
-    }
-}
-
 /// Processes one unprivileged uid may register with one domain.
 pub const MAX_CLIENTS_PER_UID: usize = 1024;
 /// VM backend: region slots an unprivileged uid must leave to others.
@@ -37,13 +22,6 @@ const SLOTS_KEPT_FOR_OTHERS: usize = 2;
 /// Root or the daemon's owner.
 pub(super) fn privileged(peer: Peer) -> bool {
     peer.uid == 0 || peer.uid == rustix::process::geteuid().as_raw()
-}
-
-pub(super) fn plain(reply: DaemonReply) -> Answer {
-    Answer {
-        reply,
-        shutdown: false,
-    }
 }
 
 /// Everything a `Registered` answer needs, copied out of the table so the

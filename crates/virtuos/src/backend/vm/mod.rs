@@ -39,9 +39,6 @@ use virtuos_vmm::{cache, initramfs, kernel, static_bin};
 pub const CONTROL_PORT: &str = "virtuos.control";
 /// Name of the virtio-serial bell port.
 pub const BELL_PORT: &str = "virtuos.bell";
-/// Region slots by default: client processes (and forks) a VM domain
-/// serves at once.
-pub const DEFAULT_SLOTS: usize = 16;
 /// Guest memory.
 pub const MEMORY_MIB: u64 = 512;
 /// Guest memory of the network domain (no page cache to speak of).

@@ -18,15 +18,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// The host's peer id.
 pub const HOST_PEER: u16 = 0;
-/// BAR0 registers (32-bit).
-pub const REG_INTR_MASK: usize = 0;
-pub const REG_INTR_STATUS: usize = 4;
-pub const REG_IV_POSITION: usize = 8;
-pub const REG_DOORBELL: usize = 12;
 
 struct Peer {
     id: u16,
@@ -42,7 +36,6 @@ struct Shared {
 /// A running server (accept loop in a thread).
 pub struct IvshmemServer {
     path: PathBuf,
-    vectors: u32,
     host_events: Vec<OwnedFd>,
     shared: Arc<Mutex<Shared>>,
 }
@@ -74,7 +67,6 @@ impl IvshmemServer {
             })?;
         Ok(IvshmemServer {
             path: path.into(),
-            vectors,
             host_events,
             shared,
         })
@@ -84,18 +76,9 @@ impl IvshmemServer {
         &self.path
     }
 
-    pub fn vectors(&self) -> u32 {
-        self.vectors
-    }
-
     /// The eventfd guests signal when they ring the host on `vector`.
     pub fn host_event(&self, vector: u32) -> RawFd {
         self.host_events[vector as usize].as_raw_fd()
-    }
-
-    /// Wait for the host's doorbell on `vector`.
-    pub fn wait_host(&self, vector: u32) -> Result<u64> {
-        Ok(sys::eventfd_wait(self.host_event(vector))?)
     }
 
     /// Ids of the connected guests.
@@ -109,22 +92,6 @@ impl IvshmemServer {
             .collect()
     }
 
-    /// Wait until a guest has connected; returns its id.
-    pub fn wait_peer(&self, timeout: Duration) -> Result<u16> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(&id) = self.peers().first() {
-                return Ok(id);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "no QEMU connected to {}",
-                self.path.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Interrupt guest `peer` on `vector`.
     pub fn ring(&self, peer: u16, vector: u32) -> Result<()> {
         let g = self.shared.lock().unwrap();
@@ -135,16 +102,6 @@ impl IvshmemServer {
             .context("no such peer")?;
         sys::eventfd_signal(p.events[vector as usize].as_raw_fd())?;
         Ok(())
-    }
-
-    /// A raw fd to signal guest `peer` on `vector` without taking the lock
-    /// (valid while the peer stays connected).
-    pub fn guest_event(&self, peer: u16, vector: u32) -> Option<RawFd> {
-        let g = self.shared.lock().unwrap();
-        g.peers
-            .iter()
-            .find(|p| p.id == peer)
-            .map(|p| p.events[vector as usize].as_raw_fd())
     }
 }
 

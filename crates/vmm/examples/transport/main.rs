@@ -10,12 +10,16 @@
 //! prints the guest's and the host's figures.
 
 use anyhow::{Context, Result};
+use shm::ShmFile;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virtuos_vmm::qemu::{Device, SharedMem, Vm, VmConfig};
-use virtuos_vmm::shm::{self, ShmFile};
-use virtuos_vmm::{accel, cache, initramfs, ivshmem, kernel, static_bin, sys};
+use virtuos_vmm::{accel, cache, initramfs, kernel, static_bin};
+
+mod ivshmem;
+mod shm;
+mod sys;
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()

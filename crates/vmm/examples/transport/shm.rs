@@ -4,7 +4,6 @@
 
 use crate::sys::Mapping;
 use anyhow::{Context, Result};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -33,7 +32,6 @@ pub mod layout {
 /// A host file of `size` bytes under /dev/shm, removed on drop.
 pub struct ShmFile {
     pub path: PathBuf,
-    pub file: File,
     pub map: Mapping,
 }
 
@@ -50,7 +48,6 @@ impl ShmFile {
         let map = Mapping::new(&file, 0, size as usize)?;
         Ok(ShmFile {
             path: path.into(),
-            file,
             map,
         })
     }
