@@ -185,6 +185,15 @@ impl ClientRegion {
         }
     }
 
+    /// Domain: a worker starts a call whose interrupt was already asked for:
+    /// wake the interrupter, which would otherwise sleep through it (it
+    /// found nothing running when the client rang).
+    pub fn kick_interrupter(&self) {
+        let bell = &self.header().interrupt_bell;
+        bell.fetch_add(1, Ordering::SeqCst);
+        crate::doorbell::wake(bell, 1);
+    }
+
     /// Domain: sleep until a client asks for an interrupt (or `timeout`).
     /// `seen` is the bell value the caller last handled.
     pub fn wait_interrupt_bell(&self, seen: u32, timeout: std::time::Duration) -> u32 {

@@ -134,17 +134,21 @@ fn handle(shadow: &Arc<Shadow>, index: u16, creds: &mut ThreadCreds) -> bool {
     let host: &Shadow = shadow;
     let tid = crate::sys::gettid();
     shadow.started(tid, index);
-    // Interrupted before it ran (the client's signal came first): do not
-    // start it. From here on the interrupter covers it.
     let acting = match shadow.permitted {
         Some(permitted) => creds.ensure(&shadow.creds, req.task, permitted),
         None => Ok(()),
     };
-    let outcome = if entry.interrupt_requested() {
-        Ok((-(libc::EINTR as i64), 0))
-    } else if let Err(errno) = acting {
+    let outcome = if let Err(errno) = acting {
         Ok((errno, 0))
     } else {
+        // A signal that reached the client before the call started does
+        // not stop it here, as natively a signal does not stop a call that
+        // cannot block (a write to a regular file): it runs, and if it
+        // blocks where the kernel lets signals in (a pipe, a lock wait) the
+        // interrupter makes it return EINTR.
+        if entry.interrupt_requested() {
+            shadow.region.kick_interrupter();
+        }
         catch_unwind(AssertUnwindSafe(|| {
             exec::execute(&shadow.region, host, &req)
         }))

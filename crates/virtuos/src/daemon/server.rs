@@ -256,9 +256,7 @@ impl Loop {
                     REFUSAL_LOG_EVERY.as_secs()
                 );
             }
-            let reply = DaemonReply::Error { message };
-            // A fresh socket's buffer is empty: this does not block.
-            let _ = control::send(fd.as_fd(), &reply, &[]);
+            refuse(&fd, &DaemonReply::Error { message });
             return;
         }
         let _ = rustix::net::sockopt::set_socket_timeout(
@@ -491,6 +489,24 @@ fn serve_one(daemon: &Daemon, conn: &OwnedFd, peer: Peer, req: ClientRequest) ->
                 return false;
             }
             true
+        }
+    }
+}
+
+/// Answer a connection that is not admitted, then close it so the peer
+/// reads the answer. Closing a SEQPACKET socket with a request still
+/// unread makes the peer's next receive fail with ECONNRESET *before* it
+/// sees the answer queued for it: so stop further sends first (the peer's
+/// `send` then fails with EPIPE instead of queueing), drop what already
+/// arrived, and only then close.
+fn refuse(fd: &OwnedFd, reply: &DaemonReply) {
+    // A fresh socket's buffer is empty: this does not block.
+    let _ = control::send(fd.as_fd(), reply, &[]);
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Read);
+    let mut sink = [0u8; 256];
+    while let Ok((n, _)) = rustix::net::recv(fd, &mut sink, rustix::net::RecvFlags::DONTWAIT) {
+        if n == 0 {
+            break;
         }
     }
 }
