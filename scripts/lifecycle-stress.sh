@@ -12,7 +12,7 @@
 # Uses its own runtime and data directories (removed at the end) and
 # target/release binaries (`cargo build --release` first). Exit status 0
 # only when every run was clean. The last result is recorded in
-# bench/RESULTS.md ("Process lifecycle").
+# bench/lifecycle/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-100}
