@@ -554,3 +554,39 @@ fn removed_replaced_and_locked_files_are_not_reopened() {
     plain.extend_from_slice(&[b'q'; 10]);
     assert_eq!(d.read_domain_file("plain.dat"), plain, "{ctx}");
 }
+
+/// `virtuos down` while a program waits in a forwarded call (an open of a
+/// FIFO in the storage domain, which blocks): the call fails with EIO once
+/// the domain is stopped; the program is not left waiting forever for a
+/// domain that no longer exists.
+#[test]
+fn down_fails_calls_still_waiting() {
+    let mut d = start();
+    let r = d.run(&["sh", "-c", "rm -f /storage/ff && mkfifo /storage/ff"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let mut c = d.command();
+    c.args(["run", "--storage-mount", "/storage", "--"])
+        .args(["sh", "-c", "cat /storage/ff; echo \"cat exit $?\""])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("virtuos run");
+    // Long enough for cat to reach its open on any backend.
+    std::thread::sleep(Duration::from_secs(if vm_backend() { 10 } else { 2 }));
+    d.down();
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the waiting program still waits 30 s after `virtuos down`");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("cat exit 1"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Input/output error"), "{stdout}\n{stderr}");
+}

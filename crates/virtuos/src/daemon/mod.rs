@@ -263,6 +263,12 @@ impl Daemon {
             if let Some(h) = s.host_if() {
                 hostnet::remove(&h);
             }
+            // Calls still waiting (the domain had until the grace ran out
+            // to answer them) fail with EIO instead of waiting forever for
+            // a domain that is gone; the clients' next calls find no daemon.
+            for c in s.clients().iter() {
+                c.regions.mark_failed();
+            }
         }
         let rt = &self.settings.runtime;
         for f in [rt.socket(), rt.info_file(), rt.pid_file()] {
