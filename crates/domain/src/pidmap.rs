@@ -26,20 +26,7 @@ pub fn init() -> std::io::Result<()> {
     if TABLE.get().is_some() {
         return Ok(());
     }
-    let bytes = CAPACITY * 8;
-    // SAFETY: a fresh anonymous shared mapping at a kernel-chosen address;
-    // it aliases nothing of ours and is never unmapped.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(
-            core::ptr::null_mut(),
-            bytes,
-            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-            rustix::mm::MapFlags::SHARED,
-        )
-    }?;
-    // SAFETY: `bytes` of zeroed memory, aligned to a page, are `CAPACITY`
-    // valid `AtomicU64`s, alive for the rest of the process (and its forks).
-    let words = unsafe { core::slice::from_raw_parts(p as *const AtomicU64, CAPACITY) };
+    let words = crate::sys::shared_words(CAPACITY)?;
     let _ = TABLE.set(Table(words));
     Ok(())
 }

@@ -411,6 +411,25 @@ pub fn become_thread(c: &virtuos_abi::control::Credentials, permitted: u64) -> i
     set_thread_caps(c.cap_effective & permitted, permitted)
 }
 
+/// `n` zeroed atomic words in an anonymous shared mapping that lives for
+/// the rest of the process and is shared with every later fork (the
+/// domain's tables that all shadows see: pid map, running images).
+pub fn shared_words(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU64]> {
+    // SAFETY: a fresh anonymous shared mapping at a kernel-chosen address;
+    // it aliases nothing of ours and is never unmapped.
+    let p = unsafe {
+        rustix::mm::mmap_anonymous(
+            core::ptr::null_mut(),
+            n * 8,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+        )
+    }?;
+    // SAFETY: `n * 8` bytes of zeroed memory, aligned to a page, are `n`
+    // valid `AtomicU64`s, alive for the rest of the process (and its forks).
+    Ok(unsafe { core::slice::from_raw_parts(p as *const std::sync::atomic::AtomicU64, n) })
+}
+
 /// The calling thread's credentials as the kernel has them (a worker's,
 /// which `become_thread` switched; glibc's getters would be right too, but
 /// the raw calls say plainly that they are this thread's).
